@@ -1,0 +1,3 @@
+from t2ctl.cli.main import main
+
+main()

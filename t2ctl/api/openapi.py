@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from t2ctl.api import schemas
+
+BASE = "/t2mobile"
+
+_PROBLEMS = {
+    400: "The body is not valid JSON.",
+    401: "The API key is missing, unknown, expired or revoked.",
+    403: "The client address is not in the partner's allow-list.",
+    404: "No such order for this partner.",
+    409: "This orderId was already used with a different body; nothing was changed.",
+    413: "The body is larger than 64 KiB.",
+    415: "The body is not sent as application/json.",
+    422: "The request is well-formed but invalid: see `errors`. Includes an unknown or inactive "
+    "product and an amount that is not price × quantity.",
+    429: "Over the rate limit (100 requests a minute per key unless agreed otherwise).",
+    500: "An unexpected error; quote `errorId` to IconTech support.",
+    503: "The database is unavailable; retry later.",
+}
+_AUTHED = (401, 403, 429, 500, 503)
+
+
+def document(version: str) -> dict[str, Any]:
+    """The whole document; every route of the API and every status it can answer."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "t2ctl partner API",
+            "version": version,
+            "description": (
+                "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
+                "read them back. Errors are RFC 9457 problem+json whose `type` is "
+                "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {str(code): _problem(code) for code in _PROBLEMS},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(model, "validation") for model in schemas.SCHEMAS],
+        ref_template="#/components/schemas/{model}",
+    )
+    return top["$defs"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: str, headers: dict | None = None) -> dict[str, Any]:
+    response = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _problem(code: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _PROBLEMS[code],
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+    if code == 429:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until a request may succeed.",
+                "schema": {"type": "integer"},
+            }
+        }
+    return response
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {str(code): {"$ref": f"#/components/responses/{code}"} for code in codes}
+
+
+def _paths() -> dict[str, Any]:
+    header = {"schema": {"type": "string"}}
+    return {
+        f"{BASE}/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Liveness and database reachability.",
+                "security": [],
+                "responses": {
+                    "200": _json("Up, database reachable.", "Health"),
+                    "503": _json("The database cannot be reached.", "Health"),
+                },
+            }
+        },
+        f"{BASE}/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI 3.1 document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        f"{BASE}/products": {
+            "get": {
+                "operationId": "listProducts",
+                "summary": "The active products.",
+                "parameters": [
+                    {"name": "If-None-Match", "in": "header", "required": False, **header}
+                ],
+                "responses": {
+                    "200": _json("The catalogue.", "ProductList", {"ETag": header}),
+                    "304": {"description": "Unchanged since the ETag in If-None-Match."},
+                    **_problems(*_AUTHED),
+                },
+            }
+        },
+        f"{BASE}/fulfilment": {
+            "post": {
+                "operationId": "submitFulfilment",
+                "summary": "Submit an order; idempotent by orderId.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("FulfilmentRequest")}},
+                },
+                "responses": {
+                    "202": _json(
+                        "Accepted; it will be processed.",
+                        "Order",
+                        {"Location": {"description": "Where to poll the order.", **header}},
+                    ),
+                    "200": _json(
+                        "Already submitted with this body: the current order, unchanged.",
+                        "Order",
+                        {"Idempotent-Replayed": {"schema": {"const": "true"}}},
+                    ),
+                    **_problems(400, 409, 413, 415, 422, *_AUTHED),
+                },
+            }
+        },
+        f"{BASE}/orders/{{orderId}}": {
+            "get": {
+                "operationId": "getOrder",
+                "summary": "One of your orders.",
+                "parameters": [{"name": "orderId", "in": "path", "required": True, **header}],
+                "responses": {"200": _json("The order.", "Order"), **_problems(404, *_AUTHED)},
+            }
+        },
+    }

@@ -1,0 +1,49 @@
+"""Orders, for partners: submit a fulfilment, read an order back."""
+
+import json
+
+from flask import Blueprint, g, jsonify, request, url_for
+from pydantic import ValidationError
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+from t2ctl.api import schemas, state
+from t2ctl.errors import FieldError, ValidationFailed
+from t2ctl.orders import intake, records
+
+bp = Blueprint("orders", __name__)
+
+
+@bp.post("/fulfilment")
+def submit_fulfilment():
+    body = _parse(schemas.FulfilmentRequest)
+    submission = intake.submit(g.partner, body.to_request(), box=state().box)
+    response = jsonify(records.public(submission.order))
+    if submission.created:
+        response.status_code = 202
+        response.headers["Location"] = url_for(
+            "orders.get_order", order_id=submission.order.order_id
+        )
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/orders/<order_id>")
+def get_order(order_id: str):
+    return jsonify(records.public(records.get(g.partner, order_id)))
+
+
+def _parse(model: type[schemas.FulfilmentRequest]) -> schemas.FulfilmentRequest:
+    """Read a JSON body: 415 if not JSON, 413 if too large, 400 if malformed, 422 if invalid."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413 here
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadRequest("The body is not valid JSON.") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [FieldError(f, m) for f, m in schemas.field_errors(exc.errors())]
+        raise ValidationFailed(problems) from None

@@ -1,0 +1,1 @@
+"""The ``t2ctl`` command line: one Typer sub-app per command group."""

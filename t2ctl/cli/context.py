@@ -1,0 +1,48 @@
+"""What a command needs from its surroundings, resolved lazily and once per invocation."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from t2ctl import config, db
+from t2ctl.config import Settings
+from t2ctl.db import schema
+from t2ctl.security.crypto import SecretBox, box_for
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="T2CTL_CONFIG", help="Config file (default: ./config.toml)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts.")]
+
+
+@dataclass
+class Session:
+    config_path: Path | None
+    _settings: Settings | None = field(default=None, init=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = config.load(self.config_path)
+        return self._settings
+
+    def connect(self, *, require_current: bool = True) -> None:
+        """Open the database; refuse a schema that needs ``db migrate`` unless told not to."""
+        db.connect(self.settings.database.url)
+        db.ping()
+        if require_current:
+            schema.require_current()
+
+    def box(self) -> SecretBox:
+        return box_for(self.settings)
+
+
+def session(ctx: typer.Context, config_path: Path | None = None) -> Session:
+    """The session for this invocation; a command's own ``--config`` beats the root one."""
+    root = ctx.find_root()
+    if root.obj is None or config_path is not None:
+        root.obj = Session(config_path)
+    return root.obj

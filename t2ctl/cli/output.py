@@ -1,0 +1,67 @@
+"""How commands speak: rich tables for people, plain JSON for scripts, notes on stderr.
+
+stdout carries only the result (a table, or with ``--json`` nothing but JSON); every note,
+warning and error goes to stderr as ``t2ctl: ...``. rich drops colour when stdout is not a
+terminal or ``NO_COLOR`` is set.
+"""
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Column, Table
+
+from t2ctl.errors import FieldError
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    """Plain JSON and a newline on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    rows = list(rows)
+    if not rows:
+        note(empty)
+        return
+    grid = Table(*(Column(name, overflow="fold") for name in columns), title=title)
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    stdout().print(grid)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """One record as aligned ``label  value`` lines."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in pairs:
+        grid.add_row(label, "" if value is None else str(value))
+    stdout().print(grid)
+
+
+def note(message: str) -> None:
+    stderr().print(f"t2ctl: {message}", markup=False, soft_wrap=True)
+
+
+def error(message: str, problems: Sequence[FieldError] = ()) -> None:
+    console = stderr()
+    console.print(f"t2ctl: error: {message}", markup=False, style="red", soft_wrap=True)
+    for problem in problems:
+        console.print(f"  {problem.field}: {problem.message}", markup=False, soft_wrap=True)

@@ -1,0 +1,112 @@
+"""``t2ctl partners``: add, list, set."""
+
+from typing import Annotated
+
+import typer
+
+from t2ctl import clock, partners
+from t2ctl.cli import output
+from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.db.models import Partner
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _public(partner: Partner, default_rate: int) -> dict:
+    return {
+        "name": partner.name,
+        "webhookUrl": partner.webhook_url,
+        "allowedIps": partner.allowed_ips,
+        "rateLimitPerMinute": partner.rate_limit_per_minute or default_rate,
+        "createdAt": clock.rfc3339(partner.created_at),
+    }
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    name: str,
+    webhook_url: Annotated[str, typer.Option("--webhook-url", help="Where webhooks go.")],
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Create a partner; prints its first API key and webhook secret, once."""
+    current = session(ctx, config)
+    current.connect()
+    created = partners.add(name, webhook_url, box=current.box(), sandbox=current.settings.sandbox)
+    if json:
+        output.emit_json(
+            {
+                "partner": created.partner.name,
+                "apiKey": created.key.api_key,
+                "webhookSecret": created.webhook_secret,
+            }
+        )
+        return
+    output.fields(
+        [
+            ("partner", created.partner.name),
+            ("key id", created.key.key_id),
+            ("API key", created.key.api_key),
+            ("webhook secret", created.webhook_secret),
+        ]
+    )
+    output.note("store the API key and webhook secret now: they are not shown again")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = False) -> None:
+    """List partners."""
+    current = session(ctx, config)
+    current.connect()
+    default_rate = current.settings.server.rate_limit_per_minute
+    rows = [_public(p, default_rate) for p in partners.listing()]
+    if json:
+        output.emit_json(rows)
+        return
+    output.table(
+        ["name", "webhook URL", "allowed IPs", "rate limit", "created"],
+        [
+            (
+                r["name"],
+                r["webhookUrl"],
+                ", ".join(r["allowedIps"]) or "any",
+                f"{r['rateLimitPerMinute']}/minute",
+                r["createdAt"],
+            )
+            for r in rows
+        ],
+        empty="no partners yet: add one with `t2ctl partners add NAME --webhook-url URL`",
+    )
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    name: str,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url")] = None,
+    allow_ip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-ip", help="A CIDR the partner may call from; repeat it. Replaces the list."
+        ),
+    ] = None,
+    rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Like 100/minute.")] = None,
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Change a partner's webhook URL, allowed addresses or rate limit."""
+    current = session(ctx, config)
+    current.connect()
+    partner = partners.update(
+        name,
+        sandbox=current.settings.sandbox,
+        webhook_url=webhook_url,
+        allow_ips=allow_ip or None,
+        rate_limit=rate_limit,
+    )
+    data = _public(partner, current.settings.server.rate_limit_per_minute)
+    if json:
+        output.emit_json(data)
+        return
+    output.fields(list(data.items()))

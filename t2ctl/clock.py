@@ -1,0 +1,48 @@
+"""The one source of time, and the formats time is written in.
+
+Every timestamp inside t2ctl is a timezone-aware UTC ``datetime``; it becomes text only at a
+face (API, CLI), always as RFC 3339 with a ``Z``.
+"""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def now() -> datetime:
+    """The current time, aware and in UTC."""
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """``2026-11-27T09:00:00Z``: second precision, UTC, as the contract writes it."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30s``, ``5m``, ``2h``, ``7d`` or ``1w``; else ValueError naming the form."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h, 7d or 1w")
+    amount, unit = match.groups()
+    return timedelta(**{_UNITS[unit]: int(amount)})
+
+
+def parse_moment(text: str, *, reference: datetime | None = None) -> datetime:
+    """A point in time for ``--since``: an RFC 3339 / ISO date(-time), or a duration ago."""
+    try:
+        return (reference or now()) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a date-time (2026-11-27T09:00:00Z, 2026-11-27) "
+            "nor a duration ago (30m, 2h, 7d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

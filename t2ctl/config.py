@@ -1,0 +1,282 @@
+"""Settings: ``config.toml`` plus ``T2CTL_<SECTION>__<KEY>`` overrides, validated once.
+
+Loading either returns a complete, typed ``Settings`` or raises ``ConfigError`` listing every
+problem, each naming its key (and the environment variable, when that is where it came from).
+Nothing else in t2ctl reads the environment or the config file.
+"""
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from t2ctl import clock
+from t2ctl.errors import ConfigError
+
+ENV_PREFIX = "T2CTL_"
+CONFIG_ENV = "T2CTL_CONFIG"
+SECRET_KEYS = ("security.master_key", "zoho.client_secret", "zoho.refresh_token")
+
+
+def _duration(value: Any) -> timedelta:
+    return clock.parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///t2ctl.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite:")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, relative to the working directory unless the URL has four slashes."""
+        return Path(self.url.removeprefix("sqlite:///"))
+
+    def redacted_url(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":********@")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    threads: int = Field(8, ge=1, le=256)
+    rate_limit_per_minute: int = Field(100, ge=1)
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(4, ge=1, le=256)
+    lease_seconds: int = Field(30, ge=5)
+
+
+class SecuritySettings(_Section):
+    master_key: SecretStr | None = None
+
+    @property
+    def master_keys(self) -> list[str]:
+        """The configured keys, newest first (the first encrypts, any decrypts)."""
+        if self.master_key is None:
+            return []
+        return [k.strip() for k in self.master_key.get_secret_value().split(",") if k.strip()]
+
+
+class ZohoSettings(_Section):
+    enabled: bool = False
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    organization_id: str | None = None
+    accounts_url: str = "https://accounts.zoho.com"
+    api_url: str = "https://www.zohoapis.com/inventory/v1"
+    currency: str = Field("NGN", pattern=r"^[A-Z]{3}$")
+    requests_per_minute: int = Field(80, ge=1, le=100)
+    retry_for: Duration = timedelta(hours=24)
+
+    @model_validator(mode="after")
+    def _credentials_when_enabled(self) -> "ZohoSettings":
+        required = ("client_id", "client_secret", "refresh_token", "organization_id")
+        missing = [f"zoho.{name}" for name in required if self.enabled and not getattr(self, name)]
+        if missing:
+            raise ValueError(f"zoho.enabled is true but {', '.join(missing)} is not set")
+        return self
+
+
+class WebhookSettings(_Section):
+    timeout_seconds: float = Field(10, gt=0, le=120)
+    retry_schedule: list[Duration] = Field(
+        default_factory=lambda: [
+            clock.parse_duration(d) for d in ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
+        ],
+        min_length=1,
+    )
+    allow_private_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+
+
+class ScheduleSettings(_Section):
+    timezone: str = "Africa/Lagos"
+    expiry_reminders_at: ClockTime = "02:00"
+    expiry_check_at: ClockTime = "03:00"
+    reminder_days: int = Field(7, ge=1, le=365)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name)") from None
+        return name
+
+
+class Settings(_Section):
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    security: SecuritySettings = SecuritySettings()
+    zoho: ZohoSettings = ZohoSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    source: Path | None = Field(None, exclude=True)
+
+    @property
+    def sandbox(self) -> bool:
+        """Sandbox mode: no Zoho, simulated provisioning, http webhooks allowed."""
+        return not self.zoho.enabled
+
+    @property
+    def mode(self) -> str:
+        return "sandbox" if self.sandbox else "zoho"
+
+    @model_validator(mode="after")
+    def _master_key_where_needed(self) -> "Settings":
+        if self.security.master_key is None and not (self.sandbox and self.database.is_sqlite):
+            raise ValueError(
+                "security.master_key is required outside sandbox mode on SQLite "
+                "(generate one with `t2ctl secrets generate-master-key`)"
+            )
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data, every secret replaced by a marker."""
+        data = self.model_dump(mode="json")
+        for dotted in SECRET_KEYS:
+            section, key = dotted.split(".")
+            if data[section][key] is not None:
+                data[section][key] = "********"
+        data["database"]["url"] = self.database.redacted_url()
+        data["webhooks"]["retry_schedule"] = [
+            _format_duration(d) for d in self.webhooks.retry_schedule
+        ]
+        data["zoho"]["retry_for"] = _format_duration(self.zoho.retry_for)
+        return data
+
+
+def _format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``T2CTL_CONFIG``, else ``./config.toml`` if present, else none."""
+    if path is not None:
+        return path
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigError naming every bad key."""
+    env = os.environ if env is None else env
+    path = resolve_path(path, env)
+    data = _read_file(path) if path is not None else {}
+    origins: dict[str, str] = {}
+    problems = _apply_env(data, env, origins)
+    if path is not None:
+        problems += _check_secret_file(path, data)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Settings.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise ConfigError([_describe(err, origins, path) for err in exc.errors()]) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> list[str]:
+    """Overlay ``T2CTL_SECTION__KEY`` variables; values are read as TOML, else as plain text."""
+    problems = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or not key:
+            problems.append(f"{name}: not of the form T2CTL_<SECTION>__<KEY>")
+            continue
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            problems.append(f"{name}: [{section}] is not a table in the config file")
+            continue
+        target[key] = _env_value(raw)
+        origins[f"{section}.{key}"] = name
+    return problems
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _check_secret_file(path: Path, data: dict[str, Any]) -> list[str]:
+    """A file holding secrets must not be readable by others: refuse rather than leak."""
+    held = [d for d in SECRET_KEYS if data.get(d.split(".")[0], {}).get(d.split(".")[1])]
+    if held and path.stat().st_mode & stat.S_IROTH:
+        return [
+            f"{path} holds {', '.join(held)} but is readable by others; "
+            f"run `chmod o-r {path}` or move the secrets to the environment"
+        ]
+    return []
+
+
+def _describe(err: Mapping[str, Any], origins: Mapping[str, str], path: Path | None) -> str:
+    key = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    where = origins.get(key) or (str(path) if path is not None else None)
+    return f"{key or 'config'}: {message}" + (f" (from {where})" if where else "")

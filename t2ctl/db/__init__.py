@@ -1,0 +1,68 @@
+"""The one database handle and the one way to write.
+
+``connect(url)`` builds the peewee ``Database`` once per process and binds every model to it.
+``transaction()`` is the only way to write: on SQLite it takes the write lock up front
+(``BEGIN IMMEDIATE``) so concurrent writers queue on the busy timeout instead of failing
+half-way; on Postgres it is an ordinary transaction.
+"""
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import peewee
+from playhouse import db_url
+from playhouse.pool import PooledPostgresqlDatabase
+
+from t2ctl.errors import Unavailable
+
+database = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 15000,
+}
+DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+
+
+def connect(url: str, *, max_connections: int = 32) -> peewee.Database:
+    """Build the database for ``url`` and make it the one every model uses."""
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+        built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=15)
+    else:
+        params = db_url.parse(url, unquote_password=True, unquote_user=True)
+        built = PooledPostgresqlDatabase(
+            params.pop("database"),
+            max_connections=max_connections,
+            stale_timeout=300,
+            timeout=15,
+            prefer_psycopg3=True,
+            **params,
+        )
+    database.initialize(built)
+    return built
+
+
+def is_sqlite() -> bool:
+    return isinstance(database.obj, peewee.SqliteDatabase)
+
+
+def transaction() -> AbstractContextManager[None]:
+    """A write transaction; nested calls become savepoints."""
+    if is_sqlite():
+        return database.atomic("IMMEDIATE")
+    return database.atomic()
+
+
+def ping() -> None:
+    """Run a trivial query; raise Unavailable if the database cannot be reached."""
+    try:
+        database.execute_sql("SELECT 1")
+    except DRIVER_ERRORS as exc:
+        raise Unavailable("The database cannot be reached.") from exc
+
+
+def sqlite_file() -> Path | None:
+    return Path(database.obj.database) if is_sqlite() else None

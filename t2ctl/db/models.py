@@ -1,0 +1,113 @@
+"""The tables, as peewee models bound to the one database handle.
+
+Schema changes are never made from here: each one is a numbered script in ``migrations/``
+(``t2ctl db migrate``). These classes must describe the schema the latest migration leaves.
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from t2ctl.db import database
+
+ORDER_STATUSES = ("PENDING", "PROCESSING", "FULFILLED", "FAILED")
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """Stores naive UTC, hands out aware UTC: one meaning on SQLite and Postgres alike."""
+
+    def db_value(self, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> datetime | None:
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class JSONTextField(peewee.TextField):
+    """JSON kept as text, so both databases store it the same way."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Partner(BaseModel):
+    name = peewee.CharField(max_length=64, unique=True)
+    webhook_url = peewee.TextField()
+    webhook_secret = peewee.TextField()  # Fernet token under the master key
+    allowed_ips = JSONTextField(default=list)  # CIDRs; empty means any address
+    rate_limit_per_minute = peewee.IntegerField(null=True)  # None: server.rate_limit_per_minute
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+
+class ApiKey(BaseModel):
+    """A partner's API key, kept only as its SHA-256; several may be valid at once."""
+
+    key_id = peewee.CharField(max_length=32, unique=True)  # public handle, part of the key
+    partner = peewee.ForeignKeyField(Partner, backref="api_keys", on_delete="CASCADE")
+    key_hash = peewee.CharField(max_length=64, unique=True)
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField(null=True)
+    revoked_at = UTCDateTimeField(null=True)
+    last_used_at = UTCDateTimeField(null=True)
+
+
+class Product(BaseModel):
+    product_id = peewee.CharField(max_length=64, unique=True)
+    name = peewee.CharField(max_length=200)
+    description = peewee.TextField(default="")
+    price_minor = peewee.BigIntegerField()
+    currency = peewee.CharField(max_length=3)
+    term_months = peewee.IntegerField()
+    active = peewee.BooleanField(default=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+
+class Order(BaseModel):
+    """One partner order; (partner, order_id) is unique and is the idempotency key."""
+
+    partner = peewee.ForeignKeyField(Partner, backref="orders", on_delete="RESTRICT")
+    order_id = peewee.CharField(max_length=64)
+    status = peewee.CharField(max_length=16, default="PENDING")
+    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    quantity = peewee.IntegerField()
+    customer_id = peewee.CharField(max_length=64)
+    customer_name = peewee.CharField(max_length=200)
+    customer_email = peewee.TextField()  # Fernet token
+    customer_phone = peewee.TextField(null=True)  # Fernet token
+    amount_minor = peewee.BigIntegerField()
+    currency = peewee.CharField(max_length=3)
+    renewal_of = peewee.CharField(max_length=64, null=True)
+    metadata = JSONTextField(null=True)
+    sales_order_id = peewee.CharField(max_length=64, null=True)
+    sales_order_number = peewee.CharField(max_length=64, null=True)
+    activation_reference = peewee.CharField(max_length=64, null=True)
+    starts_at = UTCDateTimeField(null=True)
+    expires_at = UTCDateTimeField(null=True)
+    error_code = peewee.CharField(max_length=64, null=True)
+    error_message = peewee.TextField(null=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("partner", "order_id"), True), (("status", "created_at"), False))
+
+
+MODELS = [Partner, ApiKey, Product, Order]

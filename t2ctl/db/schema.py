@@ -1,0 +1,73 @@
+"""Schema migrations (``playhouse.migrations``) and online backups.
+
+``migrate()`` is safe to run from several daemons at once: the whole run holds the write lock
+(SQLite) or an advisory lock (Postgres), and re-reads what is applied once it has the lock.
+"""
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from playhouse.migrations import Runner
+
+from t2ctl import db
+from t2ctl.errors import T2Error
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_LOCK_ID = 0x7432_6374  # "t2ct": any constant shared by every t2ctl daemon
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    name: str
+    applied_at: datetime | None
+
+
+def _runner() -> Runner:
+    return Runner(db.database.obj, str(MIGRATIONS))
+
+
+def status() -> list[MigrationState]:
+    """Every migration known from files or history, in order, with when it was applied."""
+    return [MigrationState(m.name, m.applied) for m in _runner().status()]
+
+
+def pending() -> list[str]:
+    return [m.name for m in status() if m.applied_at is None]
+
+
+def migrate() -> list[str]:
+    """Apply every pending migration in one locked transaction; return the names applied."""
+    with db.transaction():
+        if not db.is_sqlite():
+            db.database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_ID,))
+        return _runner().up()
+
+
+def require_current() -> None:
+    """Refuse to work on a schema that is behind the code, and say how to fix it."""
+    waiting = pending()
+    if waiting:
+        raise T2Error(
+            f"the database schema is not up to date ({len(waiting)} pending migration(s): "
+            f"{', '.join(waiting)}); run `t2ctl db migrate`"
+        )
+
+
+def backup(target: Path) -> None:
+    """Copy a live SQLite database to ``target`` with SQLite's online backup API."""
+    source = db.sqlite_file()
+    if source is None:
+        raise T2Error("db backup copies SQLite databases; for PostgreSQL use pg_dump")
+    if target.exists():
+        raise T2Error(f"{target} already exists; choose a new file")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+        partial.chmod(0o600)  # it holds encrypted secrets and customer data
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)

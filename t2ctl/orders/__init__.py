@@ -1,0 +1,1 @@
+"""Orders: intake, their public shape, and (later) their state machine."""

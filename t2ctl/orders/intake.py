@@ -1,0 +1,145 @@
+"""Order intake: validate against the catalogue and store each order exactly once.
+
+Idempotency is per partner and ``orderId``, held by the unique index on (partner, order_id),
+not by read-then-write: of any number of concurrent identical submissions one insert wins, and
+every other caller finds the winner's row and answers with it.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from t2ctl import clock, db
+from t2ctl.db.models import Order, Partner, Product
+from t2ctl.errors import Conflict, FieldError, ValidationFailed
+from t2ctl.security.crypto import SecretBox
+from t2ctl.values import Money
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FulfilmentRequest:
+    """A fulfilment request as the partner sent it, already well-formed."""
+
+    order_id: str
+    product_id: str
+    quantity: int
+    customer_id: str
+    customer_name: str
+    customer_email: str
+    customer_phone: str | None
+    amount: Money
+    renewal_of: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    order: Order
+    created: bool
+
+
+def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> Submission:
+    """Store a new order, or return the one already stored under this orderId.
+
+    Raises Conflict if that orderId was used with a different body, and ValidationFailed if the
+    order breaks a catalogue rule. A new order is committed in its own transaction.
+    """
+    existing = _existing(partner, request.order_id)
+    if existing is not None:
+        return _replay(existing, request, box)
+    product = _validate(partner, request)
+    now = clock.now()
+    try:
+        with db.transaction():
+            order = Order.create(
+                partner=partner,
+                order_id=request.order_id,
+                status="PENDING",
+                product=product,
+                quantity=request.quantity,
+                customer_id=request.customer_id,
+                customer_name=request.customer_name,
+                customer_email=box.encrypt(request.customer_email),
+                customer_phone=box.encrypt(request.customer_phone)
+                if request.customer_phone
+                else None,
+                amount_minor=request.amount.minor,
+                currency=request.amount.currency,
+                renewal_of=request.renewal_of,
+                metadata=request.metadata,
+                created_at=now,
+                updated_at=now,
+            )
+    except peewee.IntegrityError:
+        # A concurrent submission of the same orderId committed first: answer as a replay.
+        return _replay(_existing(partner, request.order_id), request, box)
+    logger.info("order accepted", extra={"action": "order_accepted", "order_id": order.order_id})
+    return Submission(order, created=True)
+
+
+def stored_request(order: Order, box: SecretBox) -> FulfilmentRequest:
+    """Rebuild the request an order was created from, to compare a replay against it."""
+    return FulfilmentRequest(
+        order_id=order.order_id,
+        product_id=order.product.product_id,
+        quantity=order.quantity,
+        customer_id=order.customer_id,
+        customer_name=order.customer_name,
+        customer_email=box.decrypt(order.customer_email),
+        customer_phone=box.decrypt(order.customer_phone) if order.customer_phone else None,
+        amount=Money(order.amount_minor, order.currency),
+        renewal_of=order.renewal_of,
+        metadata=order.metadata,
+    )
+
+
+def _existing(partner: Partner, order_id: str) -> Order | None:
+    return (
+        Order.select(Order, Product)
+        .join(Product)
+        .where((Order.partner == partner) & (Order.order_id == order_id))
+        .first()
+    )
+
+
+def _replay(order: Order, request: FulfilmentRequest, box: SecretBox) -> Submission:
+    if stored_request(order, box) != request:
+        raise Conflict(
+            f"Order {request.order_id} was already submitted with a different body; "
+            "use a new orderId for a new order."
+        )
+    return Submission(order, created=False)
+
+
+def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
+    """Check the order against the catalogue and the partner's earlier orders."""
+    problems: list[FieldError] = []
+    product = Product.get_or_none(Product.product_id == request.product_id)
+    if product is None or not product.active:
+        problems.append(FieldError("productId", "is not an active product in the catalogue"))
+    else:
+        due = Money(product.price_minor, product.currency).times(request.quantity)
+        if request.amount != due:
+            problems.append(
+                FieldError("amount", f"must equal price × quantity: {due}, not {request.amount}")
+            )
+    if request.renewal_of is not None:
+        problems += _check_renewal(partner, request, product)
+    if problems:
+        raise ValidationFailed(problems)
+    return product
+
+
+def _check_renewal(
+    partner: Partner, request: FulfilmentRequest, product: Product | None
+) -> list[FieldError]:
+    earlier = _existing(partner, request.renewal_of)
+    if earlier is None or earlier.status != "FULFILLED":
+        return [FieldError("renewalOf", "must name an earlier FULFILLED order of yours")]
+    if product is not None and earlier.product_id != product.id:
+        return [FieldError("renewalOf", "names an order for a different product")]
+    return []

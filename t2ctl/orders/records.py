@@ -1,0 +1,79 @@
+"""Reading orders: the one public shape of an Order, and the queries faces use."""
+
+from datetime import datetime
+from typing import Any
+
+from t2ctl import clock
+from t2ctl.db.models import Order, Partner, Product
+from t2ctl.errors import Conflict, NotFound
+from t2ctl.values import Money
+
+
+def public(order: Order) -> dict[str, Any]:
+    """The Order exactly as CONTRACT §1 writes it (API body, webhook data, ``--json``)."""
+    fulfilled = order.status == "FULFILLED"
+    failed = order.status == "FAILED"
+    return {
+        "orderId": order.order_id,
+        "status": order.status,
+        "productId": order.product.product_id,
+        "quantity": order.quantity,
+        "customer": {"id": order.customer_id},
+        "amount": Money(order.amount_minor, order.currency).public(),
+        "renewalOf": order.renewal_of,
+        "createdAt": clock.rfc3339(order.created_at),
+        "updatedAt": clock.rfc3339(order.updated_at),
+        "fulfilment": {
+            "salesOrderId": order.sales_order_id,
+            "salesOrderNumber": order.sales_order_number,
+            "activationReference": order.activation_reference,
+            "startsAt": clock.rfc3339(order.starts_at),
+            "expiresAt": clock.rfc3339(order.expires_at),
+        }
+        if fulfilled
+        else None,
+        "error": {"code": order.error_code, "message": order.error_message} if failed else None,
+    }
+
+
+def _query():
+    return Order.select(Order, Product, Partner).join(Product).switch(Order).join(Partner)
+
+
+def get(partner: Partner, order_id: str) -> Order:
+    """The partner's own order; another partner's order is as unknown as a missing one."""
+    order = _query().where((Order.partner == partner) & (Order.order_id == order_id)).first()
+    if order is None:
+        raise NotFound(f"No order {order_id} was found.")
+    return order
+
+
+def find(order_id: str, partner_name: str | None = None) -> Order:
+    """An order by id for operators; ambiguous ids across partners need the partner named."""
+    query = _query().where(Order.order_id == order_id)
+    if partner_name is not None:
+        query = query.where(Partner.name == partner_name)
+    found = list(query.limit(2))
+    if not found:
+        raise NotFound(f"no order {order_id!r}")
+    if len(found) > 1:
+        raise Conflict(f"several partners have an order {order_id!r}; add --partner")
+    return found[0]
+
+
+def listing(
+    *,
+    status: str | None = None,
+    partner_name: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[Order]:
+    """Newest first."""
+    query = _query().order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Order.status == status)
+    if partner_name is not None:
+        query = query.where(Partner.name == partner_name)
+    if since is not None:
+        query = query.where(Order.created_at >= since)
+    return list(query)

@@ -1,0 +1,214 @@
+"""The product catalogue: what partners may order, at what price, for how long."""
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from t2ctl import clock, db
+from t2ctl.db.models import Product
+from t2ctl.errors import FieldError, NotFound, ValidationFailed
+from t2ctl.values import ID_PATTERN, Money
+
+CSV_HEADER = ["productId", "name", "description", "price", "currency", "termMonths", "active"]
+API_FIELDS = {"productId", "name", "description", "price", "termMonths", "active"}
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+@dataclass(frozen=True)
+class ProductData:
+    """One validated catalogue entry, ready to upsert."""
+
+    product_id: str
+    name: str
+    description: str
+    price: Money
+    term_months: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int
+    updated: int
+
+
+def price(product: Product) -> Money:
+    return Money(product.price_minor, product.currency)
+
+
+def public(product: Product) -> dict[str, Any]:
+    """The Product as the API and ``--json`` show it."""
+    return {
+        "productId": product.product_id,
+        "name": product.name,
+        "description": product.description,
+        "price": price(product).public(),
+        "termMonths": product.term_months,
+        "active": product.active,
+    }
+
+
+def listing(*, active_only: bool = False) -> list[Product]:
+    query = Product.select().order_by(Product.product_id)
+    if active_only:
+        query = query.where(Product.active)
+    return list(query)
+
+
+def get(product_id: str) -> Product:
+    product = Product.get_or_none(Product.product_id == product_id)
+    if product is None:
+        raise NotFound(f"no product {product_id!r}")
+    return product
+
+
+def import_file(path: Path) -> ImportResult:
+    """Upsert every product in a .json or .csv file, or none if any row is invalid."""
+    rows = _read_rows(path)
+    entries, problems = [], []
+    for line, row in rows:
+        try:
+            entries.append(_entry(row))
+        except ValidationFailed as exc:
+            problems += [FieldError(f"line {line}: {e.field}", e.message) for e in exc.errors]
+    if problems:
+        raise ValidationFailed(problems, f"{path.name}: nothing imported, fix these rows first")
+    return upsert(entries)
+
+
+def upsert(entries: list[ProductData]) -> ImportResult:
+    """Insert new products and update known ones, by productId, in one transaction."""
+    now = clock.now()
+    added = updated = 0
+    with db.transaction():
+        for entry in entries:
+            fields = {
+                "name": entry.name,
+                "description": entry.description,
+                "price_minor": entry.price.minor,
+                "currency": entry.price.currency,
+                "term_months": entry.term_months,
+                "active": entry.active,
+                "updated_at": now,
+            }
+            changed = Product.update(**fields).where(Product.product_id == entry.product_id)
+            if changed.execute():
+                updated += 1
+            else:
+                Product.create(product_id=entry.product_id, created_at=now, **fields)
+                added += 1
+    return ImportResult(added, updated)
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Rows numbered as a person finds them: the CSV line, or the JSON list position from 1."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ValidationFailed([FieldError("file", exc.strerror or str(exc))], str(path)) from None
+    if suffix == ".json":
+        return _json_rows(text)
+    if suffix == ".csv":
+        return _csv_rows(text)
+    raise ValidationFailed([FieldError("file", "must end in .json or .csv")], str(path))
+
+
+def _json_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(
+            [FieldError(f"line {exc.lineno}", f"not valid JSON: {exc.msg}")], "invalid JSON"
+        ) from None
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise ValidationFailed([FieldError("file", "must be a JSON list of products")], "")
+    return list(enumerate(data, start=1))
+
+
+def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames != CSV_HEADER:
+        raise ValidationFailed(
+            [FieldError("line 1", f"the header must be {','.join(CSV_HEADER)}")], "bad header"
+        )
+    rows = []
+    for row in reader:
+        if None in row or any(value is None for value in row.values()):
+            rows.append((reader.line_num, {"_columns": True}))
+            continue
+        price = {"value": row.pop("price"), "currency": row.pop("currency")}
+        rows.append((reader.line_num, {**row, "price": price}))
+    return rows
+
+
+def _entry(row: dict[str, Any]) -> ProductData:
+    """Validate one row in the API's Product shape; collect every problem in it."""
+    problems: list[FieldError] = []
+    if row.get("_columns"):
+        raise ValidationFailed([FieldError("row", f"needs exactly {len(CSV_HEADER)} columns")])
+    problems += [FieldError(key, "unknown field") for key in row if key not in API_FIELDS]
+    product_id = _text(row, "productId", problems, pattern=ID_PATTERN)
+    name = _text(row, "name", problems, max_length=200)
+    description = row.get("description") or ""
+    if not isinstance(description, str):
+        problems.append(FieldError("description", "must be text"))
+    money = _money(row.get("price"), problems)
+    term = _integer(row.get("termMonths"), "termMonths", problems, 1, 120)
+    active = _boolean(row.get("active", True), problems)
+    if problems:
+        raise ValidationFailed(problems)
+    return ProductData(product_id, name, description, money, term, active)
+
+
+def _text(
+    row: dict, key: str, problems: list[FieldError], *, pattern: str = "", max_length: int = 64
+) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        problems.append(FieldError(key, "is required"))
+        return ""
+    if len(value) > max_length or (pattern and not re.match(pattern, value)):
+        problems.append(
+            FieldError(
+                key,
+                f"must be 1-{max_length} of A-Z a-z 0-9 . _ : -"
+                if pattern
+                else f"must be at most {max_length} characters",
+            )
+        )
+    return value.strip()
+
+
+def _money(value: Any, problems: list[FieldError]) -> Money:
+    if not isinstance(value, dict) or set(value) != {"value", "currency"}:
+        problems.append(FieldError("price", 'must be {"value": "15000.00", "currency": "NGN"}'))
+        return Money(0, "NGN")
+    try:
+        return Money.parse(str(value["value"]), str(value["currency"]))
+    except ValueError as exc:
+        problems.append(FieldError("price", str(exc)))
+        return Money(0, "NGN")
+
+
+def _integer(value: Any, key: str, problems: list[FieldError], low: int, high: int) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.append(FieldError(key, f"must be a whole number from {low} to {high}"))
+        return low
+    return value
+
+
+def _boolean(value: Any, problems: list[FieldError]) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    problems.append(FieldError("active", "must be true or false"))
+    return False

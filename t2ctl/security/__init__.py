@@ -1,0 +1,1 @@
+"""Credentials and secrets: API keys, encryption at rest, masking of personal data."""

@@ -1,0 +1,42 @@
+"""Value types that cross the faces: identifiers and money.
+
+Money is kept as an integer count of minor units (kobo) inside, so no float ever touches a
+price; it is written as ``{"value": "15000.00", "currency": "NGN"}`` outside.
+"""
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+MONEY_PATTERN = r"^\d{1,13}\.\d{2}$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+
+
+@dataclass(frozen=True)
+class Money:
+    minor: int
+    currency: str
+
+    @classmethod
+    def parse(cls, value: str, currency: str) -> "Money":
+        """Parse a two-place decimal string; raise ValueError with a message fit for a user."""
+        if not re.match(MONEY_PATTERN, value):
+            raise ValueError('must be a decimal string with two places, like "15000.00"')
+        if not re.match(CURRENCY_PATTERN, currency):
+            raise ValueError('currency must be three capital letters, like "NGN"')
+        return cls(int(value.replace(".", "")), currency)
+
+    @property
+    def value(self) -> str:
+        return f"{Decimal(self.minor) / 100:.2f}"
+
+    def times(self, quantity: int) -> "Money":
+        return Money(self.minor * quantity, self.currency)
+
+    def public(self) -> dict[str, str]:
+        return {"value": self.value, "currency": self.currency}
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.currency}"

@@ -1,0 +1,230 @@
+"""Fixtures that run the real thing: a real SQLite file or a real PostgreSQL database per
+test, the real API on waitress over loopback, and the real CLI.
+
+Every test that takes ``db_url`` (directly or through ``settings``/``server``) runs twice, on
+SQLite and on PostgreSQL. Under CI (``CI=true``) an unreachable PostgreSQL fails those tests;
+elsewhere it skips them, and the summary says so.
+"""
+
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+import waitress
+from cryptography.fernet import Fernet
+from typer.testing import CliRunner
+
+from t2ctl import db, partners, products
+from t2ctl.api import create_app
+from t2ctl.cli.main import app as cli_app
+from t2ctl.config import Settings
+from t2ctl.db import schema
+from t2ctl.security.crypto import SecretBox
+from t2ctl.values import Money
+
+PG_ADMIN_URL = os.environ.get("T2CTL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No T2CTL_* from the caller's shell, and a fresh working directory."""
+    for name in list(os.environ):
+        if name.startswith("T2CTL_") and name != "T2CTL_TEST_POSTGRES":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _postgres_database() -> Iterator[str]:
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"t2test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            _close_handle()
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _close_handle() -> None:
+    handle = db.database.obj
+    if handle is None:
+        return
+    if hasattr(handle, "close_all"):
+        handle.close_all()
+    elif not handle.is_closed():
+        handle.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/t2ctl.db"
+        _close_handle()
+    else:
+        yield from _postgres_database()
+
+
+def make_settings(db_url: str, **sections: dict) -> Settings:
+    base = {"database": {"url": db_url}, "security": {"master_key": Fernet.generate_key().decode()}}
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Settings.model_validate(base)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    db.connect(settings.database.url)
+    schema.migrate()
+    return settings
+
+
+@dataclass
+class LiveServer:
+    """The API served by waitress on a free loopback port, in this process."""
+
+    url: str
+    settings: Settings
+    box: SecretBox
+
+    def endpoint(self, path: str) -> str:
+        return f"{self.url}/t2mobile{path}"
+
+    def add_partner(self, name: str = "t2mobile") -> partners.NewPartner:
+        return partners.add(name, "http://127.0.0.1:9/hook", box=self.box, sandbox=True)
+
+    def session(self, api_key: str) -> requests.Session:
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {api_key}"
+        return http
+
+
+def serve_in_thread(settings: Settings) -> tuple[str, callable]:
+    """Start the real app on waitress; return its base URL and a function that stops it."""
+    app = create_app(settings)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.task_dispatcher.shutdown()
+        server.close()
+        waitress.wasyncore.close_all(server._map)
+        thread.join(timeout=5)
+
+    return f"http://127.0.0.1:{server.effective_port}", stop
+
+
+@pytest.fixture
+def server(migrated: Settings) -> Iterator[LiveServer]:
+    url, stop = serve_in_thread(migrated)
+    try:
+        yield LiveServer(url, migrated, SecretBox(migrated.security.master_keys))
+    finally:
+        stop()
+
+
+CATALOGUE = [
+    products.ProductData(
+        "M365-BASIC-12M",
+        "Microsoft 365 Basic",
+        "12 months of M365 Basic",
+        Money.parse("15000.00", "NGN"),
+        12,
+        True,
+    ),
+    products.ProductData(
+        "NORTON-1Y", "Norton 360", "One device, one year", Money.parse("9999.99", "NGN"), 12, True
+    ),
+    products.ProductData(
+        "RETIRED-1M", "Retired product", "No longer sold", Money.parse("100.00", "NGN"), 1, False
+    ),
+]
+
+
+@pytest.fixture
+def catalogue(migrated: Settings) -> list[products.ProductData]:
+    products.upsert(CATALOGUE)
+    return CATALOGUE
+
+
+def order_body(order_id: str = "T2-20261127-000123", **changes) -> dict:
+    body = {
+        "orderId": order_id,
+        "productId": "M365-BASIC-12M",
+        "quantity": 1,
+        "customer": {
+            "id": "CUST-88",
+            "name": "Ada Obi",
+            "email": "ada@example.ng",
+            "phone": "+2348031234567",
+        },
+        "amount": {"value": "15000.00", "currency": "NGN"},
+        "metadata": {"channel": "ussd"},
+    }
+    body.update(changes)
+    return body
+
+
+@dataclass
+class Cli:
+    """Runs ``t2ctl`` in-process with a config file pointing at the test database."""
+
+    config_path: Path
+
+    def __call__(self, *args: str, input: str | None = None):
+        return CliRunner().invoke(
+            cli_app, ["--config", str(self.config_path), *args], input=input, catch_exceptions=False
+        )
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    key = settings.security.master_key.get_secret_value()
+    path.write_text(
+        f'[database]\nurl = "{settings.database.url}"\n\n[security]\nmaster_key = "{key}"\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def cli(migrated: Settings, tmp_path: Path) -> Cli:
+    return Cli(write_config(tmp_path / "config.toml", migrated))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say how many database tests ran on each backend, so a skipped Postgres is visible."""
+    counts: Counter = Counter()
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for backend in ("sqlite", "postgres"):
+                if f"[{backend}" in getattr(report, "nodeid", ""):
+                    counts[(backend, outcome)] += 1
+    if counts:
+        terminalreporter.section("database backends")
+        for backend in ("sqlite", "postgres"):
+            parts = [
+                f"{counts[(backend, o)]} {o}"
+                for o in ("passed", "failed", "skipped", "error")
+                if counts[(backend, o)]
+            ]
+            terminalreporter.write_line(f"{backend}: {', '.join(parts) or 'none'}")

@@ -1,0 +1,123 @@
+"""Configuration: file, environment overrides, validation messages, secrets hygiene."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from t2ctl import config
+from t2ctl.errors import ConfigError
+
+
+def test_zero_config_is_sandbox_on_a_local_sqlite_file() -> None:
+    settings = config.load(None, env={})
+    assert settings.sandbox and settings.mode == "sandbox"
+    assert settings.database.url == "sqlite:///t2ctl.db"
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8080)
+    assert settings.webhooks.retry_schedule[0] == timedelta(seconds=5)
+    assert settings.webhooks.retry_schedule[-1] == timedelta(hours=10)
+    assert settings.schedule.timezone == "Africa/Lagos"
+
+
+def test_environment_overrides_the_file_and_parses_values_as_toml(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n')
+    env = {
+        "T2CTL_SERVER__PORT": "9100",
+        "T2CTL_WEBHOOKS__RETRY_SCHEDULE": '["1s", "2m"]',
+        "T2CTL_WEBHOOKS__ALLOW_PRIVATE_NETWORKS": '["10.8.0.0/16"]',
+        "T2CTL_DATABASE__URL": "sqlite:////var/lib/t2ctl/t2ctl.db",
+    }
+    settings = config.load(path, env=env)
+    assert settings.server.port == 9100
+    assert settings.server.host == "0.0.0.0"
+    assert settings.webhooks.retry_schedule == [timedelta(seconds=1), timedelta(minutes=2)]
+    assert str(settings.webhooks.allow_private_networks[0]) == "10.8.0.0/16"
+    assert settings.database.sqlite_path == Path("/var/lib/t2ctl/t2ctl.db")
+
+
+def test_config_path_comes_from_T2CTL_CONFIG(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("[worker]\nconcurrency = 9\n")
+    assert config.load(None, env={"T2CTL_CONFIG": str(path)}).worker.concurrency == 9
+
+
+def test_every_problem_is_named_with_its_key_and_source(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nport = "eighty"\n[zoho]\nretry_for = "forever"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(
+            path, env={"T2CTL_SCHEDULE__TIMEZONE": "Mars/Olympus", "T2CTL_SERVER__PORTT": "1"}
+        )
+    text = str(caught.value)
+    assert (
+        f"server.port: Input should be a valid integer, unable to parse string as an integer"
+        f" (from {path})" in text
+    )
+    assert "zoho.retry_for" in text and "not a duration" in text
+    assert "schedule.timezone: unknown time zone 'Mars/Olympus'" in text
+    assert "(from T2CTL_SCHEDULE__TIMEZONE)" in text
+    assert "server.portt: unknown key (from T2CTL_SERVER__PORTT)" in text
+
+
+def test_malformed_toml_and_missing_file_are_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad, env={})
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(tmp_path / "missing.toml", env={})
+
+
+def test_zoho_mode_needs_credentials_and_a_master_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, env={"T2CTL_ZOHO__ENABLED": "true"})
+    text = str(caught.value)
+    assert "zoho.client_id, zoho.client_secret, zoho.refresh_token, zoho.organization_id" in text
+
+
+def test_postgres_needs_a_master_key() -> None:
+    with pytest.raises(ConfigError, match=r"security\.master_key is required"):
+        config.load(None, env={"T2CTL_DATABASE__URL": "postgresql://db.internal/t2ctl"})
+
+
+def test_a_file_holding_secrets_must_not_be_readable_by_others(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[security]\nmaster_key = "{Fernet.generate_key().decode()}"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"readable by others.*chmod o-r"):
+        config.load(path, env={})
+    path.chmod(0o640)
+    assert config.load(path, env={}).security.master_keys
+
+
+def test_redacted_view_hides_every_secret() -> None:
+    key = Fernet.generate_key().decode()
+    settings = config.load(
+        None,
+        env={
+            "T2CTL_SECURITY__MASTER_KEY": key,
+            "T2CTL_DATABASE__URL": "postgresql://t2:hunter2@db.internal:5432/t2ctl",
+            "T2CTL_ZOHO__ENABLED": "true",
+            "T2CTL_ZOHO__CLIENT_ID": "1000.ABC",
+            "T2CTL_ZOHO__CLIENT_SECRET": "zoho-client-secret",
+            "T2CTL_ZOHO__REFRESH_TOKEN": "1000.refresh",
+            "T2CTL_ZOHO__ORGANIZATION_ID": "123",
+        },
+    )
+    shown = str(settings.redacted())
+    for secret in (key, "hunter2", "zoho-client-secret", "1000.refresh"):
+        assert secret not in shown
+    assert (
+        settings.redacted()["database"]["url"] == "postgresql://t2:********@db.internal:5432/t2ctl"
+    )
+    assert settings.redacted()["webhooks"]["retry_schedule"] == [
+        "5s",
+        "5m",
+        "30m",
+        "2h",
+        "5h",
+        "10h",
+        "10h",
+    ]

@@ -1,0 +1,157 @@
+"""Order intake over real HTTP: storage, idempotency, concurrency, partner scoping."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from t2ctl.db.models import Order
+from tests.conftest import LiveServer, order_body
+
+
+def test_an_accepted_order_is_stored_and_readable(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    response = http.post(server.endpoint("/fulfilment"), json=order_body())
+    assert response.status_code == 202
+    assert response.headers["Location"] == "/t2mobile/orders/T2-20261127-000123"
+    order = response.json()
+    assert order["status"] == "PENDING"
+    assert order["amount"] == {"value": "15000.00", "currency": "NGN"}
+    assert order["customer"] == {"id": "CUST-88"}
+    assert order["fulfilment"] is None and order["error"] is None
+    assert order["createdAt"].endswith("Z")
+
+    again = http.get(server.url + response.headers["Location"])
+    assert again.status_code == 200
+    assert again.json() == order
+
+
+def test_the_same_order_twice_replays_and_creates_nothing(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    first = http.post(server.endpoint("/fulfilment"), json=order_body())
+    replay = http.post(server.endpoint("/fulfilment"), json=order_body())
+    assert (first.status_code, replay.status_code) == (202, 200)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert replay.json() == first.json()
+    assert Order.select().count() == 1
+
+
+def test_the_same_order_id_with_another_body_is_a_conflict(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    http.post(server.endpoint("/fulfilment"), json=order_body())
+    changed = order_body(quantity=2, amount={"value": "30000.00", "currency": "NGN"})
+    response = http.post(server.endpoint("/fulfilment"), json=changed)
+    assert response.status_code == 409
+    assert response.headers["Content-Type"] == "application/problem+json"
+    stored = http.get(server.endpoint("/orders/T2-20261127-000123")).json()
+    assert stored["quantity"] == 1
+    assert Order.select().count() == 1
+
+
+def test_fifty_concurrent_identical_posts_create_exactly_one_order(
+    server: LiveServer, catalogue
+) -> None:
+    key = server.add_partner().key.api_key
+
+    def post(_: int) -> requests.Response:
+        return requests.post(
+            server.endpoint("/fulfilment"),
+            json=order_body(),
+            headers={"X-API-Key": key},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = sorted(r.status_code for r in pool.map(post, range(50)))
+    assert statuses == [200] * 49 + [202]
+    assert Order.select().count() == 1
+
+
+def test_twenty_concurrent_different_bodies_get_one_202_and_409s(
+    server: LiveServer, catalogue
+) -> None:
+    key = server.add_partner().key.api_key
+
+    def post(n: int) -> requests.Response:
+        body = order_body(metadata={"attempt": n})
+        return requests.post(
+            server.endpoint("/fulfilment"), json=body, headers={"X-API-Key": key}, timeout=60
+        )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(r.status_code for r in pool.map(post, range(20)))
+    assert statuses == [202] + [409] * 19
+    assert Order.select().count() == 1
+
+
+def test_a_partner_sees_only_its_own_orders(server: LiveServer, catalogue) -> None:
+    mine = server.session(server.add_partner("t2mobile").key.api_key)
+    theirs = server.session(server.add_partner("other").key.api_key)
+    assert mine.post(server.endpoint("/fulfilment"), json=order_body()).status_code == 202
+    assert theirs.get(server.endpoint("/orders/T2-20261127-000123")).status_code == 404
+    # The orderId is scoped per partner: the other partner may use the same one.
+    assert theirs.post(server.endpoint("/fulfilment"), json=order_body()).status_code == 202
+    assert Order.select().count() == 2
+
+
+def test_catalogue_rules_are_enforced(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    cases = {
+        "productId": order_body(productId="NO-SUCH-PRODUCT"),
+        "amount": order_body(amount={"value": "14999.99", "currency": "NGN"}),
+        "renewalOf": order_body(renewalOf="T2-NEVER-FULFILLED"),
+    }
+    inactive = order_body(productId="RETIRED-1M", amount={"value": "100.00", "currency": "NGN"})
+    for field, body in [*cases.items(), ("productId", inactive)]:
+        response = http.post(server.endpoint("/fulfilment"), json=body)
+        assert response.status_code == 422, field
+        assert [e["field"] for e in response.json()["errors"]] == [field]
+    wrong_currency = order_body(amount={"value": "15000.00", "currency": "USD"})
+    response = http.post(server.endpoint("/fulfilment"), json=wrong_currency)
+    assert response.json()["errors"][0]["message"].startswith("must equal price × quantity")
+    assert Order.select().count() == 0
+
+
+def test_a_renewal_must_name_a_fulfilled_order_of_the_same_product(
+    server: LiveServer, catalogue
+) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    http.post(server.endpoint("/fulfilment"), json=order_body("T2-FIRST"))
+    Order.update(status="FULFILLED").where(Order.order_id == "T2-FIRST").execute()
+    norton = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
+    other_product = http.post(
+        server.endpoint("/fulfilment"),
+        json=order_body("T2-RENEW-X", renewalOf="T2-FIRST", **norton),
+    )
+    assert other_product.status_code == 422
+    assert other_product.json()["errors"][0]["field"] == "renewalOf"
+    renewal = http.post(
+        server.endpoint("/fulfilment"), json=order_body("T2-RENEW", renewalOf="T2-FIRST")
+    )
+    assert renewal.status_code == 202
+    assert renewal.json()["renewalOf"] == "T2-FIRST"
+
+
+def test_customer_contact_details_are_encrypted_at_rest(server: LiveServer, catalogue) -> None:
+    created = server.add_partner()
+    http = server.session(created.key.api_key)
+    assert http.post(server.endpoint("/fulfilment"), json=order_body()).status_code == 202
+    secrets = [
+        b"ada@example.ng",
+        b"+2348031234567",
+        created.webhook_secret.encode(),
+        created.key.api_key.encode(),
+    ]
+    if server.settings.database.is_sqlite:
+        path = server.settings.database.sqlite_path
+        raw = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    else:
+        from t2ctl import db
+
+        rows = db.database.execute_sql(
+            'SELECT o.*, p.*, k.* FROM "order" o, partner p, api_key k'
+        ).fetchall()
+        raw = repr(rows).encode()
+    assert b"CUST-88" in raw  # the scan does see the stored row
+    for secret in secrets:
+        assert secret not in raw
