@@ -4,8 +4,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import requests
-
 from t2ctl.db.models import ApiKey, Partner, Product
 from tests.conftest import Cli, LiveServer, order_body, write_config
 

@@ -17,7 +17,8 @@ from t2ctl.errors import FieldError
 
 
 def stdout() -> Console:
-    return Console(highlight=False)
+    # Piped tables keep whole lines (grep-able) instead of folding at rich's default 80.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
 
 
 def stderr() -> Console:
