@@ -12,6 +12,7 @@ import waitress
 from t2ctl.api import create_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.errors import T2Error
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +22,17 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     applied = schema.migrate()
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
-    server = waitress.create_server(
-        app,
-        host=host,
-        port=port,
-        threads=settings.server.threads,
-        ident="t2ctl",
-        max_request_body_size=1024 * 1024,
-    )
+    try:
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=settings.server.threads,
+            ident="t2ctl",
+            max_request_body_size=1024 * 1024,
+        )
+    except OSError as exc:
+        raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
     if settings.sandbox:

@@ -68,3 +68,26 @@ def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> N
     )
     assert result.returncode == 1
     assert "server.threads: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_serve_reports_a_port_in_use_plainly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("T2CTL_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "t2ctl", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"t2ctl: error: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -38,6 +38,15 @@ def test_400_malformed_json(partner) -> None:
     assert_documented("POST", "/fulfilment", response)
 
 
+def test_400_nan_is_not_json(partner) -> None:
+    server, http = partner
+    body = '{"orderId": "T2-1", "quantity": NaN}'
+    response = http.post(
+        server.endpoint("/fulfilment"), data=body, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400)
+
+
 def test_401_missing_unknown_and_revoked_keys(partner) -> None:
     server, http = partner
     missing = requests.get(server.endpoint("/products"))

@@ -15,7 +15,7 @@ bp = Blueprint("orders", __name__)
 
 @bp.post("/fulfilment")
 def submit_fulfilment():
-    body = _parse(schemas.FulfilmentRequest)
+    body = _fulfilment_body()
     submission = intake.submit(g.partner, body.to_request(), box=state().box)
     response = jsonify(records.public(submission.order))
     if submission.created:
@@ -33,17 +33,22 @@ def get_order(order_id: str):
     return jsonify(records.public(records.get(g.partner, order_id)))
 
 
-def _parse(model: type[schemas.FulfilmentRequest]) -> schemas.FulfilmentRequest:
-    """Read a JSON body: 415 if not JSON, 413 if too large, 400 if malformed, 422 if invalid."""
+def _fulfilment_body() -> schemas.FulfilmentRequest:
+    """Read the body: 415 if not JSON, 413 if too large, 400 if malformed, 422 if invalid."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413 here
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_reject_constant)
     except ValueError:
         raise BadRequest("The body is not valid JSON.") from None
     try:
-        return model.model_validate(data)
+        return schemas.FulfilmentRequest.model_validate(data)
     except ValidationError as exc:
         problems = [FieldError(f, m) for f, m in schemas.field_errors(exc.errors())]
         raise ValidationFailed(problems) from None
+
+
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are not JSON; Python's parser accepts them unless told not to."""
+    raise ValueError(name)
