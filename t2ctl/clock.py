@@ -7,7 +7,7 @@ face (API, CLI), always as RFC 3339 with a ``Z``.
 import re
 from datetime import UTC, datetime, timedelta
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 

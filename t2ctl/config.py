@@ -13,7 +13,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -40,7 +40,7 @@ def _duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
-ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
 class _Section(BaseModel):
@@ -68,11 +68,16 @@ class DatabaseSettings(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
     def redacted_url(self) -> str:
+        """The URL with any password, in the user part or the query, replaced."""
         parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":********@")
-        return urlunsplit(parts._replace(netloc=netloc))
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":********@")
+        query = urlencode(
+            [(k, "********" if k == "password" else v) for k, v in parse_qsl(parts.query)],
+            safe="*",
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class ServerSettings(_Section):
@@ -89,6 +94,12 @@ class WorkerSettings(_Section):
 
 class SecuritySettings(_Section):
     master_key: SecretStr | None = None
+
+    @field_validator("master_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """``T2CTL_SECURITY__MASTER_KEY=`` (an empty line in an EnvironmentFile) means no key."""
+        return None if isinstance(value, str) and not value.strip(" ,") else value
 
     @property
     def master_keys(self) -> list[str]:
@@ -169,7 +180,7 @@ class Settings(_Section):
     def _master_key_where_needed(self) -> "Settings":
         if self.security.master_key is None and not (self.sandbox and self.database.is_sqlite):
             raise ValueError(
-                "security.master_key is required outside sandbox mode on SQLite "
+                "security.master_key is required unless in sandbox mode on SQLite "
                 "(generate one with `t2ctl secrets generate-master-key`)"
             )
         return self
@@ -212,10 +223,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     env = os.environ if env is None else env
     path = resolve_path(path, env)
     data = _read_file(path) if path is not None else {}
+    problems = _check_secret_file(path, data) if path is not None else []
     origins: dict[str, str] = {}
-    problems = _apply_env(data, env, origins)
-    if path is not None:
-        problems += _check_secret_file(path, data)
+    problems += _apply_env(data, env, origins)
     if problems:
         raise ConfigError(problems)
     try:
@@ -256,15 +266,23 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[str, 
 
 
 def _env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
+    """A list or a quoted string is read as TOML; anything else stays text for pydantic to
+    convert by the key's type, so ``T2CTL_ZOHO__CLIENT_ID=1e5`` stays ``"1e5"``."""
+    if raw.lstrip()[:1] in ("[", '"', "'"):
+        try:
+            return tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass
+    return raw
 
 
 def _check_secret_file(path: Path, data: dict[str, Any]) -> list[str]:
     """A file holding secrets must not be readable by others: refuse rather than leak."""
-    held = [d for d in SECRET_KEYS if data.get(d.split(".")[0], {}).get(d.split(".")[1])]
+    held = []
+    for dotted in SECRET_KEYS:
+        section, key = dotted.split(".")
+        if isinstance(data.get(section), dict) and data[section].get(key):
+            held.append(dotted)
     if held and path.stat().st_mode & stat.S_IROTH:
         return [
             f"{path} holds {', '.join(held)} but is readable by others; "

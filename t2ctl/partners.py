@@ -16,7 +16,7 @@ from t2ctl.security import apikeys
 from t2ctl.security.crypto import SecretBox
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(?:minute|min|m)\s*$")
+RATE_PATTERN = re.compile(r"^\s*([0-9]+)\s*/\s*(?:minute|min|m)\s*$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ def add(name: str, webhook_url: str, *, box: SecretBox, sandbox: bool) -> NewPar
             )
             key = apikeys.issue(partner)
     except peewee.IntegrityError as exc:
+        if Partner.get_or_none(Partner.name == name) is None:
+            raise
         raise Conflict(f"a partner named {name!r} already exists") from exc
     return NewPartner(partner, key, secret)
 
@@ -61,17 +63,6 @@ def get(name: str) -> Partner:
     if partner is None:
         raise NotFound(f"no partner named {name!r}")
     return partner
-
-
-def only() -> Partner:
-    """The partner, when exactly one exists (the usual case: T2Mobile)."""
-    partners = list(Partner.select().limit(2))
-    if len(partners) != 1:
-        raise ValidationFailed(
-            [FieldError("partner", "name the partner: there is not exactly one")],
-            "Several or no partners exist.",
-        )
-    return partners[0]
 
 
 def listing() -> list[Partner]:
@@ -144,8 +135,11 @@ def _parse_networks(values: list[str], problems: list[FieldError]) -> list[str]:
 
 
 def _parse_rate(value: str, problems: list[FieldError]) -> int | None:
+    """``N/minute``, or ``default`` for server.rate_limit_per_minute (stored as None)."""
+    if value.strip().lower() == "default":
+        return None
     match = RATE_PATTERN.match(value)
     if not match or int(match.group(1)) < 1:
-        problems.append(FieldError("rate_limit", f"{value!r} is not like 100/minute"))
+        problems.append(FieldError("rate_limit", f"{value!r} is not like 100/minute or default"))
         return None
     return int(match.group(1))

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from t2ctl import clock, db
+from t2ctl import clock, db, values
 from t2ctl.db.models import Product
 from t2ctl.errors import FieldError, NotFound, ValidationFailed
-from t2ctl.values import ID_PATTERN, Money
+from t2ctl.values import Money
 
 CSV_HEADER = ["productId", "name", "description", "price", "currency", "termMonths", "active"]
 API_FIELDS = {"productId", "name", "description", "price", "termMonths", "active"}
@@ -28,6 +28,17 @@ class ProductData:
     price: Money
     term_months: int
     active: bool
+
+
+_UPDATED_ON_IMPORT = [
+    Product.name,
+    Product.description,
+    Product.price_minor,
+    Product.currency,
+    Product.term_months,
+    Product.active,
+    Product.updated_at,
+]
 
 
 @dataclass(frozen=True)
@@ -81,27 +92,32 @@ def import_file(path: Path) -> ImportResult:
 
 
 def upsert(entries: list[ProductData]) -> ImportResult:
-    """Insert new products and update known ones, by productId, in one transaction."""
+    """Insert new products and update known ones, by productId, in one transaction.
+
+    An insert-or-update per row, so two imports racing on a new product cannot collide.
+    """
     now = clock.now()
-    added = updated = 0
+    ids = {entry.product_id for entry in entries}
     with db.transaction():
+        known = {
+            p.product_id
+            for p in Product.select(Product.product_id).where(Product.product_id.in_(list(ids)))
+        }
         for entry in entries:
-            fields = {
-                "name": entry.name,
-                "description": entry.description,
-                "price_minor": entry.price.minor,
-                "currency": entry.price.currency,
-                "term_months": entry.term_months,
-                "active": entry.active,
-                "updated_at": now,
-            }
-            changed = Product.update(**fields).where(Product.product_id == entry.product_id)
-            if changed.execute():
-                updated += 1
-            else:
-                Product.create(product_id=entry.product_id, created_at=now, **fields)
-                added += 1
-    return ImportResult(added, updated)
+            Product.insert(
+                product_id=entry.product_id,
+                name=entry.name,
+                description=entry.description,
+                price_minor=entry.price.minor,
+                currency=entry.price.currency,
+                term_months=entry.term_months,
+                active=entry.active,
+                created_at=now,
+                updated_at=now,
+            ).on_conflict(
+                conflict_target=[Product.product_id], preserve=_UPDATED_ON_IMPORT
+            ).execute()
+    return ImportResult(added=len(ids - known), updated=len(known))
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -152,11 +168,20 @@ def _entry(row: dict[str, Any]) -> ProductData:
     if row.get("_columns"):
         raise ValidationFailed([FieldError("row", f"needs exactly {len(CSV_HEADER)} columns")])
     problems += [FieldError(key, "unknown field") for key in row if key not in API_FIELDS]
-    product_id = _text(row, "productId", problems, pattern=ID_PATTERN)
-    name = _text(row, "name", problems, max_length=200)
+    product_id = _text(
+        row, "productId", problems, pattern=values.ID_PATTERN, hint=values.ID_HINT, max_length=64
+    )
+    name = _text(
+        row,
+        "name",
+        problems,
+        pattern=values.TEXT_PATTERN,
+        hint="must be printable text of at most 200 characters",
+        max_length=200,
+    )
     description = row.get("description") or ""
-    if not isinstance(description, str):
-        problems.append(FieldError("description", "must be text"))
+    if not isinstance(description, str) or "\x00" in description:
+        problems.append(FieldError("description", "must be text without NUL characters"))
     money = _money(row.get("price"), problems)
     term = _integer(row.get("termMonths"), "termMonths", problems, 1, 120)
     active = _boolean(row.get("active", True), problems)
@@ -166,21 +191,14 @@ def _entry(row: dict[str, Any]) -> ProductData:
 
 
 def _text(
-    row: dict, key: str, problems: list[FieldError], *, pattern: str = "", max_length: int = 64
+    row: dict, key: str, problems: list[FieldError], *, pattern: str, hint: str, max_length: int
 ) -> str:
     value = row.get(key)
     if not isinstance(value, str) or not value.strip():
         problems.append(FieldError(key, "is required"))
         return ""
-    if len(value) > max_length or (pattern and not re.match(pattern, value)):
-        problems.append(
-            FieldError(
-                key,
-                f"must be 1-{max_length} of A-Z a-z 0-9 . _ : -"
-                if pattern
-                else f"must be at most {max_length} characters",
-            )
-        )
+    if len(value) > max_length or not re.match(pattern, value):
+        problems.append(FieldError(key, hint))
     return value.strip()
 
 

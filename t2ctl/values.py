@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
-MONEY_PATTERN = r"^\d{1,13}\.\d{2}$"
+ID_HINT = "must be 1-64 of A-Z a-z 0-9 . _ : -"
+# Printable text: no control characters (PostgreSQL refuses NUL in text).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+MONEY_PATTERN = r"^[0-9]{1,13}\.[0-9]{2}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
-E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 
 
 @dataclass(frozen=True)

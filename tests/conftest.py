@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import pytest
 import requests
 import waitress
 from cryptography.fernet import Fernet
+from flask import Flask
 from typer.testing import CliRunner
 
 from t2ctl import db, partners, products
@@ -29,7 +30,7 @@ from t2ctl.db import schema
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 
-PG_ADMIN_URL = os.environ.get("T2CTL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -37,7 +38,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No T2CTL_* from the caller's shell, and a fresh working directory."""
     for name in list(os.environ):
-        if name.startswith("T2CTL_") and name != "T2CTL_TEST_POSTGRES":
+        if name.startswith("T2CTL_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -105,6 +106,7 @@ class LiveServer:
     url: str
     settings: Settings
     box: SecretBox
+    app: Flask
 
     def endpoint(self, path: str) -> str:
         return f"{self.url}/t2mobile{path}"
@@ -118,27 +120,35 @@ class LiveServer:
         return http
 
 
-def serve_in_thread(settings: Settings) -> tuple[str, callable]:
-    """Start the real app on waitress; return its base URL and a function that stops it."""
+def serve_in_thread(settings: Settings) -> tuple[str, Callable[[], None], Flask]:
+    """Start the real app on waitress; return its base URL, a function that stops it, and
+    the app."""
     app = create_app(settings)
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def run() -> None:
+        # waitress's own loop, a step at a time, so the sockets are closed by this thread.
+        while not stopping.is_set():
+            waitress.wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        waitress.wasyncore.close_all(server._map)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def stop() -> None:
-        server.task_dispatcher.shutdown()
-        server.close()
-        waitress.wasyncore.close_all(server._map)
+        stopping.set()
         thread.join(timeout=5)
+        server.task_dispatcher.shutdown()
 
-    return f"http://127.0.0.1:{server.effective_port}", stop
+    return f"http://127.0.0.1:{server.effective_port}", stop, app
 
 
 @pytest.fixture
 def server(migrated: Settings) -> Iterator[LiveServer]:
-    url, stop = serve_in_thread(migrated)
+    url, stop, app = serve_in_thread(migrated)
     try:
-        yield LiveServer(url, migrated, SecretBox(migrated.security.master_keys))
+        yield LiveServer(url, migrated, SecretBox(migrated.security.master_keys), app)
     finally:
         stop()
 

@@ -6,9 +6,10 @@ from typing import Any
 import requests
 from jsonschema import Draft202012Validator
 
+import t2ctl
 from t2ctl.api import openapi
 
-SPEC: dict[str, Any] = openapi.document("test")
+SPEC: dict[str, Any] = openapi.document(t2ctl.__version__)
 
 
 def operation(method: str, template: str) -> dict[str, Any]:
@@ -16,13 +17,17 @@ def operation(method: str, template: str) -> dict[str, Any]:
 
 
 def assert_documented(method: str, template: str, response: requests.Response) -> None:
-    """The status is documented for the operation, and the body matches its schema."""
+    """The status is documented for the operation, its required headers are present, and the
+    body matches its schema."""
     responses = operation(method, template)["responses"]
     status = str(response.status_code)
     assert status in responses, f"{method} {template} answered {status}, undocumented"
     documented = responses[status]
     if "$ref" in documented:
         documented = SPEC["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+    for name, header in documented.get("headers", {}).items():
+        if header.get("required"):
+            assert name in response.headers, f"{status} lacks the documented {name} header"
     content = documented.get("content")
     if content is None:
         assert not response.content

@@ -66,6 +66,13 @@ def test_partner_names_are_unique_and_bad_input_changes_nothing(cli: Cli) -> Non
     )
     assert json.loads(good.stdout)["allowedIps"] == ["10.0.0.0/8"]
     assert json.loads(good.stdout)["rateLimitPerMinute"] == 250
+    reset = cli(
+        "partners", "set", "t2mobile", "--allow-any-ip", "--rate-limit", "default", "--json"
+    )
+    assert json.loads(reset.stdout)["allowedIps"] == []
+    assert json.loads(reset.stdout)["rateLimitPerMinute"] == 100
+    both = cli("partners", "set", "t2mobile", "--allow-any-ip", "--allow-ip", "10.0.0.0/8")
+    assert both.exit_code == 2
     missing = cli("partners", "set", "nobody", "--rate-limit", "5/minute")
     assert missing.exit_code == 3
 
@@ -150,6 +157,9 @@ def test_db_status_migrate_and_backup(cli: Cli, migrated, tmp_path: Path) -> Non
             assert copy.execute("SELECT name FROM partner").fetchall() == [("t2mobile",)]
         assert backup.stat().st_mode & 0o777 == 0o600
         assert cli("db", "backup", str(backup)).exit_code == 1  # never overwrites
+        nowhere = cli("db", "backup", str(tmp_path / "missing" / "b.db"))
+        assert nowhere.exit_code == 1 and "backup to" in nowhere.stderr
+        assert "Traceback" not in nowhere.stderr
     else:
         assert result.exit_code == 1 and "pg_dump" in result.stderr
 

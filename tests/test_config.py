@@ -121,3 +121,57 @@ def test_redacted_view_hides_every_secret() -> None:
         "10h",
         "10h",
     ]
+
+
+def test_secrets_from_the_environment_do_not_taint_a_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[server]\nport = 8081\n")
+    path.chmod(0o644)
+    env = {"T2CTL_SECURITY__MASTER_KEY": Fernet.generate_key().decode()}
+    assert config.load(path, env=env).security.master_keys
+
+
+def test_an_empty_master_key_counts_as_none() -> None:
+    # An EnvironmentFile line `T2CTL_SECURITY__MASTER_KEY=` left blank.
+    assert config.load(None, env={"T2CTL_SECURITY__MASTER_KEY": ""}).security.master_key is None
+    with pytest.raises(ConfigError, match=r"security\.master_key is required unless"):
+        config.load(
+            None,
+            env={
+                "T2CTL_SECURITY__MASTER_KEY": " ",
+                "T2CTL_DATABASE__URL": "postgresql://db.internal/t2ctl",
+            },
+        )
+
+
+def test_environment_text_is_typed_by_its_key_not_guessed() -> None:
+    settings = config.load(
+        None,
+        env={
+            "T2CTL_ZOHO__CLIENT_ID": "1e5",
+            "T2CTL_ZOHO__ENABLED": "false",
+            "T2CTL_WEBHOOKS__TIMEOUT_SECONDS": "2.5",
+        },
+    )
+    assert settings.zoho.client_id == "1e5"
+    assert settings.zoho.enabled is False
+    assert settings.webhooks.timeout_seconds == 2.5
+
+
+def test_a_section_that_is_not_a_table_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('security = "x"\n')
+    with pytest.raises(ConfigError, match="security: Input should be a valid dictionary"):
+        config.load(path, env={})
+
+
+def test_a_password_in_the_url_query_is_redacted_too() -> None:
+    settings = config.load(
+        None,
+        env={
+            "T2CTL_SECURITY__MASTER_KEY": Fernet.generate_key().decode(),
+            "T2CTL_DATABASE__URL": "postgresql://t2@db/t2ctl?sslmode=require&password=hunter2",
+        },
+    )
+    assert "hunter2" not in settings.database.redacted_url()
+    assert "sslmode=require" in settings.database.redacted_url()

@@ -1,11 +1,16 @@
 """Every 4xx of CONTRACT §1, the 500 and the 503, over real HTTP, as problem+json."""
 
+import json
+from datetime import timedelta
+
 import pytest
 import requests
 
-from t2ctl import db, partners
+from t2ctl import clock, db, partners
+from t2ctl.db import schema
 from t2ctl.db.models import Order
 from t2ctl.security import apikeys
+from t2ctl.security.crypto import SecretBox
 from tests.conftest import LiveServer, make_settings, order_body, serve_in_thread
 from tests.openapi_check import assert_documented
 
@@ -45,6 +50,25 @@ def test_400_nan_is_not_json(partner) -> None:
         server.endpoint("/fulfilment"), data=body, headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 400)
+
+
+def test_400_absurdly_deep_json(partner) -> None:
+    server, http = partner
+    response = http.post(
+        server.endpoint("/fulfilment"),
+        data="[" * 60_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(response, 400)
+
+
+def test_401_expired_key(partner) -> None:
+    server, _ = partner
+    past = clock.now() - timedelta(seconds=1)
+    expired = apikeys.issue(partners.get("t2mobile"), expires_at=past)
+    assert_problem(
+        requests.get(server.endpoint("/products"), headers={"X-API-Key": expired.api_key}), 401
+    )
 
 
 def test_401_missing_unknown_and_revoked_keys(partner) -> None:
@@ -111,6 +135,19 @@ def test_413_body_over_64_kib(partner) -> None:
     assert Order.select().count() == 0
 
 
+def test_a_body_of_exactly_64_kib_is_accepted(partner) -> None:
+    server, http = partner
+    body = order_body(metadata={"padding": ""})
+    size = len(json.dumps(body).encode())
+    body["metadata"]["padding"] = "x" * (64 * 1024 - size)
+    data = json.dumps(body).encode()
+    assert len(data) == 64 * 1024
+    response = http.post(
+        server.endpoint("/fulfilment"), data=data, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202
+
+
 def test_415_not_json(partner) -> None:
     server, http = partner
     response = http.post(
@@ -147,6 +184,22 @@ def test_422_lists_every_invalid_field(partner) -> None:
     assert Order.select().count() == 0
 
 
+def test_422_control_characters_in_customer_text(partner) -> None:
+    server, http = partner
+    body = order_body()
+    body["customer"]["name"] = "Ada\u0000Obi"
+    response = http.post(server.endpoint("/fulfilment"), json=body)
+    problem = assert_problem(response, 422)
+    assert problem["errors"] == [
+        {"field": "customer.name", "message": "must be printable text, without control characters"}
+    ]
+    raw = json.dumps(order_body(metadata={"x": 0.5})).replace("0.5", "1e400")
+    too_big = http.post(server.endpoint("/fulfilment"), data=raw,
+                        headers={"Content-Type": "application/json"})
+    assert_problem(too_big, 400)  # json.dumps writes Infinity, which is not JSON
+    assert Order.select().count() == 0
+
+
 def test_429_over_the_rate_limit_with_retry_after(partner) -> None:
     server, http = partner
     partners.update("t2mobile", sandbox=True, rate_limit="3/minute")
@@ -177,7 +230,7 @@ def test_500_carries_an_error_id_and_nothing_internal(partner) -> None:
     "url", ["sqlite:////nonexistent/dir/t2ctl.db", "postgresql://postgres@127.0.0.1:1/none"]
 )
 def test_503_when_the_database_is_unreachable(url: str) -> None:
-    base, stop = serve_in_thread(make_settings(url))
+    base, stop, _ = serve_in_thread(make_settings(url))
     try:
         health = requests.get(f"{base}/t2mobile/health")
         assert health.status_code == 503
@@ -186,5 +239,22 @@ def test_503_when_the_database_is_unreachable(url: str) -> None:
         response = requests.get(f"{base}/t2mobile/products", headers={"X-API-Key": "t2k_x_y"})
         assert_problem(response, 503)
         assert_documented("GET", "/products", response)
+    finally:
+        stop()
+
+
+def test_429_at_the_configured_default_limit(db_url: str) -> None:
+    settings = make_settings(db_url, server={"rate_limit_per_minute": 2})
+    db.connect(settings.database.url)
+    schema.migrate()
+    box = SecretBox(settings.security.master_keys)
+    key = partners.add("t2mobile", "http://h/x", box=box, sandbox=True).key.api_key
+    base, stop, _ = serve_in_thread(settings)
+    try:
+        statuses = [
+            requests.get(f"{base}/t2mobile/products", headers={"X-API-Key": key}).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [200, 200, 429]
     finally:
         stop()

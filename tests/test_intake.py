@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from t2ctl.db.models import Order
+from t2ctl.db.models import ApiKey, Order
 from tests.conftest import LiveServer, order_body
 
 
@@ -46,6 +46,18 @@ def test_the_same_order_id_with_another_body_is_a_conflict(server: LiveServer, c
     stored = http.get(server.endpoint("/orders/T2-20261127-000123")).json()
     assert stored["quantity"] == 1
     assert Order.select().count() == 1
+
+
+def test_a_replay_must_match_to_the_letter_and_the_type(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    http.post(server.endpoint("/fulfilment"), json=order_body(metadata={"flag": True}))
+    near_misses = [order_body(metadata={"flag": 1}), order_body(metadata={"flag": True, "x": 1})]
+    shouting = order_body(metadata={"flag": True})
+    shouting["customer"]["email"] = "ada@EXAMPLE.NG"
+    for body in [*near_misses, shouting]:
+        assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 409
+    same = order_body(metadata={"flag": True}, quantity=1.0)  # 1.0 is the integer 1 in JSON
+    assert http.post(server.endpoint("/fulfilment"), json=same).status_code == 200
 
 
 def test_fifty_concurrent_identical_posts_create_exactly_one_order(
@@ -125,6 +137,11 @@ def test_a_renewal_must_name_a_fulfilled_order_of_the_same_product(
     )
     assert other_product.status_code == 422
     assert other_product.json()["errors"][0]["field"] == "renewalOf"
+    stranger = server.session(server.add_partner("other").key.api_key)
+    theirs = stranger.post(
+        server.endpoint("/fulfilment"), json=order_body("T2-THEIRS", renewalOf="T2-FIRST")
+    )
+    assert theirs.status_code == 422  # another partner's order is not theirs to renew
     renewal = http.post(
         server.endpoint("/fulfilment"), json=order_body("T2-RENEW", renewalOf="T2-FIRST")
     )
@@ -155,3 +172,25 @@ def test_customer_contact_details_are_encrypted_at_rest(server: LiveServer, cata
     assert b"CUST-88" in raw  # the scan does see the stored row
     for secret in secrets:
         assert secret not in raw
+
+
+def test_logs_carry_no_contact_details_or_credentials(
+    server: LiveServer, catalogue, caplog
+) -> None:
+    created = server.add_partner()
+    http = server.session(created.key.api_key)
+    with caplog.at_level("DEBUG"):
+        http.post(server.endpoint("/fulfilment"), json=order_body())
+        http.get(server.endpoint("/orders/T2-20261127-000123"))
+        http.post(server.endpoint("/fulfilment"), json=order_body(quantity=3))
+    text = caplog.text
+    assert "T2-20261127-000123 accepted" in text  # the log does record the order
+    for secret in ("ada@example.ng", "+2348031234567", created.key.api_key, created.webhook_secret):
+        assert secret not in text
+
+
+def test_key_use_is_recorded(server: LiveServer, catalogue) -> None:
+    created = server.add_partner()
+    assert ApiKey.get().last_used_at is None
+    server.session(created.key.api_key).get(server.endpoint("/products"))
+    assert ApiKey.get().last_used_at is not None

@@ -27,7 +27,11 @@ def state() -> AppState:
 
 
 def create_app(settings: Settings) -> Flask:
-    """Build the API for ``settings``; connects the database handle, reads nothing global."""
+    """Build the API for ``settings``; reads no environment.
+
+    It points the process's one database handle (``db.database``) at ``settings``: peewee
+    binds models to a single handle, so one process serves one database.
+    """
     from t2ctl.api import auth, errors, limits, meta, openapi, orders, products
 
     db.connect(settings.database.url, max_connections=settings.server.threads + 4)

@@ -2,7 +2,7 @@
 
 from flask import g, request
 
-from t2ctl import partners
+from t2ctl import clock, partners
 from t2ctl.errors import Forbidden, Unauthorized
 from t2ctl.security import apikeys
 
@@ -22,6 +22,7 @@ def authenticate() -> None:
     key = apikeys.authenticate(presented)
     if not partners.address_allowed(key.partner, request.remote_addr or ""):
         raise Forbidden("This client address is not in the partner's allow-list.")
+    apikeys.touch(key, clock.now())
     g.api_key = key
     g.partner = key.partner
 

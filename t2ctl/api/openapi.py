@@ -14,7 +14,8 @@ _PROBLEMS = {
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
     409: "This orderId was already used with a different body; nothing was changed.",
-    413: "The body is larger than 64 KiB.",
+    413: "The body is larger than 64 KiB. (A body over 1 MiB is refused by the HTTP server "
+    "itself, before the API, with a plain-text 413.)",
     415: "The body is not sent as application/json.",
     422: "The request is well-formed but invalid: see `errors`. Includes an unknown or inactive "
     "product and an amount that is not price × quantity.",
@@ -64,6 +65,18 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _header(description: str, schema: dict | None = None) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema or {"type": "string"}}
+
+
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": _header("Requests allowed a minute for this key.", {"type": "integer"}),
+    "X-RateLimit-Remaining": _header("Requests left in the window.", {"type": "integer"}),
+    "X-RateLimit-Reset": _header("When the window resets (Unix time).", {"type": "integer"}),
+}
+_ETAG = {"ETag": _header("The catalogue's version; send it back in If-None-Match.")}
+
+
 def _json(description: str, schema: str, headers: dict | None = None) -> dict[str, Any]:
     response = {
         "description": description,
@@ -79,12 +92,12 @@ def _problem(code: int) -> dict[str, Any]:
         "description": _PROBLEMS[code],
         "content": {"application/problem+json": {"schema": _ref("Problem")}},
     }
+    if code == 401:
+        response["headers"] = {"WWW-Authenticate": _header("The scheme to authenticate with.")}
     if code == 429:
         response["headers"] = {
-            "Retry-After": {
-                "description": "Seconds until a request may succeed.",
-                "schema": {"type": "integer"},
-            }
+            "Retry-After": _header("Seconds until a request may succeed.", {"type": "integer"}),
+            **_RATE_HEADERS,
         }
     return response
 
@@ -94,7 +107,7 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    header = {"schema": {"type": "string"}}
+    text = {"schema": {"type": "string"}}
     return {
         f"{BASE}/health": {
             "get": {
@@ -124,12 +137,13 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listProducts",
                 "summary": "The active products.",
-                "parameters": [
-                    {"name": "If-None-Match", "in": "header", "required": False, **header}
-                ],
+                "parameters": [{"name": "If-None-Match", "in": "header", **text}],
                 "responses": {
-                    "200": _json("The catalogue.", "ProductList", {"ETag": header}),
-                    "304": {"description": "Unchanged since the ETag in If-None-Match."},
+                    "200": _json("The catalogue.", "ProductList", {**_ETAG, **_RATE_HEADERS}),
+                    "304": {
+                        "description": "Unchanged since the ETag in If-None-Match; no body.",
+                        "headers": {**_ETAG, **_RATE_HEADERS},
+                    },
                     **_problems(*_AUTHED),
                 },
             }
@@ -146,12 +160,15 @@ def _paths() -> dict[str, Any]:
                     "202": _json(
                         "Accepted; it will be processed.",
                         "Order",
-                        {"Location": {"description": "Where to poll the order.", **header}},
+                        {"Location": _header("Where to poll the order."), **_RATE_HEADERS},
                     ),
                     "200": _json(
                         "Already submitted with this body: the current order, unchanged.",
                         "Order",
-                        {"Idempotent-Replayed": {"schema": {"const": "true"}}},
+                        {
+                            "Idempotent-Replayed": _header("Always true.", {"const": "true"}),
+                            **_RATE_HEADERS,
+                        },
                     ),
                     **_problems(400, 409, 413, 415, 422, *_AUTHED),
                 },
@@ -161,8 +178,11 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "getOrder",
                 "summary": "One of your orders.",
-                "parameters": [{"name": "orderId", "in": "path", "required": True, **header}],
-                "responses": {"200": _json("The order.", "Order"), **_problems(404, *_AUTHED)},
+                "parameters": [{"name": "orderId", "in": "path", "required": True, **text}],
+                "responses": {
+                    "200": _json("The order.", "Order", _RATE_HEADERS),
+                    **_problems(404, *_AUTHED),
+                },
             }
         },
     }

@@ -1,6 +1,7 @@
 """Orders, for partners: submit a fulfilment, read an order back."""
 
 import json
+import math
 
 from flask import Blueprint, g, jsonify, request, url_for
 from pydantic import ValidationError
@@ -39,8 +40,8 @@ def _fulfilment_body() -> schemas.FulfilmentRequest:
         raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413 here
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
+        data = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("The body is not valid JSON.") from None
     try:
         return schemas.FulfilmentRequest.model_validate(data)
@@ -49,6 +50,14 @@ def _fulfilment_body() -> schemas.FulfilmentRequest:
         raise ValidationFailed(problems) from None
 
 
-def _reject_constant(name: str) -> None:
+def _not_json(name: str) -> None:
     """NaN and Infinity are not JSON; Python's parser accepts them unless told not to."""
     raise ValueError(name)
+
+
+def _finite(text: str) -> float:
+    """``1e400`` would become infinity, which cannot be stored or sent back as JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value

@@ -3,9 +3,11 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt
+import email_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from t2ctl import values
+from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import intake
 
 Identifier = Annotated[str, Field(pattern=values.ID_PATTERN, examples=["T2-20261127-000123"])]
@@ -13,15 +15,40 @@ Timestamp = Annotated[
     str, Field(examples=["2026-11-27T09:00:00Z"], json_schema_extra={"format": "date-time"})
 ]
 MetadataValue = str | int | float | bool | None
+Text = Annotated[str, Field(pattern=values.TEXT_PATTERN)]
+
+
+def _valid_email(address: str) -> str:
+    """Check the address but keep it as sent: a replay must match the body byte for byte."""
+    try:
+        email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"is not a valid email address: {exc}") from None
+    return address
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    """JSON Schema's integer includes 1.0; accept it as 1, and nothing else that is not int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Email = Annotated[
+    str,
+    Field(max_length=254, examples=["ada@example.ng"], json_schema_extra={"format": "email"}),
+    AfterValidator(_valid_email),
+]
+Quantity = Annotated[StrictInt, BeforeValidator(_whole_float_as_int), Field(ge=1, le=1000)]
 
 # What each pattern means, for error messages a person can act on.
 PATTERN_HINTS = {
-    "orderId": "must be 1-64 of A-Z a-z 0-9 . _ : -",
-    "productId": "must be 1-64 of A-Z a-z 0-9 . _ : -",
-    "renewalOf": "must be 1-64 of A-Z a-z 0-9 . _ : -",
+    "orderId": values.ID_HINT,
+    "productId": values.ID_HINT,
+    "renewalOf": values.ID_HINT,
     "value": 'must be a decimal string with two places, like "15000.00"',
     "currency": 'must be three capital letters, like "NGN"',
     "phone": "must be in E.164 form, like +2348031234567",
+    "id": "must be printable text, without control characters",
+    "name": "must be printable text, without control characters",
 }
 
 
@@ -37,9 +64,9 @@ class Money(_Body):
 
 
 class Customer(_Body):
-    id: str = Field(min_length=1, max_length=64, examples=["CUST-88"])
-    name: str = Field(min_length=1, max_length=200, examples=["Ada Obi"])
-    email: EmailStr = Field(examples=["ada@example.ng"])
+    id: Text = Field(min_length=1, max_length=64, examples=["CUST-88"])
+    name: Text = Field(min_length=1, max_length=200, examples=["Ada Obi"])
+    email: Email
     phone: str | None = Field(None, pattern=values.E164_PATTERN, examples=["+2348031234567"])
 
 
@@ -48,7 +75,7 @@ class FulfilmentRequest(_Body):
 
     orderId: Identifier = Field(description="Your idempotency key: resubmit it, never reuse it.")
     productId: Identifier = Field(examples=["M365-BASIC-12M"])
-    quantity: StrictInt = Field(ge=1, le=1000, examples=[1])
+    quantity: Quantity = Field(examples=[1])
     customer: Customer
     amount: Money = Field(description="Must equal the product's price × quantity.")
     renewalOf: Identifier | None = Field(
@@ -65,7 +92,7 @@ class FulfilmentRequest(_Body):
             quantity=self.quantity,
             customer_id=self.customer.id,
             customer_name=self.customer.name,
-            customer_email=str(self.customer.email),
+            customer_email=self.customer.email,
             customer_phone=self.customer.phone,
             amount=values.Money.parse(self.amount.value, self.amount.currency),
             renewal_of=self.renewalOf,
@@ -105,7 +132,7 @@ class OrderError(_Body):
 
 class Order(_Body):
     orderId: str
-    status: Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED"]
+    status: Literal[ORDER_STATUSES]
     productId: str
     quantity: int
     customer: CustomerRef
@@ -157,6 +184,6 @@ def field_errors(errors: list[dict[str, Any]]) -> list[tuple[str, str]]:
         elif kind == "string_pattern_mismatch" and path and path[-1] in PATTERN_HINTS:
             message = PATTERN_HINTS[path[-1]]
         else:
-            message = err["msg"]
+            message = err["msg"].removeprefix("Value error, ")
         pairs.append((field, message))
     return pairs

@@ -91,18 +91,26 @@ def set_(
             "--allow-ip", help="A CIDR the partner may call from; repeat it. Replaces the list."
         ),
     ] = None,
-    rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Like 100/minute.")] = None,
+    allow_any_ip: Annotated[
+        bool, typer.Option("--allow-any-ip", help="Clear the allow-list: any address may call.")
+    ] = False,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option("--rate-limit", help="Like 100/minute, or default (the server's)."),
+    ] = None,
     config: ConfigOption = None,
     json: JsonOption = False,
 ) -> None:
     """Change a partner's webhook URL, allowed addresses or rate limit."""
+    if allow_ip and allow_any_ip:
+        raise typer.BadParameter("give --allow-ip or --allow-any-ip, not both")
     current = session(ctx, config)
     current.connect()
     partner = partners.update(
         name,
         sandbox=current.settings.sandbox,
         webhook_url=webhook_url,
-        allow_ips=allow_ip or None,
+        allow_ips=[] if allow_any_ip else (allow_ip or None),
         rate_limit=rate_limit,
     )
     data = _public(partner, current.settings.server.rate_limit_per_minute)

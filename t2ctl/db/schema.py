@@ -4,6 +4,7 @@
 (SQLite) or an advisory lock (Postgres), and re-reads what is applied once it has the lock.
 """
 
+import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -65,9 +66,12 @@ def backup(target: Path) -> None:
         raise T2Error(f"{target} already exists; choose a new file")
     partial = target.with_name(target.name + ".partial")
     try:
+        # Created 0600 before any byte is copied: it holds encrypted secrets and customer data.
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
-        partial.chmod(0o600)  # it holds encrypted secrets and customer data
         partial.rename(target)
+    except (OSError, sqlite3.Error) as exc:
+        raise T2Error(f"backup to {target} failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)

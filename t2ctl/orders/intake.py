@@ -5,6 +5,8 @@ not by read-then-write: of any number of concurrent identical submissions one in
 every other caller finds the winner's row and answers with it.
 """
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +79,12 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     except peewee.IntegrityError:
         # A concurrent submission of the same orderId committed first: answer as a replay.
         return _replay(_existing(partner, request.order_id), request, box)
-    logger.info("order accepted", extra={"action": "order_accepted", "order_id": order.order_id})
+    logger.info(
+        "order %s accepted from %s",
+        order.order_id,
+        partner.name,
+        extra={"action": "order_accepted", "order_id": order.order_id},
+    )
     return Submission(order, created=True)
 
 
@@ -106,8 +113,13 @@ def _existing(partner: Partner, order_id: str) -> Order | None:
     )
 
 
+def _canonical(request: FulfilmentRequest) -> str:
+    """JSON keeps what ``==`` blurs: ``true`` is not ``1``, and ``1`` is not ``1.0``."""
+    return json.dumps(dataclasses.asdict(request), sort_keys=True)
+
+
 def _replay(order: Order, request: FulfilmentRequest, box: SecretBox) -> Submission:
-    if stored_request(order, box) != request:
+    if _canonical(stored_request(order, box)) != _canonical(request):
         raise Conflict(
             f"Order {request.order_id} was already submitted with a different body; "
             "use a new orderId for a new order."

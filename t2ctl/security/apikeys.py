@@ -7,13 +7,14 @@ key is high-entropy, so a plain SHA-256 is enough to store it and look it up by 
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from t2ctl import clock, db
 from t2ctl.db.models import ApiKey, Partner
 from t2ctl.errors import NotFound, Unauthorized
 
 PREFIX = "t2k_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ def authenticate(api_key: str) -> ApiKey:
     if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
         raise Unauthorized("The API key is missing, unknown, expired or revoked.")
     return key
+
+
+def touch(key: ApiKey, now: datetime) -> None:
+    """Record use, at most once a minute per key, so a busy key costs no write per request."""
+    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+        return
+    with db.transaction():
+        ApiKey.update(last_used_at=now).where(ApiKey.id == key.id).execute()
 
 
 def revoke(key_id: str) -> ApiKey:
