@@ -1,8 +1,8 @@
 """``t2ctl serve`` as an operator runs it: a real process, zero config, SIGTERM."""
 
-import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,14 +13,13 @@ import requests
 LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 
 
+SERVE = [sys.executable, "-m", "t2ctl", "serve"]  # the conftest clears T2CTL_* first
+
+
 def start(cwd: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("T2CTL_")}
+    """Start the daemon on a free port and wait until it says where it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "t2ctl", "serve", "--port", "0", *args],
-        cwd=cwd,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*SERVE, "--port", "0", *args], cwd=cwd, stderr=subprocess.PIPE, text=True
     )
     lines = []
     deadline = time.monotonic() + 30
@@ -34,6 +33,11 @@ def start(cwd: Path, *args: str) -> tuple[subprocess.Popen, str]:
             return proc, found.group(1)
     proc.kill()
     raise AssertionError("the daemon did not start:\n" + "".join(lines))
+
+
+def serve_once(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a daemon expected to refuse to start."""
+    return subprocess.run([*SERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
 
 
 def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -57,35 +61,17 @@ def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_pa
 
 def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("[server]\nthreads = 0\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("T2CTL_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "t2ctl", "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_once(tmp_path)
     assert result.returncode == 1
     assert "server.threads: Input should be greater than or equal to 1" in result.stderr
 
 
 def test_serve_reports_a_port_in_use_plainly(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("T2CTL_")}
-        result = subprocess.run(
-            [sys.executable, "-m", "t2ctl", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = serve_once(tmp_path, "--port", str(port))
     assert result.returncode == 1
     assert f"t2ctl: error: cannot listen on 127.0.0.1:{port}: Address already in use" in (
         result.stderr

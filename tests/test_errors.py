@@ -194,8 +194,9 @@ def test_422_control_characters_in_customer_text(partner) -> None:
         {"field": "customer.name", "message": "must be printable text, without control characters"}
     ]
     raw = json.dumps(order_body(metadata={"x": 0.5})).replace("0.5", "1e400")
-    too_big = http.post(server.endpoint("/fulfilment"), data=raw,
-                        headers={"Content-Type": "application/json"})
+    too_big = http.post(
+        server.endpoint("/fulfilment"), data=raw, headers={"Content-Type": "application/json"}
+    )
     assert_problem(too_big, 400)  # json.dumps writes Infinity, which is not JSON
     assert Order.select().count() == 0
 
