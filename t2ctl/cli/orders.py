@@ -10,7 +10,6 @@ from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import intake, records
 from t2ctl.security import masking
-from t2ctl.values import Money
 
 app = typer.Typer(no_args_is_help=True)
 PartnerOption = Annotated[str | None, typer.Option("--partner", help="Only this partner's.")]
@@ -57,7 +56,7 @@ def list_(
                 o.status,
                 o.product.product_id,
                 o.quantity,
-                str(Money(o.amount_minor, o.currency)),
+                str(records.amount(o)),
                 o.customer_id,
                 clock.rfc3339(o.created_at),
             )

@@ -13,9 +13,10 @@ from typing import Any
 
 import peewee
 
-from t2ctl import clock, db
+from t2ctl import clock, db, products
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.errors import Conflict, FieldError, ValidationFailed
+from t2ctl.orders import records
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 
@@ -98,7 +99,7 @@ def stored_request(order: Order, box: SecretBox) -> FulfilmentRequest:
         customer_name=order.customer_name,
         customer_email=box.decrypt(order.customer_email),
         customer_phone=box.decrypt(order.customer_phone) if order.customer_phone else None,
-        amount=Money(order.amount_minor, order.currency),
+        amount=records.amount(order),
         renewal_of=order.renewal_of,
         metadata=order.metadata,
     )
@@ -134,7 +135,7 @@ def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
     if product is None or not product.active:
         problems.append(FieldError("productId", "is not an active product in the catalogue"))
     else:
-        due = Money(product.price_minor, product.currency).times(request.quantity)
+        due = products.price(product).times(request.quantity)
         if request.amount != due:
             problems.append(
                 FieldError("amount", f"must equal price × quantity: {due}, not {request.amount}")

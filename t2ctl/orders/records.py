@@ -9,6 +9,10 @@ from t2ctl.errors import Conflict, NotFound
 from t2ctl.values import Money
 
 
+def amount(order: Order) -> Money:
+    return Money(order.amount_minor, order.currency)
+
+
 def public(order: Order) -> dict[str, Any]:
     """The Order exactly as CONTRACT §1 writes it (API body, webhook data, ``--json``)."""
     fulfilled = order.status == "FULFILLED"
@@ -19,7 +23,7 @@ def public(order: Order) -> dict[str, Any]:
         "productId": order.product.product_id,
         "quantity": order.quantity,
         "customer": {"id": order.customer_id},
-        "amount": Money(order.amount_minor, order.currency).public(),
+        "amount": amount(order).public(),
         "renewalOf": order.renewal_of,
         "createdAt": clock.rfc3339(order.created_at),
         "updatedAt": clock.rfc3339(order.updated_at),
