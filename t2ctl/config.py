@@ -90,6 +90,15 @@ class ServerSettings(_Section):
 class WorkerSettings(_Section):
     concurrency: int = Field(4, ge=1, le=256)
     lease_seconds: int = Field(30, ge=5)
+    shutdown_grace: Duration = timedelta(seconds=20)
+    job_retention: Duration = timedelta(days=7)
+
+
+class SandboxSettings(_Section):
+    """Sandbox provisioning, for rehearsing slow and failing orders without Zoho."""
+
+    provision_delay: Duration = timedelta(0)
+    decline_products: list[str] = Field(default_factory=list)
 
 
 class SecuritySettings(_Section):
@@ -165,20 +174,21 @@ class Settings(_Section):
     zoho: ZohoSettings = ZohoSettings()
     webhooks: WebhookSettings = WebhookSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     source: Path | None = Field(None, exclude=True)
 
     @property
-    def sandbox(self) -> bool:
+    def sandbox_mode(self) -> bool:
         """Sandbox mode: no Zoho, simulated provisioning, http webhooks allowed."""
         return not self.zoho.enabled
 
     @property
     def mode(self) -> str:
-        return "sandbox" if self.sandbox else "zoho"
+        return "sandbox" if self.sandbox_mode else "zoho"
 
     @model_validator(mode="after")
     def _master_key_where_needed(self) -> "Settings":
-        if self.security.master_key is None and not (self.sandbox and self.database.is_sqlite):
+        if self.security.master_key is None and not (self.sandbox_mode and self.database.is_sqlite):
             raise ValueError(
                 "security.master_key is required unless in sandbox mode on SQLite "
                 "(generate one with `t2ctl secrets generate-master-key`)"
@@ -196,12 +206,20 @@ class Settings(_Section):
         data["webhooks"]["retry_schedule"] = [
             _format_duration(d) for d in self.webhooks.retry_schedule
         ]
-        data["zoho"]["retry_for"] = _format_duration(self.zoho.retry_for)
+        for section, key in (
+            ("zoho", "retry_for"),
+            ("worker", "shutdown_grace"),
+            ("worker", "job_retention"),
+            ("sandbox", "provision_delay"),
+        ):
+            data[section][key] = _format_duration(getattr(getattr(self, section), key))
         return data
 
 
 def _format_duration(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0 and seconds >= size:
             return f"{seconds // size}{unit}"

@@ -1,29 +1,70 @@
-"""``t2ctl serve``: migrate, then serve the partner API on waitress until SIGTERM.
+"""``t2ctl serve``: migrate, then run the partner API, the job workers and the scheduler.
 
-SIGTERM and SIGINT raise SystemExit in the main thread; waitress's loop catches it and lets
-the requests in flight finish (up to its dispatcher's grace) before the process exits 0.
+``--role api`` serves HTTP only, ``--role worker`` runs workers and the scheduler only, and
+``all`` (the default) runs everything in one process. SIGTERM and SIGINT raise SystemExit in
+the main thread: waitress stops accepting and finishes the requests in flight, the workers
+stop claiming and get ``worker.shutdown_grace`` to finish their jobs (what is left is released
+for another daemon to take at once), and the process exits 0.
 """
 
 import logging
 import signal
+import threading
+from datetime import timedelta
 
 import waitress
 
+from t2ctl import wiring
 from t2ctl.api import create_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
+from t2ctl.jobs.worker import Pool, Worker, worker_name
+from t2ctl.security.crypto import SecretBox
 
 logger = logging.getLogger(__name__)
 
+ROLES = ("all", "api", "worker")
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    app = create_app(settings)
+
+def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> None:
+    app = create_app(settings)  # connects the database and loads the master key
     applied = schema.migrate()
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
+    server = _http_server(app, settings, host, port) if role in ("all", "api") else None
+    box = app.extensions["t2ctl"].box
+    background = _Background(settings, box) if role in ("all", "worker") else None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
+    if settings.sandbox_mode:
+        logger.warning("SANDBOX MODE: provisioning is simulated and no Zoho call is made")
+    if background is not None:
+        background.start()
     try:
-        server = waitress.create_server(
+        if server is not None:
+            logger.info(
+                "listening on http://%s:%s (%s mode, database %s)",
+                host,
+                server.effective_port,
+                settings.mode,
+                settings.database.redacted_url(),
+                extra={"action": "listening"},
+            )
+            server.run()  # returns once SIGTERM's SystemExit has closed the listener
+        else:
+            threading.Event().wait()
+    except SystemExit:
+        pass
+    finally:
+        if background is not None:
+            background.stop()
+    logger.info("stopped", extra={"action": "stopped"})
+
+
+def _http_server(app, settings: Settings, host: str, port: int):
+    try:
+        return waitress.create_server(
             app,
             host=host,
             port=port,
@@ -33,22 +74,40 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
         )
     except OSError as exc:
         raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop)
-    if settings.sandbox:
-        logger.warning("SANDBOX MODE: provisioning is simulated and no Zoho call is made")
-    logger.info(
-        "listening on http://%s:%s (%s mode, database %s)",
-        host,
-        server.effective_port,
-        settings.mode,
-        settings.database.redacted_url(),
-        extra={"action": "listening"},
-    )
-    server.run()
-    logger.info("stopped", extra={"action": "stopped"})
+
+
+class _Background:
+    """The worker pool and the scheduler thread of one daemon."""
+
+    def __init__(self, settings: Settings, box: SecretBox):
+        self.settings = settings
+        self.scheduler = wiring.scheduler(settings)
+        registry = wiring.registry(settings, box=box, schedule=self.scheduler)
+        lease = timedelta(seconds=settings.worker.lease_seconds)
+        self.worker = Worker(registry, name=worker_name(), lease=lease)
+        self.pool = Pool(self.worker, concurrency=settings.worker.concurrency)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self.scheduler.run, args=(self.stopping,), name="t2ctl-scheduler", daemon=True
+        )
+
+    def start(self) -> None:
+        self.pool.start()
+        self.thread.start()
+        logger.info(
+            "worker %s started: %d thread(s), lease %ss, tasks %s",
+            self.worker.name,
+            self.settings.worker.concurrency,
+            self.settings.worker.lease_seconds,
+            ", ".join(self.worker.registry.names()),
+            extra={"action": "worker_started"},
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.pool.stop(self.settings.worker.shutdown_grace.total_seconds())
 
 
 def _stop(signum: int, _frame) -> None:
-    logger.info("%s received: finishing requests in flight", signal.Signals(signum).name)
+    logger.info("%s received: finishing work in flight", signal.Signals(signum).name)
     raise SystemExit(0)

@@ -12,7 +12,7 @@ from t2ctl.errors import ConfigError
 
 def test_zero_config_is_sandbox_on_a_local_sqlite_file() -> None:
     settings = config.load(None, env={})
-    assert settings.sandbox and settings.mode == "sandbox"
+    assert settings.sandbox_mode and settings.mode == "sandbox"
     assert settings.database.url == "sqlite:///t2ctl.db"
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8080)
     assert settings.webhooks.retry_schedule[0] == timedelta(seconds=5)

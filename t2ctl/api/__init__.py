@@ -34,7 +34,11 @@ def create_app(settings: Settings) -> Flask:
     """
     from t2ctl.api import auth, errors, limits, meta, openapi, orders, products
 
-    db.connect(settings.database.url, max_connections=settings.server.threads + 4)
+    # One pool for the process: request threads, job threads, and the engine's own few.
+    db.connect(
+        settings.database.url,
+        max_connections=settings.server.threads + settings.worker.concurrency + 8,
+    )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False

@@ -23,7 +23,7 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     if waiting:
         output.note(f"{len(waiting)} migration(s) pending: run `t2ctl db migrate`")
     output.note(
-        f"mode: {settings.mode}" + (" (provisioning is simulated)" if settings.sandbox else "")
+        f"mode: {settings.mode}" + (" (provisioning is simulated)" if settings.sandbox_mode else "")
     )
     db.database.close()
 

@@ -33,7 +33,9 @@ def add(
     """Create a partner; prints its first API key and webhook secret, once."""
     current = session(ctx, config)
     current.connect()
-    created = partners.add(name, webhook_url, box=current.box(), sandbox=current.settings.sandbox)
+    created = partners.add(
+        name, webhook_url, box=current.box(), sandbox=current.settings.sandbox_mode
+    )
     if json:
         output.emit_json(
             {
@@ -108,7 +110,7 @@ def set_(
     current.connect()
     partner = partners.update(
         name,
-        sandbox=current.settings.sandbox,
+        sandbox=current.settings.sandbox_mode,
         webhook_url=webhook_url,
         allow_ips=[] if allow_any_ip else (allow_ip or None),
         rate_limit=rate_limit,

@@ -1,11 +1,14 @@
 """``t2ctl serve``: the daemon."""
 
+from enum import Enum
 from typing import Annotated
 
 import typer
 
 from t2ctl import daemon
 from t2ctl.cli.context import ConfigOption, session
+
+Role = Enum("Role", {role: role for role in daemon.ROLES}, type=str)
 
 
 def serve(
@@ -15,12 +18,20 @@ def serve(
         int | None,
         typer.Option("--port", min=0, max=65535, help="Default: server.port; 0 picks a free one."),
     ] = None,
+    role: Annotated[
+        Role,
+        typer.Option("--role", help="api: HTTP only; worker: jobs and schedule only; all: both."),
+    ] = Role.all,
     config: ConfigOption = None,
 ) -> None:
-    """Run the daemon: the partner API on waitress. Works with no config (SQLite, sandbox)."""
+    """Run the daemon: the partner API on waitress, job workers and the scheduler.
+
+    Works with no config (SQLite, sandbox). SIGTERM drains and exits 0.
+    """
     settings = session(ctx, config).settings
     daemon.serve(
         settings,
         host=host or settings.server.host,
         port=settings.server.port if port is None else port,
+        role=role.value,
     )

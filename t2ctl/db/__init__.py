@@ -6,6 +6,7 @@
 half-way; on Postgres it is an ordinary transaction.
 """
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -66,3 +67,29 @@ def ping() -> None:
 
 def sqlite_file() -> Path | None:
     return Path(database.obj.database) if is_sqlite() else None
+
+
+def notify(channel: str) -> None:
+    """Postgres ``NOTIFY``: delivered when the current transaction commits, dropped if it rolls
+    back. A no-op on SQLite, whose readers poll."""
+    if not is_sqlite():
+        database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
+
+
+def listen(channel: str, *, timeout: float) -> Iterator[bool]:
+    """Postgres ``LISTEN`` on this thread's connection: yields True for each notification, or
+    False after ``timeout`` seconds of quiet, so the caller can check whether to stop. Waiting
+    sends no query; closing the generator unlistens and hands the connection back."""
+    connection = database.connection()
+    connection.execute(f'LISTEN "{channel}"')
+    try:
+        while True:
+            got = False
+            for _ in connection.notifies(timeout=timeout, stop_after=1):
+                got = True
+            yield got
+    finally:
+        try:
+            connection.execute("UNLISTEN *")
+        finally:
+            database.close()

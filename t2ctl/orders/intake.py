@@ -16,7 +16,7 @@ import peewee
 from t2ctl import clock, db, products
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.errors import Conflict, FieldError, ValidationFailed
-from t2ctl.orders import records
+from t2ctl.orders import pipeline, records
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 
@@ -49,7 +49,8 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     """Store a new order, or return the one already stored under this orderId.
 
     Raises Conflict if that orderId was used with a different body, and ValidationFailed if the
-    order breaks a catalogue rule. A new order is committed in its own transaction.
+    order breaks a catalogue rule. A new order is committed in its own transaction, together
+    with the job that will process it.
     """
     existing = _existing(partner, request.order_id)
     if existing is not None:
@@ -77,6 +78,7 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
                 created_at=now,
                 updated_at=now,
             )
+            pipeline.schedule(order)
     except peewee.IntegrityError:
         # A concurrent submission of the same orderId committed first: answer as a replay.
         return _replay(_existing(partner, request.order_id), request, box)

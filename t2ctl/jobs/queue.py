@@ -1,0 +1,306 @@
+"""Every query that moves a job through its states, and nothing else.
+
+Who owns a job: ``enqueue`` writes it inside the caller's transaction, so a job exists exactly
+when the change that asked for it committed. ``claim`` hands it to one worker until its lease
+ends; from then only that worker, at that attempt, may ``complete``, ``fail`` or ``release`` it
+(each is a conditional ``UPDATE`` whose row count says whether the worker still held it). A
+worker that stops heart-beating loses its jobs to ``recover`` when the lease runs out.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+
+from t2ctl import clock, db
+from t2ctl.db.models import JOB_STATES, Job, ScheduleRun
+from t2ctl.errors import Conflict, NotFound
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "t2ctl_jobs"
+PENDING = ("queued", "running")
+FINISHED = ("done", "cancelled")
+ERROR_LIMIT = 4000
+
+_local_wakers: list[Callable[[], None]] = []
+
+
+def on_enqueue(waker: Callable[[], None]) -> None:
+    """Call ``waker`` whenever this process enqueues a job that is due now: the in-process
+    counterpart of NOTIFY, for an API and workers sharing one SQLite daemon."""
+    _local_wakers.append(waker)
+
+
+def enqueue(
+    task: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime | None = None,
+    priority: int = 0,
+    max_attempts: int = 10,
+    unique_key: str | None = None,
+) -> int | None:
+    """Add a job in the caller's transaction (or its own); return its id.
+
+    With ``unique_key``, return None and add nothing while a job with that key is queued or
+    running: the partial unique index decides, so concurrent callers cannot both add one.
+    """
+    now = clock.now()
+    run_at = run_at or now
+    with db.transaction():
+        rows = list(
+            Job.insert(
+                task=task,
+                payload=payload,
+                state="queued",
+                priority=priority,
+                run_at=run_at,
+                attempts=0,
+                max_attempts=max_attempts,
+                unique_key=unique_key,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_ignore()
+            .returning(Job.id)
+            .tuples()
+            .execute()
+        )
+        if rows and run_at <= now:
+            db.notify(CHANNEL)
+    if not rows:
+        return None
+    if run_at <= now:
+        for waker in _local_wakers:
+            waker()
+    return rows[0][0]
+
+
+def claim(worker: str, *, now: datetime, lease: timedelta, limit: int = 1) -> list[Job]:
+    """Take up to ``limit`` due jobs for ``worker``, highest priority and oldest first.
+
+    Postgres skips rows another claimer has locked; SQLite serialises claimers on its write
+    lock. Either way a job goes to one worker, with ``attempts`` counting this try.
+    """
+    due = (
+        Job.select(Job.id)
+        .where((Job.state == "queued") & (Job.run_at <= now))
+        .order_by(Job.priority.desc(), Job.run_at, Job.id)
+        .limit(limit)
+    )
+    if not db.is_sqlite():
+        due = due.for_update(skip_locked=True)
+    taken = (
+        Job.update(
+            state="running",
+            worker=worker,
+            lease_until=now + lease,
+            attempts=Job.attempts + 1,
+            updated_at=now,
+        )
+        .where(Job.id.in_(due) & (Job.state == "queued"))
+        .returning(Job)
+    )
+    with db.transaction():
+        return list(taken.execute())
+
+
+def _held(job: Job) -> peewee.Expression:
+    """The job as its worker claimed it: same worker, same attempt, still running."""
+    return (
+        (Job.id == job.id)
+        & (Job.worker == job.worker)
+        & (Job.attempts == job.attempts)
+        & (Job.state == "running")
+    )
+
+
+def heartbeat(worker: str, job_ids: list[int], *, now: datetime, lease: timedelta) -> int:
+    """Extend the leases ``worker`` still holds; return how many it still holds."""
+    if not job_ids:
+        return 0
+    with db.transaction():
+        return (
+            Job.update(lease_until=now + lease)
+            .where(Job.id.in_(job_ids) & (Job.worker == worker) & (Job.state == "running"))
+            .execute()
+        )
+
+
+def complete(job: Job, *, now: datetime) -> bool:
+    """Mark a held job done; False if its worker had already lost it."""
+    with db.transaction():
+        return bool(
+            Job.update(state="done", worker=None, lease_until=None, updated_at=now, finished_at=now)
+            .where(_held(job))
+            .execute()
+        )
+
+
+def fail(job: Job, error: str, *, now: datetime, retry_at: datetime | None) -> str | None:
+    """Record a failed attempt: queued again at ``retry_at``, or dead when there is no retry
+    or no attempt left. Return the new state, or None if the worker had lost the job."""
+    dead = retry_at is None or job.attempts >= job.max_attempts
+    changes = {
+        "state": "dead" if dead else "queued",
+        "worker": None,
+        "lease_until": None,
+        "last_error": error[:ERROR_LIMIT],
+        "updated_at": now,
+    }
+    changes.update({"finished_at": now} if dead else {"run_at": retry_at})
+    with db.transaction():
+        changed = Job.update(**changes).where(_held(job)).execute()
+    return changes["state"] if changed else None
+
+
+def release(job: Job, *, now: datetime) -> bool:
+    """Give a held job back untried (a draining daemon): queued now, this attempt not counted."""
+    with db.transaction():
+        return bool(
+            Job.update(
+                state="queued",
+                worker=None,
+                lease_until=None,
+                attempts=Job.attempts - 1,
+                run_at=now,
+                updated_at=now,
+            )
+            .where(_held(job))
+            .execute()
+        )
+
+
+def recover(*, now: datetime) -> int:
+    """Take back jobs whose worker stopped heart-beating: queued again, or dead if that was
+    their last attempt. Return how many were taken back."""
+    expired = (Job.state == "running") & (Job.lease_until < now)
+    error = (
+        peewee.Value("lease expired: worker ").concat(Job.worker).concat(" stopped heart-beating")
+    )
+    with db.transaction():
+        dead = (
+            Job.update(
+                state="dead",
+                worker=None,
+                lease_until=None,
+                last_error=error,
+                updated_at=now,
+                finished_at=now,
+            )
+            .where(expired & (Job.attempts >= Job.max_attempts))
+            .execute()
+        )
+        requeued = (
+            Job.update(
+                state="queued",
+                worker=None,
+                lease_until=None,
+                last_error=error,
+                run_at=now,
+                updated_at=now,
+            )
+            .where(expired)
+            .execute()
+        )
+    if dead or requeued:
+        logger.warning(
+            "took back %d job(s) from workers whose lease expired (%d dead)",
+            dead + requeued,
+            dead,
+            extra={"action": "jobs_recovered"},
+        )
+    return dead + requeued
+
+
+def get(job_id: int) -> Job:
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def listing(*, state: str | None = None, task: str | None = None, limit: int = 50) -> list[Job]:
+    """Newest first."""
+    query = Job.select().order_by(Job.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if task is not None:
+        query = query.where(Job.task == task)
+    return list(query)
+
+
+@dataclass(frozen=True)
+class Stats:
+    counts: dict[str, int]  # every state, zero included
+    waiting: int  # queued jobs not yet due (retries waiting out their backoff)
+    oldest_due: datetime | None  # run_at of the oldest job that is due and unclaimed
+    by_task: dict[str, dict[str, int]]
+
+
+def stats(*, now: datetime) -> Stats:
+    counts = dict.fromkeys(JOB_STATES, 0)
+    by_task: dict[str, dict[str, int]] = {}
+    rows = Job.select(Job.task, Job.state, peewee.fn.COUNT(Job.id)).group_by(Job.task, Job.state)
+    for task, state, count in rows.tuples():
+        counts[state] = counts.get(state, 0) + count
+        by_task.setdefault(task, dict.fromkeys(JOB_STATES, 0))[state] = count
+    queued = Job.select().where(Job.state == "queued")
+    waiting = queued.where(Job.run_at > now).count()
+    oldest = queued.where(Job.run_at <= now).select(peewee.fn.MIN(Job.run_at)).scalar()
+    return Stats(counts, waiting, Job.run_at.python_value(oldest), by_task)
+
+
+def retry(job_id: int, *, now: datetime) -> Job:
+    """Queue a dead or cancelled job again now, with its attempts counted from zero."""
+    job = get(job_id)
+    if job.state not in ("dead", "cancelled"):
+        raise Conflict(f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried")
+    try:
+        with db.transaction():
+            changed = (
+                Job.update(state="queued", attempts=0, run_at=now, updated_at=now, finished_at=None)
+                .where((Job.id == job_id) & (Job.state == job.state))
+                .execute()
+            )
+            db.notify(CHANNEL)
+    except peewee.IntegrityError:
+        raise Conflict(
+            f"job {job_id} cannot be retried: another job with key {job.unique_key!r} is pending"
+        ) from None
+    if not changed:
+        raise Conflict(f"job {job_id} changed while retrying it; look again")
+    return get(job_id)
+
+
+def dead_ids() -> list[int]:
+    return [job.id for job in Job.select(Job.id).where(Job.state == "dead").order_by(Job.id)]
+
+
+def cancel(job_id: int, *, now: datetime) -> Job:
+    """Cancel a queued or dead job; a running one cannot be stopped half-way."""
+    job = get(job_id)
+    if job.state not in ("queued", "dead"):
+        raise Conflict(f"job {job_id} is {job.state}; only queued or dead jobs can be cancelled")
+    with db.transaction():
+        changed = (
+            Job.update(state="cancelled", updated_at=now, finished_at=now)
+            .where((Job.id == job_id) & (Job.state == job.state))
+            .execute()
+        )
+    if not changed:
+        raise Conflict(f"job {job_id} changed while cancelling it; look again")
+    return get(job_id)
+
+
+def prune(*, before: datetime) -> int:
+    """Delete done and cancelled jobs, and ticks, finished before ``before``. Dead jobs stay
+    until an operator retries or cancels them: they are the evidence of what went wrong."""
+    with db.transaction():
+        jobs = Job.delete().where(Job.state.in_(FINISHED) & (Job.finished_at < before)).execute()
+        ScheduleRun.delete().where(ScheduleRun.created_at < before).execute()
+    return jobs

@@ -1,0 +1,247 @@
+"""Running jobs: a ``Worker`` claims and executes them; a ``Pool`` runs it on threads.
+
+The pool has one dispatcher that claims as many jobs as it has idle threads, the threads that
+run them, a heartbeat that extends their leases (and takes back other workers' expired ones),
+and on Postgres a listener that wakes the dispatcher on NOTIFY. Idle, it polls with a backoff
+that ends at ``IDLE_MAX`` seconds, so an idle daemon costs the database a query or so a second.
+"""
+
+import contextlib
+import logging
+import os
+import queue as inbox_queue
+import secrets
+import socket
+import threading
+import traceback
+from datetime import datetime, timedelta
+
+from t2ctl import clock, db
+from t2ctl.db.models import Job
+from t2ctl.jobs import queue, tasks
+
+logger = logging.getLogger(__name__)
+
+IDLE_MIN = 0.05
+IDLE_MAX = 2.0
+
+
+def worker_name() -> str:
+    """host:pid:random, unique per pool, so a lease names the process that holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Claims jobs under one name and runs their handlers; thread-safe."""
+
+    def __init__(self, registry: tasks.Registry, *, name: str, lease: timedelta):
+        self.registry = registry
+        self.name = name
+        self.lease = lease
+        self._held: dict[int, Job] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, limit: int, now: datetime | None = None) -> list[Job]:
+        jobs = queue.claim(self.name, now=now or clock.now(), lease=self.lease, limit=limit)
+        with self._lock:
+            self._held.update((job.id, job) for job in jobs)
+        return jobs
+
+    def run_once(self, now: datetime | None = None) -> bool:
+        """Claim one due job and run it in this thread; False if none was due."""
+        jobs = self.claim(1, now)
+        for job in jobs:
+            self.execute(job)
+        return bool(jobs)
+
+    def execute(self, job: Job) -> str | None:
+        """Run the job's handler and record the outcome; return the job's new state."""
+        task = self.registry.get(job.task)
+        context = tasks.Context(
+            job.id,
+            job.task,
+            job.payload,
+            job.attempts,
+            job.max_attempts,
+            job.created_at,
+            clock.now(),
+        )
+        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempts}
+        try:
+            if task is None:
+                raise tasks.Retry(f"no handler for task {job.task!r} in this daemon")
+            task.handler(context)
+        except tasks.Retry as exc:
+            state = self._failed(job, task, str(exc), exc.after)
+        except Exception as exc:
+            logger.exception("job %s (%s) failed", job.id, job.task, extra=extra)
+            state = self._failed(job, task, _describe(exc), None)
+        else:
+            state = "done" if queue.complete(job, now=clock.now()) else None
+        finally:
+            with self._lock:
+                self._held.pop(job.id, None)
+        if state is None:
+            logger.warning(
+                "job %s (%s) had been taken back from this worker; its outcome is dropped",
+                job.id,
+                job.task,
+                extra={**extra, "action": "job_lease_lost"},
+            )
+        elif state != "done":
+            logger.info(
+                "job %s (%s) attempt %d: %s",
+                job.id,
+                job.task,
+                job.attempts,
+                state,
+                extra={**extra, "action": f"job_{state}"},
+            )
+        return state
+
+    def _failed(
+        self, job: Job, task: tasks.Task | None, error: str, after: timedelta | None
+    ) -> str | None:
+        now = clock.now()
+        backoff = task.backoff if task is not None else tasks.Backoff()
+        retry_at = now + (after if after is not None else backoff.delay(job.attempts))
+        return queue.fail(job, error, now=now, retry_at=retry_at)
+
+    def held(self) -> list[Job]:
+        with self._lock:
+            return list(self._held.values())
+
+    def heartbeat(self, now: datetime | None = None) -> None:
+        """Extend the leases of every job this worker runs; warn about any it lost."""
+        held = self.held()
+        kept = queue.heartbeat(
+            self.name, [job.id for job in held], now=now or clock.now(), lease=self.lease
+        )
+        if kept < len(held):
+            logger.warning(
+                "%d job lease(s) of %s were lost (was the daemon paused longer than the lease?)",
+                len(held) - kept,
+                self.name,
+                extra={"action": "job_lease_lost"},
+            )
+
+    def release_all(self) -> int:
+        """Give back every job still held, untried, for another worker to take at once."""
+        now = clock.now()
+        return sum(queue.release(job, now=now) for job in self.held())
+
+
+def _describe(exc: Exception) -> str:
+    """The last error kept on the job: type, message and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Pool:
+    """Threads around a Worker. ``start()``, then ``stop(grace)`` from the daemon's main thread."""
+
+    def __init__(self, worker: Worker, *, concurrency: int):
+        self.worker = worker
+        self.concurrency = concurrency
+        self._inbox: inbox_queue.SimpleQueue[Job | None] = inbox_queue.SimpleQueue()
+        self._busy = 0
+        self._idle = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        queue.on_enqueue(self.wake)
+        self._dispatcher = self._spawn("dispatch", self._dispatch)
+        self._spawn("heartbeat", self._heartbeat)
+        if not db.is_sqlite():
+            self._spawn("listen", self._listen)
+        for index in range(self.concurrency):
+            self._spawn(f"run-{index}", self._run)
+
+    def _spawn(self, role: str, target) -> threading.Thread:
+        # Daemon threads: a handler that outlives the grace period must not hold the exit.
+        thread = threading.Thread(target=target, name=f"t2ctl-{role}", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, grace: float) -> None:
+        """Stop claiming, let running jobs finish for up to ``grace`` seconds, then release
+        what is still running so another worker takes it at once."""
+        self._stopping.set()
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join()  # no claim may land after the wait below
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=grace)
+        for _ in range(self.concurrency):
+            self._inbox.put(None)
+        released = self._guarded(self.worker.release_all) or 0
+        logger.info(
+            "worker %s stopped (%d job(s) released unfinished)",
+            self.worker.name,
+            released,
+            extra={"action": "worker_stopped"},
+        )
+
+    def _dispatch(self) -> None:
+        delay = IDLE_MIN
+        while not self._stopping.is_set():
+            with self._idle:
+                free = self.concurrency - self._busy
+            if free == 0:
+                self._wake.wait(IDLE_MAX)
+                self._wake.clear()
+                continue
+            self._wake.clear()
+            jobs = self._guarded(lambda free=free: self.worker.claim(free)) or []
+            with self._idle:
+                self._busy += len(jobs)
+            for job in jobs:
+                self._inbox.put(job)
+            # Work, or a wake-up while waiting, resets the backoff; quiet doubles it.
+            delay = IDLE_MIN if jobs or self._wake.wait(delay) else min(delay * 2, IDLE_MAX)
+
+    def _run(self) -> None:
+        while (job := self._inbox.get()) is not None:
+            try:
+                self._guarded(lambda job=job: self.worker.execute(job))
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+                self._wake.set()
+
+    def _heartbeat(self) -> None:
+        interval = self.worker.lease.total_seconds() / 3
+        while not self._stopping.wait(interval):
+            self._guarded(self.worker.heartbeat)
+            self._guarded(lambda: queue.recover(now=clock.now()))
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with contextlib.closing(db.listen(queue.CHANNEL, timeout=1.0)) as notifications:
+                    for notified in notifications:
+                        if notified:
+                            self.wake()
+                        if self._stopping.is_set():
+                            return
+            except db.DRIVER_ERRORS as exc:
+                logger.warning("LISTEN failed (%s); polling until it is back", exc)
+                self._stopping.wait(IDLE_MAX)
+
+    def _guarded(self, step):
+        """One step of a loop: a database outage is logged and waited out, never fatal."""
+        try:
+            return step()
+        except db.DRIVER_ERRORS as exc:
+            logger.warning("database unavailable for the worker: %s", exc)
+            self._stopping.wait(IDLE_MAX)
+        except Exception:
+            logger.exception("worker step failed")
+        return None

@@ -1,0 +1,51 @@
+"""How an order reaches its ``process_order`` job: at intake, and again on an operator's retry.
+
+Both write the order and its job in one transaction, so an order is never left PENDING with
+nothing to move it on.
+"""
+
+import logging
+from datetime import timedelta
+
+from t2ctl import clock, db
+from t2ctl.db.models import Order
+from t2ctl.errors import Conflict
+from t2ctl.jobs import queue, tasks
+from t2ctl.orders import records
+
+logger = logging.getLogger(__name__)
+
+TASK = "process_order"
+# The order gives up by time (``zoho.retry_for``), not by count: this only bounds a job that
+# keeps failing in ways the handler cannot see, such as a worker killed on every attempt.
+MAX_ATTEMPTS = 10_000
+BACKOFF = tasks.Backoff(base=timedelta(seconds=5), cap=timedelta(minutes=10))
+
+
+def schedule(order: Order) -> None:
+    """Queue the order's processing; call inside the transaction that writes the order."""
+    queue.enqueue(
+        TASK, {"order": order.id}, max_attempts=MAX_ATTEMPTS, unique_key=f"order:{order.id}"
+    )
+
+
+def retry(order_id: str, partner_name: str | None = None) -> Order:
+    """Run a FAILED order again: back to PENDING, with a new job, in one commit."""
+    order = records.find(order_id, partner_name)
+    if order.status != "FAILED":
+        raise Conflict(f"order {order_id} is {order.status}; only FAILED orders can be retried")
+    with db.transaction():
+        changed = (
+            Order.update(
+                status="PENDING", error_code=None, error_message=None, updated_at=clock.now()
+            )
+            .where((Order.id == order.id) & (Order.status == "FAILED"))
+            .execute()
+        )
+        if not changed:
+            raise Conflict(f"order {order_id} changed while retrying it; look again")
+        schedule(order)
+    logger.info(
+        "order %s queued again", order_id, extra={"action": "order_retried", "order_id": order_id}
+    )
+    return records.find(order_id, order.partner.name)

@@ -1,0 +1,139 @@
+"""The ``process_order`` handler: PENDING → PROCESSING → FULFILLED or FAILED.
+
+Each change is its own commit, made conditionally on the state before it, so a second runner
+(a worker whose lease ran out while it was still working) changes nothing. An order found in
+PROCESSING means an earlier attempt got part-way: the provisioner is told to resume, and
+looks for that attempt's sales order before creating one. Transient failures are retried with
+backoff until ``zoho.retry_for`` has passed since the job was queued; then the order FAILS.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from t2ctl import clock, db, products, provisioning
+from t2ctl.db.models import Order, Product
+from t2ctl.jobs import tasks
+from t2ctl.orders import intake, pipeline, subscriptions
+from t2ctl.security.crypto import SecretBox
+
+logger = logging.getLogger(__name__)
+
+GAVE_UP = {
+    provisioning.Unreachable: (
+        "PROVISIONING_UNAVAILABLE",
+        "The subscription could not be provisioned: the provisioning service stayed unavailable.",
+    ),
+    Exception: ("PROCESSING_ERROR", "The order could not be processed."),
+}
+
+
+class Processor:
+    def __init__(
+        self, provisioner: provisioning.Provisioner, *, box: SecretBox, retry_for: timedelta
+    ):
+        self.provisioner = provisioner
+        self.box = box
+        self.retry_for = retry_for
+
+    def __call__(self, context: tasks.Context) -> None:
+        started = _start(context.payload["order"], now=context.now)
+        if started is None:
+            return
+        order, resume = started
+        try:
+            sales = self.provisioner.provision(self._request(order), resume=resume)
+        except provisioning.Rejected as exc:
+            _finish(order, failure=(exc.code, str(exc)))
+            return
+        except Exception as exc:
+            if context.now - context.enqueued_at < self.retry_for:
+                if isinstance(exc, provisioning.Unreachable):
+                    raise tasks.Retry(str(exc), after=exc.retry_after) from exc
+                raise
+            code, message = next(v for k, v in GAVE_UP.items() if isinstance(exc, k))
+            logger.error(
+                "order %s failed after retrying for %s: %s",
+                order.order_id,
+                self.retry_for,
+                exc,
+                extra={"action": "order_gave_up", "order_id": order.order_id},
+            )
+            _finish(order, failure=(code, message))
+            return
+        _finish(order, sales=sales)
+
+    def _request(self, order: Order) -> provisioning.Request:
+        stored = intake.stored_request(order, self.box)
+        return provisioning.Request(
+            order_id=order.order_id,
+            product_id=stored.product_id,
+            quantity=stored.quantity,
+            unit_price=products.price(order.product),
+            customer_id=stored.customer_id,
+            customer_name=stored.customer_name,
+            customer_email=stored.customer_email,
+            customer_phone=stored.customer_phone,
+        )
+
+
+def register(
+    registry: tasks.Registry,
+    *,
+    provisioner: provisioning.Provisioner,
+    box: SecretBox,
+    retry_for: timedelta,
+) -> None:
+    registry.add(
+        pipeline.TASK,
+        Processor(provisioner, box=box, retry_for=retry_for),
+        backoff=pipeline.BACKOFF,
+    )
+
+
+def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
+    """Move the order to PROCESSING; return it and whether an earlier attempt had already
+    done so, or None when there is nothing left to do."""
+    with db.transaction():
+        moved = (
+            Order.update(status="PROCESSING", updated_at=now)
+            .where((Order.id == pk) & (Order.status == "PENDING"))
+            .execute()
+        )
+    order = Order.select(Order, Product).join(Product).where(Order.id == pk).first()
+    if order is None or order.status != "PROCESSING":
+        return None
+    return order, not moved
+
+
+def _finish(
+    order: Order,
+    *,
+    sales: provisioning.SalesOrder | None = None,
+    failure: tuple[str, str] | None = None,
+) -> None:
+    """Record the outcome in one commit, only if the order is still PROCESSING."""
+    now = clock.now()
+    if sales is not None:
+        starts, expires = subscriptions.period(order, now=now)
+        changes = {
+            "status": "FULFILLED",
+            "sales_order_id": sales.sales_order_id,
+            "sales_order_number": sales.sales_order_number,
+            "activation_reference": sales.activation_reference,
+            "starts_at": starts,
+            "expires_at": expires,
+        }
+    else:
+        code, message = failure
+        changes = {"status": "FAILED", "error_code": code, "error_message": message}
+    with db.transaction():
+        changed = (
+            Order.update(**changes, updated_at=now)
+            .where((Order.id == order.id) & (Order.status == "PROCESSING"))
+            .execute()
+        )
+    extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
+    if changed:
+        logger.info("order %s %s", order.order_id, changes["status"], extra=extra)
+    else:
+        logger.warning("order %s was finished by another run", order.order_id, extra=extra)

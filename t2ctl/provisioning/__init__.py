@@ -1,0 +1,57 @@
+"""The seam between an order and the system that fulfils it.
+
+A ``Provisioner`` takes plain values and returns plain values; it knows nothing of orders,
+jobs or the database schema. The daemon's wiring picks one (sandbox or Zoho) from settings.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from t2ctl.errors import T2Error
+from t2ctl.values import Money
+
+
+@dataclass(frozen=True)
+class Request:
+    order_id: str  # the partner's orderId: the sales order's reference number
+    product_id: str
+    quantity: int
+    unit_price: Money
+    customer_id: str
+    customer_name: str
+    customer_email: str
+    customer_phone: str | None
+
+
+@dataclass(frozen=True)
+class SalesOrder:
+    sales_order_id: str
+    sales_order_number: str
+    activation_reference: str
+
+
+class Rejected(T2Error):
+    """A permanent refusal: retrying cannot help, so the order fails with ``code``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Unreachable(T2Error):
+    """A transient failure (network, 429, 5xx): try again, after ``retry_after`` if given."""
+
+    def __init__(self, message: str, *, retry_after: timedelta | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Provisioner(Protocol):
+    def provision(self, request: Request, *, resume: bool) -> SalesOrder:
+        """Create and confirm one sales order for ``request``.
+
+        ``resume`` says an earlier attempt for this order may have got part-way: look for its
+        sales order before creating one, so no crash or retry ever makes a second.
+        """
+        ...
