@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from t2ctl.db.models import ApiKey, Order
+from t2ctl.db.models import ApiKey, Job, Order
 from tests.conftest import LiveServer, order_body
 
 
@@ -77,6 +77,7 @@ def test_fifty_concurrent_identical_posts_create_exactly_one_order(
         statuses = sorted(r.status_code for r in pool.map(post, range(50)))
     assert statuses == [200] * 49 + [202]
     assert Order.select().count() == 1
+    assert Job.select().count() == 1, "one order, one process_order job"
 
 
 def test_twenty_concurrent_different_bodies_get_one_202_and_409s(

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from t2ctl import db, errors
 from t2ctl.cli import config as config_cmd
 from t2ctl.cli import db as db_cmd
-from t2ctl.cli import keys, orders, output, partners, products, secrets, serve
+from t2ctl.cli import keys, orders, output, partners, products, queue, schedule, secrets, serve
 from t2ctl.cli.context import ConfigOption, session
 
 
@@ -74,6 +74,8 @@ app.add_typer(partners.app, name="partners", help="Partners and their settings."
 app.add_typer(keys.app, name="keys", help="Partners' API keys.")
 app.add_typer(products.app, name="products", help="The product catalogue.")
 app.add_typer(orders.app, name="orders", help="Orders from partners.")
+app.add_typer(queue.app, name="queue", help="The job queue.")
+app.add_typer(schedule.app, name="schedule", help="Periodic tasks.")
 app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")
 
 

@@ -1,4 +1,4 @@
-"""``t2ctl orders``: list and show."""
+"""``t2ctl orders``: list, show and retry."""
 
 from typing import Annotated
 
@@ -8,7 +8,7 @@ from t2ctl import clock
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db.models import ORDER_STATUSES
-from t2ctl.orders import intake, records
+from t2ctl.orders import intake, pipeline, records
 from t2ctl.security import masking
 
 app = typer.Typer(no_args_is_help=True)
@@ -102,3 +102,20 @@ def show(
             ("error", f"{order.error_code}: {order.error_message}" if order.error_code else "-"),
         ]
     )
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    order_id: str,
+    partner: PartnerOption = None,
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run a FAILED order again: it goes back to PENDING and a worker picks it up."""
+    session(ctx, config).connect()
+    order = pipeline.retry(order_id, partner)
+    if json:
+        output.emit_json({"partner": order.partner.name, **records.public(order)})
+        return
+    output.note(f"order {order_id} is {order.status} again; a worker will process it")

@@ -1,0 +1,84 @@
+"""``t2ctl schedule``: the periodic tasks, and running one by hand."""
+
+from datetime import date, datetime
+from typing import Annotated
+
+import typer
+
+from t2ctl import clock, wiring
+from t2ctl.cli import output
+from t2ctl.cli.context import ConfigOption, JsonOption, session
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = False) -> None:
+    """The periodic tasks, when each runs next, and the last tick any daemon ran."""
+    current = session(ctx, config)
+    current.connect()
+    scheduler = wiring.scheduler(current.settings)
+    plan = scheduler.plan()
+    if json:
+        output.emit_json(
+            [
+                {
+                    "task": p.task.name,
+                    "cadence": p.task.cadence,
+                    "timezone": scheduler.timezone,
+                    "nextRunAt": clock.rfc3339(p.next_run),
+                    "lastDueAt": clock.rfc3339(p.last_due),
+                    "lastState": p.last_state,
+                }
+                for p in plan
+            ]
+        )
+        return
+    output.table(
+        ["task", "cadence", "next run", "last tick", "its job"],
+        [
+            (
+                p.task.name,
+                f"{p.task.cadence} ({scheduler.timezone})",
+                clock.rfc3339(p.next_run),
+                clock.rfc3339(p.last_due) or "never",
+                p.last_state or "-",
+            )
+            for p in plan
+        ],
+    )
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="expiry-reminders, expiry-check or prune.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Run as if it were this date (2026-11-20: the task's time that day) "
+            "or date-time (2026-11-20T03:00:00Z). Default: now.",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run a periodic task now, here; safe to repeat (each task is idempotent)."""
+    current = session(ctx, config)
+    current.connect()
+    scheduler = wiring.scheduler(current.settings)
+    scheduler.get(task)
+    moment = _as_of(scheduler, task, as_of) if as_of else clock.now()
+    summary = scheduler.run_now(task, moment)
+    output.note(f"{task} as of {clock.rfc3339(moment)}: {summary}")
+
+
+def _as_of(scheduler, task: str, text: str) -> datetime:
+    try:
+        return scheduler.as_of_day(task, date.fromisoformat(text))
+    except ValueError:
+        pass
+    try:
+        return clock.parse_moment(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--as-of") from None

@@ -1,0 +1,205 @@
+"""The order pipeline, through the engine: an order accepted over HTTP is processed by a
+worker to FULFILLED or FAILED through the sandbox provisioner, on SQLite and on PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from t2ctl import clock, provisioning, wiring
+from t2ctl.config import SandboxSettings, Settings
+from t2ctl.db.models import Job, Order, SandboxSalesOrder
+from t2ctl.jobs import queue, tasks
+from t2ctl.jobs.worker import Worker
+from t2ctl.orders import pipeline, processing, subscriptions
+from t2ctl.provisioning.sandbox import SandboxProvisioner
+from tests.conftest import Cli, LiveServer, order_body
+
+LEASE = timedelta(seconds=30)
+
+
+def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worker:
+    """A worker with the handlers the daemon itself would register for these settings."""
+    settings = settings or server.settings
+    registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
+    return Worker(registry, name="test-worker", lease=LEASE)
+
+
+def drain(worker: Worker) -> int:
+    ran = 0
+    while worker.run_once():
+        ran += 1
+    return ran
+
+
+def submit(server: LiveServer, *bodies: dict) -> requests.Session:
+    """Post orders as a new partner; return that partner's session."""
+    http = server.session(server.add_partner().key.api_key)
+    for body in bodies:
+        assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
+    return http
+
+
+def test_an_accepted_order_commits_with_its_job_and_is_fulfilled(
+    server: LiveServer, catalogue
+) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    http.post(server.endpoint("/fulfilment"), json=order_body("T2-1"))
+    order = Order.get()
+    job = Job.get()
+    assert (job.task, job.state, job.payload) == ("process_order", "queued", {"order": order.id})
+
+    assert drain(daemon_worker(server)) == 1
+    body = http.get(server.endpoint("/orders/T2-1")).json()
+    assert body["status"] == "FULFILLED" and body["error"] is None
+    fulfilment = body["fulfilment"]
+    assert fulfilment["activationReference"] == fulfilment["salesOrderNumber"]
+    assert fulfilment["activationReference"].startswith("SBX-")
+    assert fulfilment["activationReference"][4:].isdigit()
+    starts = datetime.fromisoformat(fulfilment["startsAt"])
+    assert datetime.fromisoformat(fulfilment["expiresAt"]) == subscriptions.add_months(starts, 12)
+    (sales,) = SandboxSalesOrder.select().where(SandboxSalesOrder.reference_number == "T2-1")
+    assert fulfilment["salesOrderId"] == str(sales.id)
+    assert Job.get().state == "done"
+
+
+def test_a_stray_second_job_for_a_finished_order_changes_nothing(
+    server: LiveServer, catalogue
+) -> None:
+    submit(server, order_body("T2-1"))
+    worker = daemon_worker(server)
+    drain(worker)
+    before = Order.get()
+    queue.enqueue(pipeline.TASK, {"order": before.id})
+    assert drain(worker) == 1
+    after = Order.get()
+    assert (after.status, after.activation_reference) == ("FULFILLED", before.activation_reference)
+    assert after.updated_at == before.updated_at
+    assert SandboxSalesOrder.select().count() == 1
+
+
+def test_a_declined_order_fails_then_an_operator_retry_fulfils_it(
+    server: LiveServer, catalogue, cli: Cli
+) -> None:
+    declining = server.settings.model_copy(
+        update={"sandbox": SandboxSettings(decline_products=["M365-BASIC-12M"])}
+    )
+    submit(server, order_body("T2-1"))
+    drain(daemon_worker(server, declining))
+    assert Order.get().status == "FAILED"
+    shown = cli("orders", "show", "T2-1", "--json")
+    assert shown.exit_code == 0
+    assert '"code": "PRODUCT_UNAVAILABLE"' in shown.stdout
+    assert SandboxSalesOrder.select().count() == 0
+
+    retried = cli("orders", "retry", "T2-1")
+    assert retried.exit_code == 0, retried.stderr
+    assert "T2-1 is PENDING again" in retried.stderr
+    pending = Order.get()
+    assert (pending.status, pending.error_code) == ("PENDING", None)
+    assert cli("orders", "retry", "T2-1").exit_code == 1, "a PENDING order is not retried"
+
+    drain(daemon_worker(server))
+    assert Order.get().status == "FULFILLED"
+    again = cli("orders", "retry", "T2-1")
+    assert again.exit_code == 1
+    assert "order T2-1 is FULFILLED; only FAILED orders can be retried" in again.stderr
+    assert cli("orders", "retry", "T2-NONE").exit_code == 3
+
+
+class Unsteady:
+    """A provisioner that is unreachable for its first ``outages`` calls, then the sandbox."""
+
+    def __init__(self, outages: int, retry_after: timedelta | None = None):
+        self.outages = outages
+        self.retry_after = retry_after
+        self.calls: list[bool] = []
+        self.sandbox = SandboxProvisioner()
+
+    def provision(self, request: provisioning.Request, *, resume: bool) -> provisioning.SalesOrder:
+        self.calls.append(resume)
+        if len(self.calls) <= self.outages:
+            raise provisioning.Unreachable("503 from upstream", retry_after=self.retry_after)
+        return self.sandbox.provision(request, resume=resume)
+
+
+def worker_with(server: LiveServer, provisioner, *, retry_for: timedelta) -> Worker:
+    registry = tasks.Registry()
+    processing.register(registry, provisioner=provisioner, box=server.box, retry_for=retry_for)
+    return Worker(registry, name="test-worker", lease=LEASE)
+
+
+def test_transient_failures_are_retried_with_backoff_and_resume(
+    server: LiveServer, catalogue
+) -> None:
+    unsteady = Unsteady(outages=2, retry_after=timedelta(seconds=90))
+    worker = worker_with(server, unsteady, retry_for=timedelta(hours=24))
+    submit(server, order_body("T2-1"))
+    assert worker.run_once()
+    job = Job.get()
+    assert (job.state, job.attempts, job.last_error) == ("queued", 1, "503 from upstream")
+    assert job.run_at - clock.now() > timedelta(seconds=85), "Retry-After is honoured"
+    assert Order.get().status == "PROCESSING"
+    while Job.get().state == "queued":
+        assert worker.run_once(now=Job.get().run_at)
+    assert Order.get().status == "FULFILLED"
+    assert unsteady.calls == [False, True, True], "later attempts are told to resume"
+    assert Job.get().attempts == 3
+
+
+def test_an_order_fails_once_transient_failures_outlast_retry_for(
+    server: LiveServer, catalogue
+) -> None:
+    worker = worker_with(server, Unsteady(outages=100), retry_for=timedelta(0))
+    submit(server, order_body("T2-1"))
+    assert worker.run_once()
+    order = Order.get()
+    assert (order.status, order.error_code) == ("FAILED", "PROVISIONING_UNAVAILABLE")
+    assert "503" not in order.error_message, "no internal detail reaches the partner"
+    assert Job.get().state == "done"
+
+
+def test_a_renewal_runs_on_from_the_renewed_expiry(server: LiveServer, catalogue) -> None:
+    http = submit(server, order_body("T2-FIRST"))
+    worker = daemon_worker(server)
+    drain(worker)
+    later = clock.now() + timedelta(days=40)
+    Order.update(expires_at=later).where(Order.order_id == "T2-FIRST").execute()
+    renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
+    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
+    drain(worker)
+    renewed = Order.get(Order.order_id == "T2-RENEW")
+    assert renewed.starts_at == later
+    assert renewed.expires_at == subscriptions.add_months(later, 12)
+
+
+def test_a_renewal_of_an_expired_subscription_starts_now(server: LiveServer, catalogue) -> None:
+    http = submit(server, order_body("T2-FIRST"))
+    worker = daemon_worker(server)
+    drain(worker)
+    lapsed = clock.now() - timedelta(days=3)
+    Order.update(expires_at=lapsed).where(Order.order_id == "T2-FIRST").execute()
+    before = clock.now()
+    renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
+    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
+    drain(worker)
+    renewed = Order.get(Order.order_id == "T2-RENEW")
+    assert before <= renewed.starts_at <= clock.now()
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "end"),
+    [
+        ("2026-01-31", 1, "2026-02-28"),
+        ("2028-01-31", 1, "2028-02-29"),
+        ("2026-03-31", 1, "2026-04-30"),
+        ("2026-11-27", 12, "2027-11-27"),
+        ("2026-12-15", 1, "2027-01-15"),
+        ("2026-08-31", 6, "2027-02-28"),
+    ],
+)
+def test_terms_are_calendar_months(start: str, months: int, end: str) -> None:
+    moment = datetime.fromisoformat(start).replace(hour=9, tzinfo=UTC)
+    assert subscriptions.add_months(moment, months) == datetime.fromisoformat(end).replace(
+        hour=9, tzinfo=UTC
+    )

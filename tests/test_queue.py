@@ -1,0 +1,229 @@
+"""The job engine against a real database (each test on SQLite and on PostgreSQL): enqueue in
+the caller's transaction, exclusive claims, backoff, the dead state, leases, unique keys."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from t2ctl import clock, db
+from t2ctl.db.models import Job
+from t2ctl.errors import Conflict
+from t2ctl.jobs import queue, tasks
+from t2ctl.jobs.worker import Worker
+
+LEASE = timedelta(seconds=30)
+
+
+def worker_for(*handlers: tuple[str, tasks.Handler], name: str = "w1", **options) -> Worker:
+    registry = tasks.Registry()
+    for task, handler in handlers:
+        registry.add(task, handler, **options)
+    return Worker(registry, name=name, lease=LEASE)
+
+
+def fails(message: str) -> tasks.Handler:
+    def handler(_context: tasks.Context) -> None:
+        raise RuntimeError(message)
+
+    return handler
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter_up_to_its_cap() -> None:
+    backoff = tasks.Backoff(base=timedelta(seconds=5), cap=timedelta(minutes=10), jitter=0.2)
+    exact = [backoff.delay(n, rng=lambda: 0.5).total_seconds() for n in range(1, 10)]
+    assert exact == [5, 10, 20, 40, 80, 160, 320, 600, 600]
+    assert backoff.delay(3, rng=lambda: 0.0).total_seconds() == pytest.approx(16)
+    assert backoff.delay(3, rng=lambda: 1.0).total_seconds() == pytest.approx(24)
+    assert backoff.delay(10_000, rng=lambda: 0.5) == timedelta(minutes=10)
+
+
+def test_a_job_enqueued_in_a_rolled_back_transaction_does_not_exist(migrated) -> None:
+    with pytest.raises(RuntimeError), db.transaction():
+        queue.enqueue("noop", {})
+        raise RuntimeError("the caller's change failed")
+    assert Job.select().count() == 0
+    with db.transaction():
+        job_id = queue.enqueue("noop", {"n": 1})
+    assert queue.get(job_id).payload == {"n": 1}
+
+
+def test_a_unique_key_allows_one_pending_job_then_another_once_it_is_done(migrated) -> None:
+    first = queue.enqueue("noop", {}, unique_key="k")
+    assert queue.enqueue("noop", {}, unique_key="k") is None
+    assert queue.enqueue("noop", {}, unique_key="other") is not None
+    worker = worker_for(("noop", lambda _c: None))
+    while worker.run_once():
+        pass
+    assert queue.get(first).state == "done"
+    assert queue.enqueue("noop", {}, unique_key="k") is not None
+
+
+def test_concurrent_enqueues_of_one_key_add_one_job(migrated) -> None:
+    barrier = threading.Barrier(10)
+    results = []
+
+    def add() -> None:
+        barrier.wait()
+        results.append(queue.enqueue("noop", {}, unique_key="campaign-1"))
+        db.database.close()
+
+    threads = [threading.Thread(target=add) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r is not None for r in results) == 1
+    assert Job.select().count() == 1
+
+
+def test_higher_priority_runs_first_then_oldest(migrated) -> None:
+    ran = []
+    low = queue.enqueue("record", {"n": "low"})
+    high = queue.enqueue("record", {"n": "high"}, priority=5)
+    later = queue.enqueue("record", {"n": "low-later"})
+    worker = worker_for(("record", lambda c: ran.append(c.payload["n"])))
+    while worker.run_once():
+        pass
+    assert ran == ["high", "low", "low-later"]
+    assert {queue.get(i).state for i in (low, high, later)} == {"done"}
+
+
+def test_concurrent_claimers_take_each_job_exactly_once(migrated) -> None:
+    for n in range(200):
+        queue.enqueue("noop", {"n": n})
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim_all(name: str) -> None:
+        while jobs := queue.claim(name, now=clock.now(), lease=LEASE, limit=3):
+            with lock:
+                claimed.extend(job.id for job in jobs)
+        db.database.close()
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+    assert Job.select().where(Job.state == "running", Job.attempts == 1).count() == 200
+
+
+def test_a_failing_job_backs_off_then_goes_dead_keeping_its_last_error(migrated) -> None:
+    job_id = queue.enqueue("flaky", {}, max_attempts=3)
+    worker = worker_for(("flaky", fails("boom")))
+
+    def attempt(now=None) -> tuple[Job, float]:
+        before = clock.now()
+        assert worker.run_once(now)
+        job = queue.get(job_id)
+        return job, (job.run_at - before).total_seconds()
+
+    job, first = attempt()
+    assert (job.state, job.attempts) == ("queued", 1)
+    assert 5 * 0.8 - 0.5 <= first <= 5 * 1.2
+    assert "RuntimeError: boom" in job.last_error
+    assert not worker.run_once(), "a job waiting out its backoff is not due"
+    job, second = attempt(job.run_at)
+    assert (job.state, job.attempts) == ("queued", 2)
+    assert 10 * 0.8 - 0.5 <= second <= 10 * 1.2
+    job, _ = attempt(job.run_at)
+    assert (job.state, job.attempts) == ("dead", 3) and job.finished_at is not None
+    assert job.last_error.startswith("RuntimeError: boom at ")
+    assert not worker.run_once(now=clock.now() + timedelta(days=1)), "dead jobs never run"
+
+
+def test_a_handler_can_ask_for_its_own_retry_delay(migrated) -> None:
+    def later(_context: tasks.Context) -> None:
+        raise tasks.Retry("rate limited", after=timedelta(minutes=3))
+
+    job_id = queue.enqueue("later", {})
+    before = clock.now()
+    worker_for(("later", later)).run_once()
+    job = queue.get(job_id)
+    assert job.last_error == "rate limited"
+    assert timedelta(minutes=3) <= job.run_at - before < timedelta(minutes=3, seconds=5)
+
+
+def test_an_expired_lease_is_taken_back_and_the_old_holder_is_fenced_off(migrated) -> None:
+    job_id = queue.enqueue("slow", {})
+    now = clock.now()
+    (held,) = queue.claim("crashed", now=now, lease=timedelta(seconds=30))
+    assert queue.recover(now=now + timedelta(seconds=29)) == 0
+    assert queue.heartbeat("crashed", [job_id], now=now + timedelta(seconds=20), lease=LEASE) == 1
+    assert queue.recover(now=now + timedelta(seconds=45)) == 0, "the heartbeat extended it"
+    assert queue.recover(now=now + timedelta(seconds=51)) == 1
+    job = queue.get(job_id)
+    assert job.state == "queued" and job.worker is None
+    assert job.last_error == "lease expired: worker crashed stopped heart-beating"
+
+    (again,) = queue.claim("rescuer", now=now + timedelta(seconds=52), lease=LEASE)
+    assert again.attempts == 2
+    assert not queue.complete(held, now=now), "the first holder no longer owns the job"
+    assert queue.heartbeat("crashed", [job_id], now=now, lease=LEASE) == 0
+    assert queue.complete(again, now=now)
+    assert queue.get(job_id).state == "done"
+
+
+def test_a_lease_expiring_on_the_last_attempt_makes_the_job_dead(migrated) -> None:
+    job_id = queue.enqueue("slow", {}, max_attempts=1)
+    now = clock.now()
+    queue.claim("crashed", now=now, lease=LEASE)
+    assert queue.recover(now=now + timedelta(minutes=1)) == 1
+    job = queue.get(job_id)
+    assert job.state == "dead" and "lease expired" in job.last_error
+
+
+def test_release_gives_a_job_back_untried(migrated) -> None:
+    job_id = queue.enqueue("slow", {})
+    (held,) = queue.claim("draining", now=clock.now(), lease=LEASE)
+    assert queue.release(held, now=clock.now())
+    job = queue.get(job_id)
+    assert (job.state, job.attempts, job.worker) == ("queued", 0, None)
+
+
+def test_retry_and_cancel_follow_the_state_rules(migrated) -> None:
+    dead = queue.enqueue("flaky", {}, max_attempts=1, unique_key="once")
+    worker_for(("flaky", fails("nope"))).run_once()
+    assert queue.get(dead).state == "dead"
+    pending = queue.enqueue("other", {}, run_at=clock.now() + timedelta(hours=1))
+
+    with pytest.raises(Conflict, match="only dead or cancelled jobs can be retried"):
+        queue.retry(pending, now=clock.now())
+    blocker = queue.enqueue("flaky", {}, unique_key="once")
+    with pytest.raises(Conflict, match="another job with key 'once' is pending"):
+        queue.retry(dead, now=clock.now())
+    assert queue.get(dead).state == "dead", "a refused retry changes nothing"
+
+    queue.cancel(blocker, now=clock.now())
+    retried = queue.retry(dead, now=clock.now())
+    assert (retried.state, retried.attempts) == ("queued", 0)
+    assert retried.last_error.startswith("RuntimeError: nope"), "the last error is kept"
+    (running,) = queue.claim("w", now=clock.now(), lease=LEASE)
+    with pytest.raises(Conflict, match="is running; only queued or dead jobs can be cancelled"):
+        queue.cancel(running.id, now=clock.now())
+
+
+def test_prune_removes_old_finished_jobs_and_keeps_dead_ones(migrated) -> None:
+    done = queue.enqueue("noop", {})
+    dead = queue.enqueue("flaky", {}, max_attempts=1)
+    worker = worker_for(("noop", lambda _c: None), ("flaky", fails("x")))
+    while worker.run_once():
+        pass
+    assert queue.prune(before=clock.now() - timedelta(days=7)) == 0
+    assert queue.prune(before=clock.now() + timedelta(seconds=1)) == 1
+    assert Job.get_or_none(Job.id == done) is None
+    assert queue.get(dead).state == "dead"
+
+
+def test_stats_count_states_and_the_oldest_due_job(migrated) -> None:
+    now = clock.now()
+    queue.enqueue("a", {}, run_at=now - timedelta(minutes=5))
+    queue.enqueue("a", {})
+    queue.enqueue("b", {}, run_at=now + timedelta(hours=1))
+    found = queue.stats(now=clock.now())
+    assert found.counts == {"queued": 3, "running": 0, "done": 0, "dead": 0, "cancelled": 0}
+    assert found.waiting == 1
+    assert abs((found.oldest_due - (now - timedelta(minutes=5))).total_seconds()) < 1
+    assert found.by_task["a"]["queued"] == 2 and found.by_task["b"]["queued"] == 1
