@@ -207,10 +207,11 @@ class Cli:
         )
 
 
-def write_config(path: Path, settings: Settings) -> Path:
+def write_config(path: Path, settings: Settings, extra: str = "") -> Path:
+    """A config file for ``settings``' database and master key, plus ``extra`` TOML."""
     key = settings.security.master_key.get_secret_value()
     path.write_text(
-        f'[database]\nurl = "{settings.database.url}"\n\n[security]\nmaster_key = "{key}"\n'
+        f'[database]\nurl = "{settings.database.url}"\n\n[security]\nmaster_key = "{key}"\n' + extra
     )
     path.chmod(0o600)
     return path

@@ -1,38 +1,15 @@
 """``t2ctl serve`` as an operator runs it: a real process, zero config, SIGTERM."""
 
-import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
-LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
-
+from tests.processes import LISTENING, WORKER_STARTED, serve
 
 SERVE = [sys.executable, "-m", "t2ctl", "serve"]  # the conftest clears T2CTL_* first
-
-
-def start(cwd: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """Start the daemon on a free port and wait until it says where it listens."""
-    proc = subprocess.Popen(
-        [*SERVE, "--port", "0", *args], cwd=cwd, stderr=subprocess.PIPE, text=True
-    )
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        found = LISTENING.search(line)
-        if found:
-            return proc, found.group(1)
-    proc.kill()
-    raise AssertionError("the daemon did not start:\n" + "".join(lines))
 
 
 def serve_once(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -41,8 +18,8 @@ def serve_once(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_path: Path) -> None:
-    proc, url = start(tmp_path)
-    try:
+    with serve(tmp_path, None, "--port", "0") as daemon:
+        url = daemon.wait_for(LISTENING).group(1)
         response = requests.get(f"{url}/t2mobile/health", timeout=5)
         assert response.status_code == 200
         body = response.json()
@@ -52,11 +29,9 @@ def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_pa
         assert (tmp_path / "t2ctl.db").exists()
         key_file = tmp_path / "t2ctl.db.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    rest = proc.stderr.read()
-    assert "stopped" in rest
+        assert daemon.stop(timeout=15) == 0
+    assert WORKER_STARTED.search(daemon.log), "role all runs the workers too"
+    assert daemon.log.rstrip().endswith("stopped")
 
 
 def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> None:

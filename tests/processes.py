@@ -1,0 +1,84 @@
+"""Real ``t2ctl serve`` processes for tests: started, watched through their log, signalled."""
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
+WORKER_STARTED = re.compile(r"worker (\S+) started")
+
+
+class Daemon:
+    """A ``t2ctl serve`` subprocess whose stderr (the log) is read continuously."""
+
+    def __init__(self, cwd: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "t2ctl", *args],
+            cwd=cwd,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self._lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self._lines)
+
+    def wait_for(self, pattern: re.Pattern, timeout: float = 30) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = pattern.search(self.log)
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=5)
+                break
+            time.sleep(0.05)
+        self.proc.kill()
+        raise AssertionError(f"no {pattern.pattern!r} from the daemon; its log:\n{self.log}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and the exit code once it has drained."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+def serve(cwd: Path, config: Path | None, *args: str) -> Daemon:
+    """Start ``t2ctl serve`` (with ``--config`` when given) and wait until it is ready."""
+    prefix = ["--config", str(config)] if config is not None else []
+    daemon = Daemon(cwd, *prefix, "serve", *args)
+    daemon.wait_for(WORKER_STARTED if "worker" in args else LISTENING)
+    return daemon
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.1)
