@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -22,11 +23,12 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from typer.testing import CliRunner
 
-from t2ctl import db, partners, products
+from t2ctl import db, partners, products, wiring
 from t2ctl.api import create_app
 from t2ctl.cli.main import app as cli_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.jobs.worker import Worker
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 
@@ -193,6 +195,28 @@ def order_body(order_id: str = "T2-20261127-000123", **changes) -> dict:
     }
     body.update(changes)
     return body
+
+
+def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worker:
+    """A worker with the handlers the daemon itself would register for these settings."""
+    settings = settings or server.settings
+    registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
+    return Worker(registry, name="test-worker", lease=timedelta(seconds=30))
+
+
+def drain(worker: Worker) -> int:
+    ran = 0
+    while worker.run_once():
+        ran += 1
+    return ran
+
+
+def submit(server: LiveServer, *bodies: dict) -> requests.Session:
+    """Post orders as a new partner; return that partner's session."""
+    http = server.session(server.add_partner().key.api_key)
+    for body in bodies:
+        assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
+    return http
 
 
 @dataclass

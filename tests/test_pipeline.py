@@ -4,40 +4,17 @@ worker to FULFILLED or FAILED through the sandbox provisioner, on SQLite and on 
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import requests
 
-from t2ctl import clock, provisioning, wiring
-from t2ctl.config import SandboxSettings, Settings
+from t2ctl import clock, provisioning
+from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Job, Order, SandboxSalesOrder
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline, processing, subscriptions
 from t2ctl.provisioning.sandbox import SandboxProvisioner
-from tests.conftest import Cli, LiveServer, order_body
+from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body, submit
 
 LEASE = timedelta(seconds=30)
-
-
-def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worker:
-    """A worker with the handlers the daemon itself would register for these settings."""
-    settings = settings or server.settings
-    registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
-    return Worker(registry, name="test-worker", lease=LEASE)
-
-
-def drain(worker: Worker) -> int:
-    ran = 0
-    while worker.run_once():
-        ran += 1
-    return ran
-
-
-def submit(server: LiveServer, *bodies: dict) -> requests.Session:
-    """Post orders as a new partner; return that partner's session."""
-    http = server.session(server.add_partner().key.api_key)
-    for body in bodies:
-        assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
-    return http
 
 
 def test_an_accepted_order_commits_with_its_job_and_is_fulfilled(

@@ -10,7 +10,8 @@ from t2ctl import clock, db
 from t2ctl.db.models import Job
 from t2ctl.errors import Conflict
 from t2ctl.jobs import queue, tasks
-from t2ctl.jobs.worker import Worker
+from t2ctl.jobs.worker import Pool, Worker
+from tests.processes import wait_until
 
 LEASE = timedelta(seconds=30)
 
@@ -227,3 +228,18 @@ def test_stats_count_states_and_the_oldest_due_job(migrated) -> None:
     assert found.waiting == 1
     assert abs((found.oldest_due - (now - timedelta(minutes=5))).total_seconds()) < 1
     assert found.by_task["a"]["queued"] == 2 and found.by_task["b"]["queued"] == 1
+
+
+def test_a_pool_runs_jobs_on_its_threads_and_stops_cleanly(migrated) -> None:
+    done: list[int] = []
+    worker = worker_for(("record", lambda c: done.append(c.payload["n"])))
+    pool = Pool(worker, concurrency=3)
+    pool.start()
+    try:
+        for n in range(30):
+            queue.enqueue("record", {"n": n})
+        wait_until(lambda: len(done) == 30, timeout=20, what="30 jobs")
+    finally:
+        pool.stop(grace=5)
+    assert sorted(done) == list(range(30))
+    assert Job.select().where(Job.state == "done").count() == 30

@@ -6,11 +6,13 @@
 half-way; on Postgres it is an ordinary transaction.
 """
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import peewee
+import psycopg
 from playhouse import db_url
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -81,15 +83,16 @@ def listen(channel: str, *, timeout: float) -> Iterator[bool]:
     False after ``timeout`` seconds of quiet, so the caller can check whether to stop. Waiting
     sends no query; closing the generator unlistens and hands the connection back."""
     connection = database.connection()
-    connection.execute(f'LISTEN "{channel}"')
     try:
+        connection.execute(f'LISTEN "{channel}"')
         while True:
             got = False
             for _ in connection.notifies(timeout=timeout, stop_after=1):
                 got = True
             yield got
+    except psycopg.Error as exc:
+        raise peewee.OperationalError(str(exc)) from exc
     finally:
-        try:
+        with contextlib.suppress(psycopg.Error):
             connection.execute("UNLISTEN *")
-        finally:
-            database.close()
+        database.close()

@@ -26,13 +26,15 @@ PENDING = ("queued", "running")
 FINISHED = ("done", "cancelled")
 ERROR_LIMIT = 4000
 
-_local_wakers: list[Callable[[], None]] = []
+_local_wakers: set[Callable[[], None]] = set()
 
 
-def on_enqueue(waker: Callable[[], None]) -> None:
+def on_enqueue(waker: Callable[[], None]) -> Callable[[], None]:
     """Call ``waker`` whenever this process enqueues a job that is due now: the in-process
-    counterpart of NOTIFY, for an API and workers sharing one SQLite daemon."""
-    _local_wakers.append(waker)
+    counterpart of NOTIFY, for an API and workers sharing one SQLite daemon. Returns the
+    function that stops it."""
+    _local_wakers.add(waker)
+    return lambda: _local_wakers.discard(waker)
 
 
 def enqueue(
@@ -75,7 +77,7 @@ def enqueue(
     if not rows:
         return None
     if run_at <= now:
-        for waker in _local_wakers:
+        for waker in list(_local_wakers):
             waker()
     return rows[0][0]
 

@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
@@ -149,17 +150,20 @@ class Pool:
         self._idle = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._dispatcher: threading.Thread | None = None
+        self._closed = threading.Event()  # set after the drain: heartbeats go on until then
+        self._claimers: list[threading.Thread] = []
+        self._heartbeat_thread: threading.Thread | None = None
+        self._forget_waker: Callable[[], None] = lambda: None
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
-        queue.on_enqueue(self.wake)
-        self._dispatcher = self._spawn("dispatch", self._dispatch)
-        self._spawn("heartbeat", self._heartbeat)
+        self._forget_waker = queue.on_enqueue(self.wake)
+        self._claimers = [self._spawn("dispatch", self._dispatch)]
         if not db.is_sqlite():
-            self._spawn("listen", self._listen)
+            self._claimers.append(self._spawn("listen", self._listen))
+        self._heartbeat_thread = self._spawn("heartbeat", self._heartbeat)
         for index in range(self.concurrency):
             self._spawn(f"run-{index}", self._run)
 
@@ -173,14 +177,18 @@ class Pool:
         """Stop claiming, let running jobs finish for up to ``grace`` seconds, then release
         what is still running so another worker takes it at once."""
         self._stopping.set()
+        self._forget_waker()
         self._wake.set()
-        if self._dispatcher is not None:
-            self._dispatcher.join()  # no claim may land after the wait below
+        for thread in self._claimers:
+            thread.join()  # no claim may land after the wait below
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout=grace)
         for _ in range(self.concurrency):
             self._inbox.put(None)
         released = self._guarded(self.worker.release_all) or 0
+        self._closed.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join()
         logger.info(
             "worker %s stopped (%d job(s) released unfinished)",
             self.worker.name,
@@ -218,7 +226,7 @@ class Pool:
 
     def _heartbeat(self) -> None:
         interval = self.worker.lease.total_seconds() / 3
-        while not self._stopping.wait(interval):
+        while not self._closed.wait(interval):
             self._guarded(self.worker.heartbeat)
             self._guarded(lambda: queue.recover(now=clock.now()))
 

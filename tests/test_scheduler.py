@@ -1,0 +1,108 @@
+"""Periodic tasks: one tick runs once however many daemons reach it, and operators can list
+and run them (each test on SQLite and on PostgreSQL)."""
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+from t2ctl import clock, db
+from t2ctl.db.models import Job, Order, ScheduleRun
+from t2ctl.jobs import queue, tasks
+from t2ctl.jobs.scheduler import Periodic, Scheduler, claim_tick
+from t2ctl.jobs.worker import Worker
+from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body, submit
+from tests.processes import wait_until
+
+
+def test_concurrent_claims_of_one_tick_queue_one_job(migrated) -> None:
+    due = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    barrier = threading.Barrier(8)
+    won = []
+
+    def claim() -> None:
+        barrier.wait()
+        won.append(claim_tick("expiry-check", due))
+        db.database.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(job is not None for job in won) == 1
+    assert ScheduleRun.select().count() == 1 and Job.select().count() == 1
+    # The next tick is its own, once this one's job has run.
+    Job.update(state="done").execute()
+    assert claim_tick("expiry-check", due + timedelta(days=1)) is not None
+    assert claim_tick("expiry-check", due) is None, "a tick never runs twice"
+
+
+def test_two_daemons_reaching_the_same_tick_run_the_task_once(migrated) -> None:
+    ran: list[datetime] = []
+    second = (clock.now() + timedelta(seconds=3)).second
+    beat = Periodic("beat", lambda as_of: ran.append(as_of) or "ok", "minute", f":{second:02d}")
+    daemons = [Scheduler([beat], timezone="Africa/Lagos") for _ in range(2)]
+    stopping = threading.Event()
+    threads = [threading.Thread(target=s.run, args=(stopping,)) for s in daemons]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: ScheduleRun.select().count() >= 1, timeout=15, what="the tick")
+        stopping.wait(2.5)  # the other daemon has reached the same tick by now
+    finally:
+        stopping.set()
+        for thread in threads:
+            thread.join()
+    (tick,) = ScheduleRun.select()
+    assert tick.due_at.second == second
+    (job,) = Job.select()
+    registry = tasks.Registry()
+    daemons[0].register(registry)
+    assert Worker(registry, name="w", lease=timedelta(seconds=30)).run_once()
+    assert ran == [tick.due_at]
+    assert queue.get(job.id).state == "done"
+
+
+def test_schedule_list_shows_each_task_in_its_time_zone(cli: Cli) -> None:
+    listing = cli("schedule", "list", "--json")
+    assert listing.exit_code == 0, listing.stderr
+    plan = {row["task"]: row for row in json.loads(listing.stdout)}
+    assert set(plan) == {"expiry-reminders", "expiry-check", "prune"}
+    assert plan["expiry-check"]["cadence"] == "every day at 03:00"
+    assert plan["expiry-check"]["timezone"] == "Africa/Lagos"
+    assert plan["expiry-check"]["nextRunAt"].endswith("T02:00:00Z"), "03:00 in Lagos is 02:00Z"
+    assert plan["expiry-reminders"]["nextRunAt"].endswith("T01:00:00Z")
+    assert plan["prune"]["lastDueAt"] is None
+    table = cli("schedule", "list")
+    assert "every day at 02:00 (Africa/Lagos)" in table.stdout and "never" in table.stdout
+
+
+def test_schedule_run_as_of_a_date_catches_up(server: LiveServer, catalogue, cli: Cli) -> None:
+    submit(server, order_body("T2-1"))
+    drain(daemon_worker(server))
+    expires = Order.get().expires_at
+    day_after = (expires + timedelta(days=1)).date().isoformat()
+
+    before = cli("schedule", "run", "expiry-check")
+    assert before.exit_code == 0 and "0 subscription(s) have expired" in before.stderr
+    caught_up = cli("schedule", "run", "expiry-check", "--as-of", day_after)
+    assert caught_up.exit_code == 0, caught_up.stderr
+    assert f"expiry-check as of {day_after}T02:00:00Z: 1 subscription(s)" in caught_up.stderr
+    week_before = (expires - timedelta(days=3)).date().isoformat()
+    reminders = cli("schedule", "run", "expiry-reminders", "--as-of", week_before)
+    assert "1 subscription(s) expire within 7 days" in reminders.stderr
+
+    assert cli("schedule", "run", "nope").exit_code == 3
+    bad = cli("schedule", "run", "prune", "--as-of", "someday")
+    assert bad.exit_code == 2 and "--as-of" in bad.stderr
+
+
+def test_prune_run_by_hand_removes_old_finished_jobs(server: LiveServer, catalogue, cli) -> None:
+    submit(server, order_body("T2-1"))
+    drain(daemon_worker(server))
+    assert cli("schedule", "run", "prune").exit_code == 0
+    assert Job.select().count() == 1, "a job finished just now is kept"
+    later = (clock.now() + timedelta(days=8)).date().isoformat()
+    result = cli("schedule", "run", "prune", "--as-of", later)
+    assert "1 finished job(s)" in result.stderr
+    assert Job.select().count() == 0
