@@ -34,7 +34,7 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
     server = _http_server(app, settings, host, port) if role in ("all", "api") else None
     box = app.extensions["t2ctl"].box
-    background = _Background(settings, box) if role in ("all", "worker") else None
+    background = Background(settings, box) if role in ("all", "worker") else None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
     if settings.sandbox_mode:
@@ -76,7 +76,7 @@ def _http_server(app, settings: Settings, host: str, port: int):
         raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-class _Background:
+class Background:
     """The worker pool and the scheduler thread of one daemon."""
 
     def __init__(self, settings: Settings, box: SecretBox):

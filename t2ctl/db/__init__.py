@@ -7,8 +7,8 @@ half-way; on Postgres it is an ordinary transaction.
 """
 
 import contextlib
+import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import peewee
@@ -52,11 +52,21 @@ def is_sqlite() -> bool:
     return isinstance(database.obj, peewee.SqliteDatabase)
 
 
-def transaction() -> AbstractContextManager[None]:
+# SQLite has one writer at a time. Threads of this process queue for it on this lock, which
+# hands over at once, instead of in SQLite's busy handler, which sleeps for milliseconds at a
+# time; other processes still wait in the busy handler.
+_sqlite_writer = threading.RLock()
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[None]:
     """A write transaction; nested calls become savepoints."""
-    if is_sqlite():
-        return database.atomic("IMMEDIATE")
-    return database.atomic()
+    if not is_sqlite():
+        with database.atomic():
+            yield
+        return
+    with _sqlite_writer, database.atomic("IMMEDIATE"):
+        yield
 
 
 def ping() -> None:

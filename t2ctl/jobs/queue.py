@@ -82,33 +82,65 @@ def enqueue(
     return rows[0][0]
 
 
-def claim(worker: str, *, now: datetime, lease: timedelta, limit: int = 1) -> list[Job]:
-    """Take up to ``limit`` due jobs for ``worker``, highest priority and oldest first.
+# The hot path is written out, once per backend, rather than rebuilt by peewee for every job:
+# building this statement cost more than running it.
+_CLAIM = """
+UPDATE job SET state = 'running', worker = {p}, lease_until = {p}, attempts = attempts + 1,
+               updated_at = {p}
+WHERE id IN (SELECT id FROM job WHERE state = 'queued' AND run_at <= {p}
+             ORDER BY priority DESC, run_at, id LIMIT {p} {lock})
+  AND state = 'queued'
+RETURNING *
+"""
+_COMPLETE = """
+UPDATE job SET state = 'done', worker = NULL, lease_until = NULL, updated_at = {p},
+               finished_at = {p}
+WHERE worker = {p} AND state = 'running' AND (id, attempts) IN (VALUES {pairs})
+"""
+
+
+def _sql(template: str, *, pairs: int = 0) -> str:
+    lock = "" if db.is_sqlite() else "FOR UPDATE SKIP LOCKED"
+    p = db.database.param
+    return template.format(p=p, lock=lock, pairs=", ".join([f"({p}, {p})"] * pairs))
+
+
+def _moment(value: datetime):
+    return Job.run_at.db_value(value)
+
+
+def claim(
+    worker: str, *, now: datetime, lease: timedelta, limit: int = 1, finished: list[Job] = ()
+) -> list[Job]:
+    """Take up to ``limit`` due jobs for ``worker``, highest priority and oldest first, and
+    in the same commit mark ``finished`` (jobs this worker ran to success) done.
 
     Postgres skips rows another claimer has locked; SQLite serialises claimers on its write
     lock. Either way a job goes to one worker, with ``attempts`` counting this try.
     """
-    due = (
-        Job.select(Job.id)
-        .where((Job.state == "queued") & (Job.run_at <= now))
-        .order_by(Job.priority.desc(), Job.run_at, Job.id)
-        .limit(limit)
-    )
-    if not db.is_sqlite():
-        due = due.for_update(skip_locked=True)
-    taken = (
-        Job.update(
-            state="running",
-            worker=worker,
-            lease_until=now + lease,
-            attempts=Job.attempts + 1,
-            updated_at=now,
-        )
-        .where(Job.id.in_(due) & (Job.state == "queued"))
-        .returning(Job)
-    )
     with db.transaction():
-        return list(taken.execute())
+        if finished:
+            _complete(worker, finished, now)
+        if limit < 1:
+            return []
+        params = (worker, _moment(now + lease), _moment(now), _moment(now), limit)
+        return list(Job.raw(_sql(_CLAIM), *params))
+
+
+def _complete(worker: str, jobs: list[Job], now: datetime) -> int:
+    params = [_moment(now), _moment(now), worker]
+    for job in jobs:
+        params += (job.id, job.attempts)
+    done = db.database.execute_sql(_sql(_COMPLETE, pairs=len(jobs)), params).rowcount
+    if done < len(jobs):
+        logger.warning(
+            "%d of %d finished job(s) had been taken back from %s; their outcome is dropped",
+            len(jobs) - done,
+            len(jobs),
+            worker,
+            extra={"action": "job_lease_lost"},
+        )
+    return done
 
 
 def _held(job: Job) -> peewee.Expression:
@@ -136,11 +168,7 @@ def heartbeat(worker: str, job_ids: list[int], *, now: datetime, lease: timedelt
 def complete(job: Job, *, now: datetime) -> bool:
     """Mark a held job done; False if its worker had already lost it."""
     with db.transaction():
-        return bool(
-            Job.update(state="done", worker=None, lease_until=None, updated_at=now, finished_at=now)
-            .where(_held(job))
-            .execute()
-        )
+        return _complete(job.worker, [job], now) == 1
 
 
 def fail(job: Job, error: str, *, now: datetime, retry_at: datetime | None) -> str | None:

@@ -42,21 +42,31 @@ class Worker:
         self._held: dict[int, Job] = {}
         self._lock = threading.Lock()
 
-    def claim(self, limit: int, now: datetime | None = None) -> list[Job]:
-        jobs = queue.claim(self.name, now=now or clock.now(), lease=self.lease, limit=limit)
+    def claim(
+        self, limit: int, now: datetime | None = None, *, finished: list[Job] = ()
+    ) -> list[Job]:
+        """Take up to ``limit`` jobs, recording ``finished`` ones done in the same commit."""
+        jobs = queue.claim(
+            self.name, now=now or clock.now(), lease=self.lease, limit=limit, finished=finished
+        )
         with self._lock:
+            for job in finished:
+                self._held.pop(job.id, None)
             self._held.update((job.id, job) for job in jobs)
         return jobs
 
     def run_once(self, now: datetime | None = None) -> bool:
-        """Claim one due job and run it in this thread; False if none was due."""
+        """Claim one due job and run it to its recorded outcome, here; False if none was due."""
         jobs = self.claim(1, now)
         for job in jobs:
-            self.execute(job)
+            if self.run(job) == "done":
+                self.claim(0, finished=[job])
         return bool(jobs)
 
-    def execute(self, job: Job) -> str | None:
-        """Run the job's handler and record the outcome; return the job's new state."""
+    def run(self, job: Job) -> str | None:
+        """Run the job's handler. A failure is recorded at once; success is left for the
+        caller to record with ``claim(finished=...)``, in the commit that takes the next jobs.
+        Return the job's new state, or None if this worker had lost it."""
         task = self.registry.get(job.task)
         context = tasks.Context(
             job.id,
@@ -73,12 +83,14 @@ class Worker:
                 raise tasks.Retry(f"no handler for task {job.task!r} in this daemon")
             task.handler(context)
         except tasks.Retry as exc:
-            state = self._failed(job, task, str(exc), exc.after)
+            error, after = str(exc), exc.after
         except Exception as exc:
             logger.exception("job %s (%s) failed", job.id, job.task, extra=extra)
-            state = self._failed(job, task, _describe(exc), None)
+            error, after = _describe(exc), None
         else:
-            state = "done" if queue.complete(job, now=clock.now()) else None
+            return "done"
+        try:
+            state = self._failed(job, task, error, after)
         finally:
             with self._lock:
                 self._held.pop(job.id, None)
@@ -89,7 +101,7 @@ class Worker:
                 job.task,
                 extra={**extra, "action": "job_lease_lost"},
             )
-        elif state != "done":
+        else:
             logger.info(
                 "job %s (%s) attempt %d: %s",
                 job.id,
@@ -147,6 +159,7 @@ class Pool:
         self.concurrency = concurrency
         self._inbox: inbox_queue.SimpleQueue[Job | None] = inbox_queue.SimpleQueue()
         self._busy = 0
+        self._finished: list[Job] = []  # ran to success, to be recorded with the next claim
         self._idle = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -185,6 +198,7 @@ class Pool:
             self._idle.wait_for(lambda: self._busy == 0, timeout=grace)
         for _ in range(self.concurrency):
             self._inbox.put(None)
+        self._guarded(self._settle)
         released = self._guarded(self.worker.release_all) or 0
         self._closed.set()
         if self._heartbeat_thread is not None:
@@ -201,25 +215,42 @@ class Pool:
         while not self._stopping.is_set():
             with self._idle:
                 free = self.concurrency - self._busy
-            if free == 0:
+                settling = bool(self._finished)
+            if free == 0 and not settling:
                 self._wake.wait(IDLE_MAX)
                 self._wake.clear()
                 continue
             self._wake.clear()
-            jobs = self._guarded(lambda free=free: self.worker.claim(free)) or []
+            jobs = self._guarded(lambda free=free: self._settle(free))
+            if jobs is None:
+                continue  # the database is down: _guarded has waited
             with self._idle:
                 self._busy += len(jobs)
             for job in jobs:
                 self._inbox.put(job)
+            if settling:
+                continue
             # Work, or a wake-up while waiting, resets the backoff; quiet doubles it.
             delay = IDLE_MIN if jobs or self._wake.wait(delay) else min(delay * 2, IDLE_MAX)
 
+    def _settle(self, free: int = 0) -> list[Job]:
+        """Record the jobs run to success and claim up to ``free`` more, in one commit."""
+        with self._idle:
+            finished = list(self._finished)
+        jobs = self.worker.claim(free, finished=finished)
+        with self._idle:
+            del self._finished[: len(finished)]  # others may have been appended meanwhile
+        return jobs
+
     def _run(self) -> None:
         while (job := self._inbox.get()) is not None:
+            state = None
             try:
-                self._guarded(lambda job=job: self.worker.execute(job))
+                state = self._guarded(lambda job=job: self.worker.run(job))
             finally:
                 with self._idle:
+                    if state == "done":
+                        self._finished.append(job)
                     self._busy -= 1
                     self._idle.notify_all()
                 self._wake.set()
