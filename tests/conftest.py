@@ -219,6 +219,26 @@ def submit(server: LiveServer, *bodies: dict) -> requests.Session:
     return http
 
 
+def at_once(count: int, call: Callable[[], object]) -> list:
+    """Run ``call`` on ``count`` threads released together; return what each returned."""
+    barrier = threading.Barrier(count)
+    results = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(call())
+        finally:
+            db.database.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 @dataclass
 class Cli:
     """Runs ``t2ctl`` in-process with a config file pointing at the test database."""

@@ -11,6 +11,7 @@ from t2ctl.db.models import Job
 from t2ctl.errors import Conflict
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.worker import Pool, Worker
+from tests.conftest import at_once
 from tests.processes import wait_until
 
 LEASE = timedelta(seconds=30)
@@ -61,19 +62,8 @@ def test_a_unique_key_allows_one_pending_job_then_another_once_it_is_done(migrat
 
 
 def test_concurrent_enqueues_of_one_key_add_one_job(migrated) -> None:
-    barrier = threading.Barrier(10)
-    results = []
-
-    def add() -> None:
-        barrier.wait()
-        results.append(queue.enqueue("noop", {}, unique_key="campaign-1"))
-        db.database.close()
-
-    threads = [threading.Thread(target=add) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(10, lambda: queue.enqueue("noop", {}, unique_key="campaign-1"))
+    assert len(results) == 10
     assert sum(r is not None for r in results) == 1
     assert Job.select().count() == 1
 
@@ -161,9 +151,10 @@ def test_an_expired_lease_is_taken_back_and_the_old_holder_is_fenced_off(migrate
 
     (again,) = queue.claim("rescuer", now=now + timedelta(seconds=52), lease=LEASE)
     assert again.attempts == 2
-    assert not queue.complete(held, now=now), "the first holder no longer owns the job"
+    queue.claim("crashed", now=now, lease=LEASE, limit=0, finished=[held])
+    assert queue.get(job_id).state == "running", "the first holder's late success is ignored"
     assert queue.heartbeat("crashed", [job_id], now=now, lease=LEASE) == 0
-    assert queue.complete(again, now=now)
+    queue.claim("rescuer", now=now, lease=LEASE, limit=0, finished=[again])
     assert queue.get(job_id).state == "done"
 
 
@@ -243,3 +234,36 @@ def test_a_pool_runs_jobs_on_its_threads_and_stops_cleanly(migrated) -> None:
         pool.stop(grace=5)
     assert sorted(done) == list(range(30))
     assert Job.select().where(Job.state == "done").count() == 30
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgres_wakes_listeners_on_commit_and_never_on_rollback(migrated) -> None:
+    heard: list[bool] = []
+    listening = threading.Event()
+    stop = threading.Event()
+
+    def listen() -> None:
+        notifications = db.listen(queue.CHANNEL, timeout=0.2)
+        try:
+            for notified in notifications:
+                listening.set()
+                heard.append(notified)
+                if stop.is_set():
+                    return
+        finally:
+            notifications.close()
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    try:
+        listening.wait(10)
+        with pytest.raises(RuntimeError), db.transaction():
+            queue.enqueue("noop", {})
+            raise RuntimeError("rolled back")
+        wait_until(lambda: len(heard) >= 3, timeout=10, what="quiet ticks")
+        assert not any(heard), "a rolled-back enqueue wakes no one"
+        queue.enqueue("noop", {})
+        wait_until(lambda: any(heard), timeout=10, what="the NOTIFY of a committed job")
+    finally:
+        stop.set()
+        thread.join()

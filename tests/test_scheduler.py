@@ -5,30 +5,19 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 
-from t2ctl import clock, db
+from t2ctl import clock
 from t2ctl.db.models import Job, Order, ScheduleRun
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler, claim_tick
 from t2ctl.jobs.worker import Worker
-from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body, submit
+from tests.conftest import Cli, LiveServer, at_once, daemon_worker, drain, order_body, submit
 from tests.processes import wait_until
 
 
 def test_concurrent_claims_of_one_tick_queue_one_job(migrated) -> None:
     due = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-    barrier = threading.Barrier(8)
-    won = []
-
-    def claim() -> None:
-        barrier.wait()
-        won.append(claim_tick("expiry-check", due))
-        db.database.close()
-
-    threads = [threading.Thread(target=claim) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    won = at_once(8, lambda: claim_tick("expiry-check", due))
+    assert len(won) == 8
     assert sum(job is not None for job in won) == 1
     assert ScheduleRun.select().count() == 1 and Job.select().count() == 1
     # The next tick is its own, once this one's job has run.

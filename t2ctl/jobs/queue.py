@@ -2,9 +2,10 @@
 
 Who owns a job: ``enqueue`` writes it inside the caller's transaction, so a job exists exactly
 when the change that asked for it committed. ``claim`` hands it to one worker until its lease
-ends; from then only that worker, at that attempt, may ``complete``, ``fail`` or ``release`` it
-(each is a conditional ``UPDATE`` whose row count says whether the worker still held it). A
-worker that stops heart-beating loses its jobs to ``recover`` when the lease runs out.
+ends; from then only that worker, at that attempt, may record it done (in its next ``claim``),
+``fail`` it or ``release`` it: each is a conditional ``UPDATE`` whose row count says whether
+the worker still held it. A worker that stops heart-beating loses its jobs to ``recover``
+when the lease runs out.
 """
 
 import logging
@@ -90,7 +91,7 @@ UPDATE job SET state = 'running', worker = {p}, lease_until = {p}, attempts = at
 WHERE id IN (SELECT id FROM job WHERE state = 'queued' AND run_at <= {p}
              ORDER BY priority DESC, run_at, id LIMIT {p} {lock})
   AND state = 'queued'
-RETURNING *
+RETURNING id, task, payload, attempts, max_attempts, created_at
 """
 _COMPLETE = """
 UPDATE job SET state = 'done', worker = NULL, lease_until = NULL, updated_at = {p},
@@ -109,9 +110,27 @@ def _moment(value: datetime):
     return Job.run_at.db_value(value)
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A job as its worker holds it: what the handler needs, and what fences its outcome."""
+
+    id: int
+    task: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    worker: str
+
+
 def claim(
-    worker: str, *, now: datetime, lease: timedelta, limit: int = 1, finished: list[Job] = ()
-) -> list[Job]:
+    worker: str,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int = 1,
+    finished: list[Claimed] = (),
+) -> list[Claimed]:
     """Take up to ``limit`` due jobs for ``worker``, highest priority and oldest first, and
     in the same commit mark ``finished`` (jobs this worker ran to success) done.
 
@@ -124,10 +143,22 @@ def claim(
         if limit < 1:
             return []
         params = (worker, _moment(now + lease), _moment(now), _moment(now), limit)
-        return list(Job.raw(_sql(_CLAIM), *params))
+        rows = db.database.execute_sql(_sql(_CLAIM), params).fetchall()
+    return [
+        Claimed(
+            job_id,
+            task,
+            Job.payload.python_value(payload),
+            attempts,
+            max_attempts,
+            Job.created_at.python_value(created_at),
+            worker,
+        )
+        for job_id, task, payload, attempts, max_attempts, created_at in rows
+    ]
 
 
-def _complete(worker: str, jobs: list[Job], now: datetime) -> int:
+def _complete(worker: str, jobs: list[Claimed], now: datetime) -> int:
     params = [_moment(now), _moment(now), worker]
     for job in jobs:
         params += (job.id, job.attempts)
@@ -143,7 +174,7 @@ def _complete(worker: str, jobs: list[Job], now: datetime) -> int:
     return done
 
 
-def _held(job: Job) -> peewee.Expression:
+def _held(job: Claimed) -> peewee.Expression:
     """The job as its worker claimed it: same worker, same attempt, still running."""
     return (
         (Job.id == job.id)
@@ -165,13 +196,7 @@ def heartbeat(worker: str, job_ids: list[int], *, now: datetime, lease: timedelt
         )
 
 
-def complete(job: Job, *, now: datetime) -> bool:
-    """Mark a held job done; False if its worker had already lost it."""
-    with db.transaction():
-        return _complete(job.worker, [job], now) == 1
-
-
-def fail(job: Job, error: str, *, now: datetime, retry_at: datetime | None) -> str | None:
+def fail(job: Claimed, error: str, *, now: datetime, retry_at: datetime | None) -> str | None:
     """Record a failed attempt: queued again at ``retry_at``, or dead when there is no retry
     or no attempt left. Return the new state, or None if the worker had lost the job."""
     dead = retry_at is None or job.attempts >= job.max_attempts
@@ -188,7 +213,7 @@ def fail(job: Job, error: str, *, now: datetime, retry_at: datetime | None) -> s
     return changes["state"] if changed else None
 
 
-def release(job: Job, *, now: datetime) -> bool:
+def release(job: Claimed, *, now: datetime) -> bool:
     """Give a held job back untried (a draining daemon): queued now, this attempt not counted."""
     with db.transaction():
         return bool(

@@ -1,9 +1,9 @@
 """Running jobs: a ``Worker`` claims and executes them; a ``Pool`` runs it on threads.
 
-The pool has one dispatcher that claims as many jobs as it has idle threads, the threads that
-run them, a heartbeat that extends their leases (and takes back other workers' expired ones),
-and on Postgres a listener that wakes the dispatcher on NOTIFY. Idle, it polls with a backoff
-that ends at ``IDLE_MAX`` seconds, so an idle daemon costs the database a query or so a second.
+The pool has one dispatcher that claims jobs (and records finished ones) in batches, the
+threads that run them, a heartbeat that extends their leases (and takes back other workers'
+expired ones), and on Postgres a listener that wakes the dispatcher on NOTIFY. Idle, it polls
+with a backoff that ends at ``IDLE_MAX`` seconds: an idle daemon sends under a query a second.
 """
 
 import contextlib
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
-from t2ctl.db.models import Job
 from t2ctl.jobs import queue, tasks
 
 logger = logging.getLogger(__name__)
@@ -39,12 +38,12 @@ class Worker:
         self.registry = registry
         self.name = name
         self.lease = lease
-        self._held: dict[int, Job] = {}
+        self._held: dict[int, queue.Claimed] = {}
         self._lock = threading.Lock()
 
     def claim(
-        self, limit: int, now: datetime | None = None, *, finished: list[Job] = ()
-    ) -> list[Job]:
+        self, limit: int, now: datetime | None = None, *, finished: list[queue.Claimed] = ()
+    ) -> list[queue.Claimed]:
         """Take up to ``limit`` jobs, recording ``finished`` ones done in the same commit."""
         jobs = queue.claim(
             self.name, now=now or clock.now(), lease=self.lease, limit=limit, finished=finished
@@ -63,7 +62,7 @@ class Worker:
                 self.claim(0, finished=[job])
         return bool(jobs)
 
-    def run(self, job: Job) -> str | None:
+    def run(self, job: queue.Claimed) -> str | None:
         """Run the job's handler. A failure is recorded at once; success is left for the
         caller to record with ``claim(finished=...)``, in the commit that takes the next jobs.
         Return the job's new state, or None if this worker had lost it."""
@@ -113,14 +112,14 @@ class Worker:
         return state
 
     def _failed(
-        self, job: Job, task: tasks.Task | None, error: str, after: timedelta | None
+        self, job: queue.Claimed, task: tasks.Task | None, error: str, after: timedelta | None
     ) -> str | None:
         now = clock.now()
         backoff = task.backoff if task is not None else tasks.Backoff()
         retry_at = now + (after if after is not None else backoff.delay(job.attempts))
         return queue.fail(job, error, now=now, retry_at=retry_at)
 
-    def held(self) -> list[Job]:
+    def held(self) -> list[queue.Claimed]:
         with self._lock:
             return list(self._held.values())
 
@@ -157,9 +156,14 @@ class Pool:
     def __init__(self, worker: Worker, *, concurrency: int):
         self.worker = worker
         self.concurrency = concurrency
-        self._inbox: inbox_queue.SimpleQueue[Job | None] = inbox_queue.SimpleQueue()
+        # One batch running and one waiting, so no thread idles through a claim's round trip.
+        # A waiting job's lease is kept by the heartbeat; on shutdown it is released untried.
+        self.capacity = 2 * concurrency
+        self._inbox: inbox_queue.SimpleQueue[queue.Claimed | None] = inbox_queue.SimpleQueue()
         self._busy = 0
-        self._finished: list[Job] = []  # ran to success, to be recorded with the next claim
+        self._finished: list[
+            queue.Claimed
+        ] = []  # ran to success, to be recorded with the next claim
         self._idle = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -214,7 +218,7 @@ class Pool:
         delay = IDLE_MIN
         while not self._stopping.is_set():
             with self._idle:
-                free = self.concurrency - self._busy
+                free = self.capacity - self._busy
                 settling = bool(self._finished)
             if free == 0 and not settling:
                 self._wake.wait(IDLE_MAX)
@@ -233,7 +237,7 @@ class Pool:
             # Work, or a wake-up while waiting, resets the backoff; quiet doubles it.
             delay = IDLE_MIN if jobs or self._wake.wait(delay) else min(delay * 2, IDLE_MAX)
 
-    def _settle(self, free: int = 0) -> list[Job]:
+    def _settle(self, free: int = 0) -> list[queue.Claimed]:
         """Record the jobs run to success and claim up to ``free`` more, in one commit."""
         with self._idle:
             finished = list(self._finished)
@@ -246,7 +250,8 @@ class Pool:
         while (job := self._inbox.get()) is not None:
             state = None
             try:
-                state = self._guarded(lambda job=job: self.worker.run(job))
+                if not self._stopping.is_set():  # else it stays held, to be released
+                    state = self._guarded(lambda job=job: self.worker.run(job))
             finally:
                 with self._idle:
                     if state == "done":
