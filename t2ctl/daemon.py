@@ -3,8 +3,8 @@
 ``--role api`` serves HTTP only, ``--role worker`` runs workers and the scheduler only, and
 ``all`` (the default) runs everything in one process. SIGTERM and SIGINT raise SystemExit in
 the main thread: waitress stops accepting and finishes the requests in flight, the workers
-stop claiming and get ``worker.shutdown_grace`` to finish their jobs (what is left is released
-for another daemon to take at once), and the process exits 0.
+stop claiming and get ``worker.shutdown_grace`` to finish their jobs (jobs not started go back
+at once; jobs still running are retried elsewhere after a lease), and the process exits 0.
 """
 
 import logging
@@ -109,5 +109,12 @@ class Background:
 
 
 def _stop(signum: int, _frame) -> None:
+    # Once: a second signal must not cut the drain short (SIGKILL still does, if need be).
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, _already_stopping)
     logger.info("%s received: finishing work in flight", signal.Signals(signum).name)
     raise SystemExit(0)
+
+
+def _already_stopping(signum: int, _frame) -> None:
+    logger.warning("%s received: already stopping", signal.Signals(signum).name)

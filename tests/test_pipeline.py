@@ -180,3 +180,16 @@ def test_terms_are_calendar_months(start: str, months: int, end: str) -> None:
     assert subscriptions.add_months(moment, months) == datetime.fromisoformat(end).replace(
         hour=9, tzinfo=UTC
     )
+
+
+def test_retrying_an_order_whose_job_is_still_winding_up_changes_nothing(
+    server: LiveServer, catalogue, cli: Cli
+) -> None:
+    submit(server, order_body("T2-1"))
+    (held,) = queue.claim("busy-worker", now=clock.now(), lease=LEASE)
+    Order.update(status="FAILED", error_code="X", error_message="x").execute()
+    result = cli("orders", "retry", "T2-1")
+    assert result.exit_code == 1
+    assert "order T2-1 is still being wound up; retry in a few seconds" in result.stderr
+    assert (Order.get().status, Order.get().error_code) == ("FAILED", "X")
+    assert Job.select().count() == 1 and queue.get(held.id).state == "running"

@@ -4,6 +4,7 @@ the caller's transaction, exclusive claims, backoff, the dead state, leases, uni
 import threading
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from t2ctl import clock, db
@@ -11,7 +12,7 @@ from t2ctl.db.models import Job
 from t2ctl.errors import Conflict
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.worker import Pool, Worker
-from tests.conftest import at_once
+from tests.conftest import PG_ADMIN_URL, at_once
 from tests.processes import wait_until
 
 LEASE = timedelta(seconds=30)
@@ -267,3 +268,23 @@ def test_postgres_wakes_listeners_on_commit_and_never_on_rollback(migrated) -> N
     finally:
         stop.set()
         thread.join()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_pool_carries_on_after_the_server_drops_its_connections(migrated) -> None:
+    done: list[int] = []
+    pool = Pool(worker_for(("record", lambda c: done.append(c.payload["n"]))), concurrency=2)
+    pool.start()
+    try:
+        queue.enqueue("record", {"n": 1})
+        wait_until(lambda: done == [1], timeout=20, what="the first job")
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (migrated.database.url.rsplit("/", 1)[1],),
+            )
+        db.reset()  # this test's own thread
+        queue.enqueue("record", {"n": 2})
+        wait_until(lambda: done == [1, 2], timeout=30, what="a job after the outage")
+    finally:
+        pool.stop(grace=5)

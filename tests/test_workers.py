@@ -2,13 +2,14 @@
 test on SQLite and on PostgreSQL), killed, drained and scaled out."""
 
 import re
+import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-from t2ctl import partners
+from t2ctl import clock, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Job, Order, SandboxSalesOrder
 from t2ctl.security.crypto import SecretBox
@@ -122,31 +123,57 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
         assert worker.stop() == 0
     assert Order.get().status == "FULFILLED"
     assert Job.get().state == "done"
-    assert "(0 job(s) released unfinished)" in worker.log
+    assert "0 job(s) released untried, 0 interrupted" in worker.log
 
 
-def test_sigterm_releases_what_cannot_finish_and_another_worker_takes_it(
+def test_sigterm_hands_back_what_cannot_finish_and_another_worker_takes_it(
     server: LiveServer, catalogue, tmp_path: Path
 ) -> None:
     stuck = config(
         server.settings,
         tmp_path / "stuck.toml",
         sandbox={"provision_delay": "60s"},
-        worker={"shutdown_grace": "1s"},
+        worker={"shutdown_grace": "1s", "lease_seconds": 5, "concurrency": 1},
     )
     healthy = config(server.settings, tmp_path / "healthy.toml")
     http = server.session(server.add_partner().key.api_key)
     with serve(tmp_path, stuck, "--role", "worker") as worker:
-        http.post(server.endpoint("/fulfilment"), json=order_body("T2-R"))
+        for order_id in ("T2-R", "T2-WAITING"):
+            http.post(server.endpoint("/fulfilment"), json=order_body(order_id))
         wait_until(lambda: sales_orders("T2-R") == 1, timeout=30, what="the sales order")
+        wait_until(lambda: Job.select().where(Job.state == "running").count() == 2, timeout=10)
         assert worker.stop(timeout=15) == 0
-    assert "(1 job(s) released unfinished)" in worker.log
-    job = Job.get()
-    assert (job.state, job.attempts, job.worker) == ("queued", 0, None)
-    assert Order.get().status == "PROCESSING"
+    assert "1 job(s) released untried, 1 interrupted" in worker.log
+    running, waiting = (Job.get(Job.payload == {"order": o.id}) for o in Order.select())
+    # The job that never started goes back at once, its attempt not counted; the one that
+    # was cut short is retried after a lease, as if its worker had died.
+    assert (waiting.state, waiting.attempts, waiting.worker) == ("queued", 0, None)
+    assert (running.state, running.attempts) == ("queued", 1)
+    assert running.last_error.startswith("interrupted: worker ")
+    assert running.run_at > clock.now()
+    assert Order.get(Order.order_id == "T2-R").status == "PROCESSING"
 
     with serve(tmp_path, healthy, "--role", "worker") as rescuer:
-        wait_until(lambda: Order.get().status == "FULFILLED", timeout=30, what="FULFILLED")
+        wait_until(
+            lambda: Order.select().where(Order.status == "FULFILLED").count() == 2,
+            timeout=30,
+            what="both FULFILLED",
+        )
         assert rescuer.stop() == 0
-    assert sales_orders("T2-R") == 1
-    assert Job.get().attempts == 1
+    assert sales_orders("T2-R") == 1, "the interrupted order's sales order is reused"
+    assert sales_orders("T2-WAITING") == 1
+
+
+def test_a_second_sigterm_does_not_cut_the_drain_short(
+    server: LiveServer, catalogue, tmp_path: Path
+) -> None:
+    slowish = config(server.settings, tmp_path / "c.toml", sandbox={"provision_delay": "3s"})
+    http = server.session(server.add_partner().key.api_key)
+    with serve(tmp_path, slowish, "--role", "worker") as worker:
+        http.post(server.endpoint("/fulfilment"), json=order_body("T2-2"))
+        wait_until(lambda: sales_orders("T2-2") == 1, timeout=30, what="the sales order")
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.wait_for(re.compile("SIGTERM received: finishing work in flight"))
+        assert worker.stop() == 0
+    assert "SIGTERM received: already stopping" in worker.log
+    assert Order.get().status == "FULFILLED"

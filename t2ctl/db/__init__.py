@@ -69,6 +69,13 @@ def transaction() -> Iterator[None]:
         yield
 
 
+def reset() -> None:
+    """Drop this thread's connection after an error, so its next query opens a fresh one:
+    a long-lived thread would otherwise keep a connection the server has closed."""
+    with contextlib.suppress(Exception):
+        database.close()
+
+
 def ping() -> None:
     """Run a trivial query; raise Unavailable if the database cannot be reached."""
     try:

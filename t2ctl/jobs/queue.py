@@ -311,14 +311,22 @@ def stats(*, now: datetime) -> Stats:
 
 
 def retry(job_id: int, *, now: datetime) -> Job:
-    """Queue a dead or cancelled job again now, with its attempts counted from zero."""
+    """Queue a dead or cancelled job again now, as if new: its attempts count from zero and
+    its age (which bounds how long some handlers keep retrying) from now."""
     job = get(job_id)
     if job.state not in ("dead", "cancelled"):
         raise Conflict(f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried")
     try:
         with db.transaction():
             changed = (
-                Job.update(state="queued", attempts=0, run_at=now, updated_at=now, finished_at=None)
+                Job.update(
+                    state="queued",
+                    attempts=0,
+                    run_at=now,
+                    created_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                )
                 .where((Job.id == job_id) & (Job.state == job.state))
                 .execute()
             )

@@ -101,6 +101,7 @@ class Scheduler:
         try:
             job_id = claim_tick(name, due)
         except db.DRIVER_ERRORS as exc:
+            db.reset()
             logger.error(
                 "%s due at %s could not be queued (%s); catch up with "
                 "`t2ctl schedule run %s --as-of %s`",

@@ -48,11 +48,17 @@ class Worker:
         jobs = queue.claim(
             self.name, now=now or clock.now(), lease=self.lease, limit=limit, finished=finished
         )
+        self._forget(finished)
         with self._lock:
-            for job in finished:
-                self._held.pop(job.id, None)
             self._held.update((job.id, job) for job in jobs)
         return jobs
+
+    def _forget(self, jobs: list[queue.Claimed]) -> None:
+        """Stop holding these jobs; the same job claimed again since is a new hold."""
+        with self._lock:
+            for job in jobs:
+                if self._held.get(job.id) is job:
+                    del self._held[job.id]
 
     def run_once(self, now: datetime | None = None) -> bool:
         """Claim one due job and run it to its recorded outcome, here; False if none was due."""
@@ -91,8 +97,7 @@ class Worker:
         try:
             state = self._failed(job, task, error, after)
         finally:
-            with self._lock:
-                self._held.pop(job.id, None)
+            self._forget([job])
         if state is None:
             logger.warning(
                 "job %s (%s) had been taken back from this worker; its outcome is dropped",
@@ -137,10 +142,17 @@ class Worker:
                 extra={"action": "job_lease_lost"},
             )
 
-    def release_all(self) -> int:
-        """Give back every job still held, untried, for another worker to take at once."""
+    def hand_back(self, waiting: list[queue.Claimed], running: list[queue.Claimed]) -> None:
+        """On shutdown: jobs never started go back at once, untried; jobs still running are
+        failed as interrupted and retried after a lease, as if this worker had died, so that
+        whatever they set going elsewhere has settled before another worker resumes them."""
         now = clock.now()
-        return sum(queue.release(job, now=now) for job in self.held())
+        for job in waiting:
+            queue.release(job, now=now)
+        for job in running:
+            error = f"interrupted: worker {self.name} stopped before the job finished"
+            queue.fail(job, error, now=now, retry_at=now + self.lease)
+        self._forget(waiting + running)
 
 
 def _describe(exc: Exception) -> str:
@@ -161,9 +173,10 @@ class Pool:
         self.capacity = 2 * concurrency
         self._inbox: inbox_queue.SimpleQueue[queue.Claimed | None] = inbox_queue.SimpleQueue()
         self._busy = 0
-        self._finished: list[
-            queue.Claimed
-        ] = []  # ran to success, to be recorded with the next claim
+        # Jobs run to success, to be recorded done in the commit of the next claim.
+        self._finished: list[queue.Claimed] = []
+        self._running: dict[int, queue.Claimed] = {}
+        self._handed_back = False
         self._idle = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -191,26 +204,33 @@ class Pool:
         return thread
 
     def stop(self, grace: float) -> None:
-        """Stop claiming, let running jobs finish for up to ``grace`` seconds, then release
-        what is still running so another worker takes it at once."""
+        """Stop claiming, let running jobs finish for up to ``grace`` seconds, then hand back
+        every job still held (see ``Worker.hand_back``)."""
         self._stopping.set()
         self._forget_waker()
         self._wake.set()
         for thread in self._claimers:
-            thread.join()  # no claim may land after the wait below
+            thread.join(timeout=max(grace, 1.0))  # no claim may land after the wait below
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout=grace)
+            # From here no job starts, and a late outcome is dropped: its job is handed back.
+            self._handed_back = True
+            finished, self._finished = self._finished, []
+            running = list(self._running.values())
         for _ in range(self.concurrency):
             self._inbox.put(None)
-        self._guarded(self._settle)
-        released = self._guarded(self.worker.release_all) or 0
+        skip = {job.id for job in finished + running}
+        waiting = [job for job in self.worker.held() if job.id not in skip]
+        self._guarded(lambda: self.worker.claim(0, finished=finished))
+        self._guarded(lambda: self.worker.hand_back(waiting, running))
         self._closed.set()
         if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join()
+            self._heartbeat_thread.join(timeout=max(grace, 1.0))
         logger.info(
-            "worker %s stopped (%d job(s) released unfinished)",
+            "worker %s stopped: %d job(s) released untried, %d interrupted",
             self.worker.name,
-            released,
+            len(waiting),
+            len(running),
             extra={"action": "worker_stopped"},
         )
 
@@ -248,13 +268,22 @@ class Pool:
 
     def _run(self) -> None:
         while (job := self._inbox.get()) is not None:
+            with self._idle:
+                starting = not self._stopping.is_set()  # else it stays held, to be released
+                if starting:
+                    self._running[job.id] = job
+                else:
+                    self._busy -= 1
+                    self._idle.notify_all()
+            if not starting:
+                continue
             state = None
             try:
-                if not self._stopping.is_set():  # else it stays held, to be released
-                    state = self._guarded(lambda job=job: self.worker.run(job))
+                state = self._guarded(lambda job=job: self.worker.run(job))
             finally:
                 with self._idle:
-                    if state == "done":
+                    del self._running[job.id]
+                    if state == "done" and not self._handed_back:
                         self._finished.append(job)
                     self._busy -= 1
                     self._idle.notify_all()
@@ -285,6 +314,7 @@ class Pool:
             return step()
         except db.DRIVER_ERRORS as exc:
             logger.warning("database unavailable for the worker: %s", exc)
+            db.reset()
             self._stopping.wait(IDLE_MAX)
         except Exception:
             logger.exception("worker step failed")

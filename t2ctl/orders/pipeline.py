@@ -22,9 +22,10 @@ MAX_ATTEMPTS = 10_000
 BACKOFF = tasks.Backoff(base=timedelta(seconds=5), cap=timedelta(minutes=10))
 
 
-def schedule(order: Order) -> None:
-    """Queue the order's processing; call inside the transaction that writes the order."""
-    queue.enqueue(
+def schedule(order: Order) -> int | None:
+    """Queue the order's processing; call inside the transaction that writes the order.
+    None means a job for this order is still queued or running."""
+    return queue.enqueue(
         TASK, {"order": order.id}, max_attempts=MAX_ATTEMPTS, unique_key=f"order:{order.id}"
     )
 
@@ -44,7 +45,9 @@ def retry(order_id: str, partner_name: str | None = None) -> Order:
         )
         if not changed:
             raise Conflict(f"order {order_id} changed while retrying it; look again")
-        schedule(order)
+        if schedule(order) is None:
+            # The job that failed it has not been recorded done yet: that takes a moment.
+            raise Conflict(f"order {order_id} is still being wound up; retry in a few seconds")
     logger.info(
         "order %s queued again", order_id, extra={"action": "order_retried", "order_id": order_id}
     )
