@@ -1,9 +1,11 @@
 """Periodic tasks: one tick runs once however many daemons reach it, and operators can list
-and run them (each test on SQLite and on PostgreSQL)."""
+and run them (each database test on SQLite and on PostgreSQL)."""
 
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from t2ctl import clock
 from t2ctl.db.models import Job, Order, ScheduleRun
@@ -95,3 +97,22 @@ def test_prune_run_by_hand_removes_old_finished_jobs(server: LiveServer, catalog
     result = cli("schedule", "run", "prune", "--as-of", later)
     assert "1 finished job(s)" in result.stderr
     assert Job.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    ("unit", "at", "now", "due"),
+    [
+        ("day", "03:00", "2026-11-28T02:00:00.4Z", "2026-11-28T02:00:00Z"),  # 03:00 Lagos
+        ("day", "03:00", "2026-11-28T01:59:59Z", "2026-11-27T02:00:00Z"),
+        ("hour", ":30", "2026-11-28T10:45:10Z", "2026-11-28T10:30:00Z"),
+        ("hour", ":30", "2026-11-28T10:29:10Z", "2026-11-28T09:30:00Z"),
+        ("minute", ":15", "2026-11-28T10:45:16Z", "2026-11-28T10:45:15Z"),
+        ("minute", ":15", "2026-11-28T10:45:14Z", "2026-11-28T10:44:15Z"),
+    ],
+)
+def test_a_tick_is_named_by_its_cadence_in_the_schedule_time_zone(
+    unit: str, at: str, now: str, due: str
+) -> None:
+    task = Periodic("t", lambda _as_of: "", unit, at)
+    moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    assert clock.rfc3339(task.due_before(moment, "Africa/Lagos")) == due

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import peewee
@@ -41,6 +41,21 @@ class Periodic:
     def cadence(self) -> str:
         return f"every {self.unit} at {self.at}"
 
+    def due_before(self, now: datetime, timezone: str) -> datetime:
+        """The latest moment at or before ``now`` that the cadence names, in UTC: the tick's
+        identity, worked out in ``timezone`` whatever the host's own zone is."""
+        local = now.astimezone(ZoneInfo(timezone)).replace(microsecond=0)
+        numbers = [int(part) for part in self.at.split(":") if part]
+        if self.unit == "day":
+            due, step = local.replace(hour=numbers[0], minute=numbers[1], second=0), "days"
+        elif self.unit == "hour":
+            due, step = local.replace(minute=numbers[0], second=0), "hours"
+        else:
+            due, step = local.replace(second=numbers[0]), "minutes"
+        if due > local:
+            due -= timedelta(**{step: 1})
+        return due.astimezone(UTC)
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -56,6 +71,7 @@ class Scheduler:
         self.tasks = {task.name: task for task in periodic}
         self._schedule = schedule.Scheduler()
         self._jobs: dict[str, schedule.Job] = {}
+        self._fired: dict[str, datetime] = {}
         for task in periodic:
             if task.unit not in UNITS:
                 raise ValueError(f"{task.name}: unit must be one of {', '.join(UNITS)}")
@@ -96,8 +112,10 @@ class Scheduler:
             self.tick()
 
     def _fire(self, name: str) -> None:
-        # While the job runs, ``next_run`` still holds the time it was due: the tick's name.
-        due = self._jobs[name].next_run.astimezone(UTC).replace(microsecond=0)
+        due = self.tasks[name].due_before(clock.now(), self.timezone)
+        if self._fired.get(name) == due:
+            return  # ``schedule`` works in the host's naive local time: a DST fold repeats
+        self._fired[name] = due
         try:
             job_id = claim_tick(name, due)
         except db.DRIVER_ERRORS as exc:
