@@ -144,7 +144,10 @@ def test_sigterm_hands_back_what_cannot_finish_and_another_worker_takes_it(
         wait_until(lambda: Job.select().where(Job.state == "running").count() == 2, timeout=10)
         assert worker.stop(timeout=15) == 0
     assert "1 job(s) released untried, 1 interrupted" in worker.log
-    running, waiting = (Job.get(Job.payload == {"order": o.id}) for o in Order.select())
+    running, waiting = (
+        Job.get(Job.payload == {"order": Order.get(Order.order_id == order_id).id})
+        for order_id in ("T2-R", "T2-WAITING")
+    )
     # The job that never started goes back at once, its attempt not counted; the one that
     # was cut short is retried after a lease, as if its worker had died.
     assert (waiting.state, waiting.attempts, waiting.worker) == ("queued", 0, None)

@@ -91,7 +91,7 @@ UPDATE job SET state = 'running', worker = {p}, lease_until = {p}, attempts = at
 WHERE id IN (SELECT id FROM job WHERE state = 'queued' AND run_at <= {p}
              ORDER BY priority DESC, run_at, id LIMIT {p} {lock})
   AND state = 'queued'
-RETURNING id, task, payload, attempts, max_attempts, created_at
+RETURNING id, task, payload, priority, attempts, max_attempts, created_at
 """
 _COMPLETE = """
 UPDATE job SET state = 'done', worker = NULL, lease_until = NULL, updated_at = {p},
@@ -117,6 +117,7 @@ class Claimed:
     id: int
     task: str
     payload: dict[str, Any]
+    priority: int
     attempts: int
     max_attempts: int
     created_at: datetime
@@ -144,18 +145,20 @@ def claim(
             return []
         params = (worker, _moment(now + lease), _moment(now), _moment(now), limit)
         rows = db.database.execute_sql(_sql(_CLAIM), params).fetchall()
-    return [
+    claimed = [
         Claimed(
             job_id,
             task,
             Job.payload.python_value(payload),
+            priority,
             attempts,
             max_attempts,
             Job.created_at.python_value(created_at),
             worker,
         )
-        for job_id, task, payload, attempts, max_attempts, created_at in rows
+        for job_id, task, payload, priority, attempts, max_attempts, created_at in rows
     ]
+    return sorted(claimed, key=lambda job: (-job.priority, job.id))  # RETURNING has no order
 
 
 def _complete(worker: str, jobs: list[Claimed], now: datetime) -> int:
