@@ -23,7 +23,6 @@ from t2ctl.errors import Conflict, NotFound
 logger = logging.getLogger(__name__)
 
 CHANNEL = "t2ctl_jobs"
-PENDING = ("queued", "running")
 FINISHED = ("done", "cancelled")
 ERROR_LIMIT = 4000
 
@@ -316,31 +315,23 @@ def stats(*, now: datetime) -> Stats:
 def retry(job_id: int, *, now: datetime) -> Job:
     """Queue a dead or cancelled job again now, as if new: its attempts count from zero and
     its age (which bounds how long some handlers keep retrying) from now."""
-    job = get(job_id)
-    if job.state not in ("dead", "cancelled"):
-        raise Conflict(f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried")
     try:
-        with db.transaction():
-            changed = (
-                Job.update(
-                    state="queued",
-                    attempts=0,
-                    run_at=now,
-                    created_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                )
-                .where((Job.id == job_id) & (Job.state == job.state))
-                .execute()
-            )
-            db.notify(CHANNEL)
+        return _change(
+            job_id,
+            ("dead", "cancelled"),
+            ("retried", "retrying"),
+            state="queued",
+            attempts=0,
+            run_at=now,
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
     except peewee.IntegrityError:
         raise Conflict(
-            f"job {job_id} cannot be retried: another job with key {job.unique_key!r} is pending"
+            f"job {job_id} cannot be retried: another job with key "
+            f"{get(job_id).unique_key!r} is pending"
         ) from None
-    if not changed:
-        raise Conflict(f"job {job_id} changed while retrying it; look again")
-    return get(job_id)
 
 
 def dead_ids() -> list[int]:
@@ -349,17 +340,30 @@ def dead_ids() -> list[int]:
 
 def cancel(job_id: int, *, now: datetime) -> Job:
     """Cancel a queued or dead job; a running one cannot be stopped half-way."""
+    return _change(
+        job_id,
+        ("queued", "dead"),
+        ("cancelled", "cancelling"),
+        state="cancelled",
+        updated_at=now,
+        finished_at=now,
+    )
+
+
+def _change(job_id: int, allowed: tuple[str, str], verb: tuple[str, str], **changes) -> Job:
+    """An operator's change to one job, only from the ``allowed`` states, made conditionally
+    on the state it was read in; a job queued again wakes the listening workers."""
     job = get(job_id)
-    if job.state not in ("queued", "dead"):
-        raise Conflict(f"job {job_id} is {job.state}; only queued or dead jobs can be cancelled")
-    with db.transaction():
-        changed = (
-            Job.update(state="cancelled", updated_at=now, finished_at=now)
-            .where((Job.id == job_id) & (Job.state == job.state))
-            .execute()
+    if job.state not in allowed:
+        raise Conflict(
+            f"job {job_id} is {job.state}; only {' or '.join(allowed)} jobs can be {verb[0]}"
         )
-    if not changed:
-        raise Conflict(f"job {job_id} changed while cancelling it; look again")
+    with db.transaction():
+        changed = Job.update(**changes).where((Job.id == job_id) & (Job.state == job.state))
+        if not changed.execute():
+            raise Conflict(f"job {job_id} changed while {verb[1]} it; look again")
+        if changes["state"] == "queued":
+            db.notify(CHANNEL)
     return get(job_id)
 
 
