@@ -1,9 +1,7 @@
 """The order pipeline, through the engine: an order accepted over HTTP is processed by a
 worker to FULFILLED or FAILED through the sandbox provisioner, on SQLite and on PostgreSQL."""
 
-from datetime import UTC, datetime, timedelta
-
-import pytest
+from datetime import datetime, timedelta
 
 from t2ctl import clock, provisioning
 from t2ctl.config import SandboxSettings
@@ -134,52 +132,6 @@ def test_an_order_fails_once_transient_failures_outlast_retry_for(
     assert (order.status, order.error_code) == ("FAILED", "PROVISIONING_UNAVAILABLE")
     assert "503" not in order.error_message, "no internal detail reaches the partner"
     assert Job.get().state == "done"
-
-
-def test_a_renewal_runs_on_from_the_renewed_expiry(server: LiveServer, catalogue) -> None:
-    http = submit(server, order_body("T2-FIRST"))
-    worker = daemon_worker(server)
-    drain(worker)
-    later = clock.now() + timedelta(days=40)
-    Order.update(expires_at=later).where(Order.order_id == "T2-FIRST").execute()
-    renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
-    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
-    drain(worker)
-    renewed = Order.get(Order.order_id == "T2-RENEW")
-    assert renewed.starts_at == later
-    assert renewed.expires_at == subscriptions.add_months(later, 12)
-
-
-def test_a_renewal_of_an_expired_subscription_starts_now(server: LiveServer, catalogue) -> None:
-    http = submit(server, order_body("T2-FIRST"))
-    worker = daemon_worker(server)
-    drain(worker)
-    lapsed = clock.now() - timedelta(days=3)
-    Order.update(expires_at=lapsed).where(Order.order_id == "T2-FIRST").execute()
-    before = clock.now()
-    renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
-    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
-    drain(worker)
-    renewed = Order.get(Order.order_id == "T2-RENEW")
-    assert before <= renewed.starts_at <= clock.now()
-
-
-@pytest.mark.parametrize(
-    ("start", "months", "end"),
-    [
-        ("2026-01-31", 1, "2026-02-28"),
-        ("2028-01-31", 1, "2028-02-29"),
-        ("2026-03-31", 1, "2026-04-30"),
-        ("2026-11-27", 12, "2027-11-27"),
-        ("2026-12-15", 1, "2027-01-15"),
-        ("2026-08-31", 6, "2027-02-28"),
-    ],
-)
-def test_terms_are_calendar_months(start: str, months: int, end: str) -> None:
-    moment = datetime.fromisoformat(start).replace(hour=9, tzinfo=UTC)
-    assert subscriptions.add_months(moment, months) == datetime.fromisoformat(end).replace(
-        hour=9, tzinfo=UTC
-    )
 
 
 def test_retrying_an_order_whose_job_is_still_winding_up_changes_nothing(

@@ -69,6 +69,12 @@ def transaction() -> Iterator[None]:
         yield
 
 
+def locked(query: peewee.Select) -> peewee.Select:
+    """``query`` taking row locks until the transaction ends: ``FOR UPDATE`` on Postgres;
+    SQLite needs none, as ``transaction()`` already holds its one write lock."""
+    return query if is_sqlite() else query.for_update()
+
+
 def reset() -> None:
     """Drop this thread's connection after an error, so its next query opens a fresh one:
     a long-lived thread would otherwise keep a connection the server has closed."""

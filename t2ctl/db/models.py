@@ -81,6 +81,22 @@ class Product(BaseModel):
     updated_at = UTCDateTimeField()
 
 
+class Subscription(BaseModel):
+    """What a customer holds: started by a fulfilled order, extended by each renewal of it.
+
+    Its ``expires_at`` is the one the expiry tasks watch; an order's own dates say what that
+    order bought.
+    """
+
+    partner = peewee.ForeignKeyField(Partner, backref="subscriptions", on_delete="RESTRICT")
+    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    customer_id = peewee.CharField(max_length=64)
+    starts_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField(index=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+
 class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
@@ -102,6 +118,9 @@ class Order(BaseModel):
     activation_reference = peewee.CharField(max_length=64, null=True)
     starts_at = UTCDateTimeField(null=True)
     expires_at = UTCDateTimeField(null=True)
+    subscription = peewee.ForeignKeyField(
+        Subscription, null=True, backref="orders", on_delete="RESTRICT"
+    )
     error_code = peewee.CharField(max_length=64, null=True)
     error_message = peewee.TextField(null=True)
     created_at = UTCDateTimeField()
@@ -162,4 +181,77 @@ class SandboxSalesOrder(BaseModel):
     created_at = UTCDateTimeField()
 
 
-MODELS = [Partner, ApiKey, Product, Order, Job, ScheduleRun, SandboxSalesOrder]
+class ZohoToken(BaseModel):
+    """The access token every daemon shares, one row per OAuth client; whoever holds
+    ``refresh_lease_until`` is the one process allowed to mint the next."""
+
+    client = peewee.CharField(max_length=300, unique=True)  # accounts URL + client id
+    access_token = peewee.TextField(null=True)  # Fernet token under the master key
+    api_domain = peewee.TextField(null=True)
+    expires_at = UTCDateTimeField(null=True)
+    refreshed_at = UTCDateTimeField(null=True)
+    refresh_lease_until = UTCDateTimeField(null=True)
+    last_error = peewee.TextField(null=True)
+
+
+class RateSlot(BaseModel):
+    """A shared pace: the next moment a call under ``name`` may be made, fleet-wide."""
+
+    name = peewee.CharField(max_length=200, unique=True)
+    next_at = UTCDateTimeField()
+
+
+class ZohoContact(BaseModel):
+    """Zoho contact ids by customer email, kept as a keyed digest, never the address."""
+
+    organization_id = peewee.CharField(max_length=64)
+    email_digest = peewee.CharField(max_length=64)
+    contact_id = peewee.CharField(max_length=64)
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("organization_id", "email_digest"), True),)
+
+
+class ZohoItem(BaseModel):
+    """Zoho item ids by sku (our productId), filled by `products sync` and by look-ups."""
+
+    organization_id = peewee.CharField(max_length=64)
+    sku = peewee.CharField(max_length=64)
+    item_id = peewee.CharField(max_length=64)
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("organization_id", "sku"), True),)
+
+
+class ZohoSalesOrder(BaseModel):
+    """How far provisioning got with one reference number: ``creating`` is written before
+    the create call, so a row in that state is the one case where Zoho must be asked."""
+
+    organization_id = peewee.CharField(max_length=64)
+    reference_number = peewee.CharField(max_length=64)
+    state = peewee.CharField(max_length=16)  # creating, draft, confirmed
+    salesorder_id = peewee.CharField(max_length=64, null=True)
+    salesorder_number = peewee.CharField(max_length=64, null=True)
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("organization_id", "reference_number"), True),)
+
+
+MODELS = [
+    Partner,
+    ApiKey,
+    Product,
+    Subscription,
+    Order,
+    Job,
+    ScheduleRun,
+    SandboxSalesOrder,
+    ZohoToken,
+    RateSlot,
+    ZohoContact,
+    ZohoItem,
+    ZohoSalesOrder,
+]

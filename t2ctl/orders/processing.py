@@ -111,17 +111,15 @@ def _finish(
     sales: provisioning.SalesOrder | None = None,
     failure: tuple[str, str] | None = None,
 ) -> None:
-    """Record the outcome in one commit, only if the order is still PROCESSING."""
+    """Record the outcome in one commit, only if the order is still PROCESSING; a fulfilment
+    starts or extends its subscription in that same commit."""
     now = clock.now()
     if sales is not None:
-        starts, expires = subscriptions.period(order, now=now)
         changes = {
             "status": "FULFILLED",
             "sales_order_id": sales.sales_order_id,
             "sales_order_number": sales.sales_order_number,
             "activation_reference": sales.activation_reference,
-            "starts_at": starts,
-            "expires_at": expires,
         }
     else:
         code, message = failure
@@ -132,6 +130,11 @@ def _finish(
             .where((Order.id == order.id) & (Order.status == "PROCESSING"))
             .execute()
         )
+        if changed and sales is not None:
+            subscription, starts, expires = subscriptions.fulfil(order, now=now)
+            Order.update(subscription=subscription, starts_at=starts, expires_at=expires).where(
+                Order.id == order.id
+            ).execute()
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
     if changed:
         logger.info("order %s %s", order.order_id, changes["status"], extra=extra)

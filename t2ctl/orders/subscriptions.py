@@ -1,9 +1,11 @@
-"""Subscription dates: a term counted in calendar months, and where a renewal starts."""
+"""Subscriptions: a term counted in calendar months, started by an order or extended by a
+renewal of it."""
 
 import calendar
 from datetime import datetime
 
-from t2ctl.db.models import Order
+from t2ctl import db
+from t2ctl.db.models import Order, Subscription
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -14,14 +16,37 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def period(order: Order, *, now: datetime) -> tuple[datetime, datetime]:
-    """(starts, expires) of the subscription this order buys. A renewal runs on from the
-    renewed subscription's expiry, or from now if that has already passed."""
-    starts = now
-    if order.renewal_of is not None:
-        renewed = Order.get_or_none(
+def fulfil(order: Order, *, now: datetime) -> tuple[int, datetime, datetime]:
+    """Start the subscription this order buys, or extend the one it renews; call inside the
+    transaction that records the order FULFILLED. Returns the subscription's id and the
+    period this order paid for: a renewal runs on from the subscription's current expiry, or
+    from now if that has passed."""
+    term = order.product.term_months
+    renewed = (
+        Order.get_or_none(
             (Order.partner == order.partner_id) & (Order.order_id == order.renewal_of)
         )
-        if renewed is not None and renewed.expires_at is not None:
-            starts = max(renewed.expires_at, now)
-    return starts, add_months(starts, order.product.term_months)
+        if order.renewal_of is not None
+        else None
+    )
+    if renewed is not None and renewed.subscription_id is not None:
+        # Locked: two renewals of one subscription finishing at once extend it twice, in turn.
+        held = db.locked(Subscription.select().where(Subscription.id == renewed.subscription_id))
+        subscription = held.get()
+        starts = max(subscription.expires_at, now)
+        expires = add_months(starts, term)
+        Subscription.update(expires_at=expires, updated_at=now).where(
+            Subscription.id == subscription.id
+        ).execute()
+        return subscription.id, starts, expires
+    expires = add_months(now, term)
+    subscription = Subscription.create(
+        partner=order.partner_id,
+        product=order.product_id,
+        customer_id=order.customer_id,
+        starts_at=now,
+        expires_at=expires,
+        created_at=now,
+        updated_at=now,
+    )
+    return subscription.id, now, expires
