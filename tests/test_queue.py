@@ -81,6 +81,14 @@ def test_higher_priority_runs_first_then_oldest(migrated) -> None:
     assert {queue.get(i).state for i in (low, high, later)} == {"done"}
 
 
+def test_a_claim_takes_no_more_jobs_than_its_limit(migrated) -> None:
+    for n in range(50):
+        queue.enqueue("noop", {"n": n})
+    claimed = queue.claim("w", now=clock.now(), lease=LEASE, limit=3)
+    assert [job.payload["n"] for job in claimed] == [0, 1, 2]
+    assert Job.select().where(Job.state == "running").count() == 3
+
+
 def test_concurrent_claimers_take_each_job_exactly_once(migrated) -> None:
     for n in range(200):
         queue.enqueue("noop", {"n": n})

@@ -87,8 +87,8 @@ def enqueue(
 _CLAIM = """
 UPDATE job SET state = 'running', worker = {p}, lease_until = {p}, attempts = attempts + 1,
                updated_at = {p}
-WHERE id IN (SELECT id FROM job WHERE state = 'queued' AND run_at <= {p}
-             ORDER BY priority DESC, run_at, id LIMIT {p} {lock})
+WHERE {pick}(SELECT id FROM job WHERE state = 'queued' AND run_at <= {p}
+             ORDER BY priority DESC, run_at, id LIMIT {p} {lock}){close}
   AND state = 'queued'
 RETURNING id, task, payload, priority, attempts, max_attempts, created_at
 """
@@ -100,9 +100,18 @@ WHERE worker = {p} AND state = 'running' AND (id, attempts) IN (VALUES {pairs})
 
 
 def _sql(template: str, *, pairs: int = 0) -> str:
-    lock = "" if db.is_sqlite() else "FOR UPDATE SKIP LOCKED"
+    sqlite = db.is_sqlite()
     p = db.database.param
-    return template.format(p=p, lock=lock, pairs=", ".join([f"({p}, {p})"] * pairs))
+    return template.format(
+        p=p,
+        lock="" if sqlite else "FOR UPDATE SKIP LOCKED",
+        # On Postgres the pick must run once, as an InitPlan: planned as a SubPlan under
+        # ``IN``, it can run again for every row, each time skipping the rows it has just
+        # taken, and so claim far more than LIMIT.
+        pick="id IN " if sqlite else "id = ANY(ARRAY",
+        close="" if sqlite else ")",
+        pairs=", ".join([f"({p}, {p})"] * pairs),
+    )
 
 
 def _moment(value: datetime):
