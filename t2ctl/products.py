@@ -47,6 +47,15 @@ class ImportResult:
     updated: int
 
 
+@dataclass(frozen=True)
+class SyncResult:
+    added: list[str]
+    updated: list[str]
+    unchanged: int
+    deactivated: list[str]
+    skipped: list[FieldError]
+
+
 def price(product: Product) -> Money:
     return Money(product.price_minor, product.currency)
 
@@ -83,7 +92,7 @@ def import_file(path: Path) -> ImportResult:
     entries, problems = [], []
     for line, row in rows:
         try:
-            entries.append(_entry(row))
+            entries.append(entry(row))
         except ValidationFailed as exc:
             problems += [FieldError(f"line {line}: {e.field}", e.message) for e in exc.errors]
     if problems:
@@ -118,6 +127,36 @@ def upsert(entries: list[ProductData]) -> ImportResult:
                 conflict_target=[Product.product_id], preserve=_UPDATED_ON_IMPORT
             ).execute()
     return ImportResult(added=len(ids - known), updated=len(known))
+
+
+def sync(entries: list[ProductData]) -> SyncResult:
+    """Make the catalogue match ``entries`` (the system of record's): upsert each, and
+    deactivate every active product not among them, in one transaction."""
+    wanted = {e.product_id: e for e in entries}
+    with db.transaction():
+        known = {p.product_id: p for p in Product.select()}
+        added = sorted(pid for pid in wanted if pid not in known)
+        updated = sorted(
+            pid for pid, e in wanted.items() if pid in known and _differs(known[pid], e)
+        )
+        upsert(entries)
+        deactivated = sorted(pid for pid, p in known.items() if p.active and pid not in wanted)
+        if deactivated:
+            Product.update(active=False, updated_at=clock.now()).where(
+                Product.product_id.in_(deactivated)
+            ).execute()
+    unchanged = len(wanted) - len(added) - len(updated)
+    return SyncResult(added, updated, unchanged, deactivated, skipped=[])
+
+
+def _differs(product: Product, entry: ProductData) -> bool:
+    return (
+        product.name,
+        product.description,
+        price(product),
+        product.term_months,
+        product.active,
+    ) != (entry.name, entry.description, entry.price, entry.term_months, entry.active)
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -162,8 +201,8 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _entry(row: dict[str, Any]) -> ProductData:
-    """Validate one row in the API's Product shape; collect every problem in it."""
+def entry(row: dict[str, Any]) -> ProductData:
+    """Validate one product in the API's shape; raise ValidationFailed naming every problem."""
     problems: list[FieldError] = []
     if row.get("_columns"):
         raise ValidationFailed([FieldError("row", f"needs exactly {len(CSV_HEADER)} columns")])

@@ -1,22 +1,28 @@
 """``t2ctl config``: check and show the effective configuration."""
 
+from urllib.parse import urlsplit
+
 import typer
 
-from t2ctl import db
+from t2ctl import db, wiring
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.errors import T2Error
+from t2ctl.security.crypto import SecretBox
 
 app = typer.Typer(no_args_is_help=True)
 
 
 @app.command()
 def check(ctx: typer.Context, config: ConfigOption = None) -> None:
-    """Validate the configuration and reach the database."""
+    """Validate the configuration, reach the database, and with Zoho enabled mint a token
+    and read the organization."""
     current = session(ctx, config)
     settings = current.settings
     current.connect(require_current=False)
-    current.box()
+    box = current.box()
     waiting = schema.pending()
     output.note(f"configuration is valid ({settings.source or 'built-in defaults'})")
     output.note(f"database reachable: {settings.database.redacted_url()}")
@@ -25,7 +31,35 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     output.note(
         f"mode: {settings.mode}" + (" (provisioning is simulated)" if settings.sandbox_mode else "")
     )
+    if not settings.sandbox_mode:
+        if waiting:
+            raise T2Error("Zoho is checked once the schema is current: run `t2ctl db migrate`")
+        _check_zoho(settings, box)
     db.database.close()
+
+
+def _check_zoho(settings: Settings, box: SecretBox) -> None:
+    """Mint a token (the refresh token, client and data centre are right) and list the
+    organizations it can see (the scope and organization_id are right)."""
+    client = wiring.zoho_client(settings, box)
+    token = client.tokens.refresh()
+    output.note(f"Zoho token minted by {settings.zoho.accounts_url}; API at {client.base(token)}")
+    configured = urlsplit(settings.zoho.api_url).netloc
+    if token.api_domain and urlsplit(token.api_domain).netloc != configured:
+        output.note(
+            f"Zoho puts this account's data at {token.api_domain}, not {configured} "
+            "(zoho.api_url): t2ctl follows Zoho"
+        )
+    organizations = client.call("GET", "/organizations", organization=False)["organizations"]
+    names = {str(o["organization_id"]): o.get("name", "") for o in organizations}
+    wanted = settings.zoho.organization_id
+    if wanted not in names:
+        seen = ", ".join(f"{k} ({v})" for k, v in names.items()) or "none"
+        raise T2Error(
+            f"zoho.organization_id {wanted} is not an organization this token can see; "
+            f"it sees: {seen}"
+        )
+    output.note(f"Zoho organization {wanted} ({names[wanted]}) is reachable")
 
 
 @app.command()

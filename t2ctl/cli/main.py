@@ -12,7 +12,18 @@ from typer.core import TyperGroup
 from t2ctl import db, errors
 from t2ctl.cli import config as config_cmd
 from t2ctl.cli import db as db_cmd
-from t2ctl.cli import keys, orders, output, partners, products, queue, schedule, secrets, serve
+from t2ctl.cli import (
+    keys,
+    orders,
+    output,
+    partners,
+    products,
+    queue,
+    sandbox,
+    schedule,
+    secrets,
+    serve,
+)
 from t2ctl.cli.context import ConfigOption, session
 
 
@@ -77,6 +88,7 @@ app.add_typer(orders.app, name="orders", help="Orders from partners.")
 app.add_typer(queue.app, name="queue", help="The job queue.")
 app.add_typer(schedule.app, name="schedule", help="Periodic tasks.")
 app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")
+app.command("sandbox")(sandbox.run)
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
-"""``t2ctl products``: list and import the catalogue."""
+"""``t2ctl products``: list, import and sync the catalogue."""
 
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from t2ctl import products
+from t2ctl import products, wiring
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.errors import T2Error
+from t2ctl.provisioning.zoho import catalogue
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -46,3 +49,64 @@ def import_(
         output.emit_json({"added": result.added, "updated": result.updated})
         return
     output.note(f"imported {file}: {result.added} added, {result.updated} updated")
+
+
+@app.command("sync")
+def sync(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = False) -> None:
+    """Make the catalogue match Zoho Inventory's items (sku, name, rate, status, Term Months);
+    products no longer in Zoho are deactivated."""
+    current = session(ctx, config)
+    current.connect()
+    settings = current.settings
+    if settings.sandbox_mode:
+        raise T2Error(
+            "products sync reads Zoho Inventory, and zoho.enabled is false (sandbox mode): "
+            "enable Zoho, or load the catalogue with `t2ctl products import FILE`"
+        )
+    client = wiring.zoho_client(settings, current.box())
+    with Progress(
+        TextColumn("reading Zoho items"),
+        BarColumn(),
+        TextColumn("{task.completed} items"),
+        TimeElapsedColumn(),
+        console=output.stderr(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("items", total=None)
+        result = catalogue.sync(
+            client,
+            currency=settings.zoho.currency,
+            on_page=lambda count: progress.advance(task, count),
+        )
+    if json:
+        output.emit_json(
+            {
+                "added": result.added,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+                "deactivated": result.deactivated,
+                "skipped": [{"item": s.field, "reason": s.message} for s in result.skipped],
+            }
+        )
+        return
+    output.table(
+        ["change", "product ids"],
+        [
+            (change, ", ".join(ids))
+            for change, ids in (
+                ("added", result.added),
+                ("updated", result.updated),
+                ("deactivated", result.deactivated),
+            )
+            if ids
+        ],
+        title="products sync",
+        empty="no product changed",
+    )
+    for skipped in result.skipped:
+        output.note(f"skipped {skipped.field}: {skipped.message}")
+    output.note(
+        f"synced from Zoho: {len(result.added)} added, {len(result.updated)} updated, "
+        f"{result.unchanged} unchanged, {len(result.deactivated)} deactivated, "
+        f"{len(result.skipped)} item(s) skipped"
+    )

@@ -183,7 +183,8 @@ class SandboxSalesOrder(BaseModel):
 
 class ZohoToken(BaseModel):
     """The access token every daemon shares, one row per OAuth client; whoever holds
-    ``refresh_lease_until`` is the one process allowed to mint the next."""
+    ``refresh_lease_until`` is the one process minting the next, within the budget that
+    ``mints`` counts."""
 
     client = peewee.CharField(max_length=300, unique=True)  # accounts URL + client id
     access_token = peewee.TextField(null=True)  # Fernet token under the master key
@@ -191,6 +192,7 @@ class ZohoToken(BaseModel):
     expires_at = UTCDateTimeField(null=True)
     refreshed_at = UTCDateTimeField(null=True)
     refresh_lease_until = UTCDateTimeField(null=True)
+    mints = JSONTextField(default=list)  # when each recent mint was attempted (ISO 8601)
     last_error = peewee.TextField(null=True)
 
 

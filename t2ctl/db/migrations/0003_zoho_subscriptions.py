@@ -32,6 +32,7 @@ def up(migrator, db):
         expires_at = DateTimeField(null=True)
         refreshed_at = DateTimeField(null=True)
         refresh_lease_until = DateTimeField(null=True)
+        mints = TextField(default="[]")
         last_error = TextField(null=True)
 
     class RateSlot(Base):

@@ -1,0 +1,3 @@
+"""Provisioning in Zoho Inventory: the OAuth token cache (``oauth``), the fleet's call budget
+(``pace``), the HTTP client and its envelope (``client``), the provisioner, and the catalogue
+sync. It knows Zoho, not orders: it takes and returns plain values."""

@@ -1,0 +1,70 @@
+"""`products sync`: the catalogue from Zoho Inventory's items (CONTRACT §3).
+
+Each item maps to a Product: ``sku`` → productId, ``name``, ``description``, ``rate`` → the
+price in ``zoho.currency``, ``status`` active → active, and termMonths from the custom field
+labelled ``Term Months`` (12 when absent). Item ids are cached by sku on the way, so orders
+need no item look-up.
+"""
+
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from t2ctl import products
+from t2ctl.errors import FieldError, ValidationFailed
+from t2ctl.provisioning.zoho.client import Client
+from t2ctl.provisioning.zoho.provisioner import remember_items
+
+TERM_FIELD = "Term Months"
+DEFAULT_TERM = 12
+
+
+def sync(
+    client: Client, *, currency: str, on_page: Callable[[int], None] = lambda _count: None
+) -> products.SyncResult:
+    """Read every item, page by page (``on_page`` is told how many each brought), then make
+    the catalogue match in one transaction. Items that cannot be products are skipped."""
+    entries: list[products.ProductData] = []
+    skipped: list[FieldError] = []
+    ids: dict[str, str] = {}
+    for page in client.pages("/items", "items"):
+        for item in page:
+            label = f"item {item.get('item_id')} ({item.get('name', '?')})"
+            try:
+                entry = products.entry(as_product(item, currency))
+            except ValidationFailed as exc:
+                skipped += [FieldError(label, f"{e.field} {e.message}") for e in exc.errors]
+                continue
+            entries.append(entry)
+            ids[entry.product_id] = str(item["item_id"])
+        on_page(len(page))
+    remember_items(client.organization_id, ids)
+    return replace(products.sync(entries), skipped=skipped)
+
+
+def as_product(item: dict[str, Any], currency: str) -> dict[str, Any]:
+    """The Product (API shape) a Zoho item stands for, still to be validated."""
+    return {
+        "productId": item.get("sku") or None,
+        "name": item.get("name"),
+        "description": item.get("description") or "",
+        "price": {"value": _two_places(item.get("rate")), "currency": currency},
+        "termMonths": _term(item.get("custom_fields") or []),
+        "active": item.get("status") == "active",
+    }
+
+
+def _two_places(rate: Any) -> str:
+    try:
+        return f"{Decimal(str(rate)).quantize(Decimal('0.01'))}"
+    except (InvalidOperation, ValueError):
+        return str(rate)
+
+
+def _term(custom_fields: list[dict[str, Any]]) -> Any:
+    for field in custom_fields:
+        if field.get("label") == TERM_FIELD and field.get("value") not in (None, ""):
+            value = field["value"]
+            return int(value) if isinstance(value, float) and value.is_integer() else value
+    return DEFAULT_TERM
