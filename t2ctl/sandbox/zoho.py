@@ -12,6 +12,7 @@ To rehearse failures it can be told to answer the next calls to a route with an 
 
 import itertools
 import json
+import logging
 import re
 import secrets
 import threading
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
+
+logger = logging.getLogger(__name__)
 
 TOKEN_LIMIT = 10  # access tokens per refresh token ...
 TOKEN_WINDOW = 600  # ... per this many seconds
@@ -224,10 +227,13 @@ class ZohoStandIn:
 
     def _after(self, response: Response) -> Response:
         path = g.get("path", request.path)
-        if path != request.path:
+        api = path != request.path
+        if api:
             self._matching_hold(path, after=True)
-        with self.lock:
-            self.calls.append(Call(request.method, path, response.status_code))
+        if api or path == "/oauth/v2/token":
+            with self.lock:
+                self.calls.append(Call(request.method, path, response.status_code))
+            logger.info("zoho stand-in: %s %s -> %s", request.method, path, response.status_code)
         return response
 
     def _matching_hold(self, path: str, *, after: bool) -> Hold | None:
@@ -268,7 +274,6 @@ class ZohoStandIn:
     def _token(self) -> Response:
         given = {**request.args, **request.form}
         with self.lock:
-            self.calls.append(Call("POST", "/oauth/v2/token", 200))
             if given.get("client_id") != self.client_id or given.get("client_secret") != (
                 self.client_secret
             ):

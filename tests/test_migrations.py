@@ -1,0 +1,52 @@
+"""Migration 0003 on a database that already has orders: each FULFILLED order gets its
+subscription, and a fulfilled renewal joins (and extends) the one it renewed."""
+
+from datetime import datetime
+
+from playhouse.migrations import Runner
+
+from t2ctl import db
+from t2ctl.config import Settings
+from t2ctl.db import schema
+from t2ctl.db.models import Order, Subscription
+
+
+def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
+    handle = db.connect(settings.database.url)
+    Runner(handle, str(schema.MIGRATIONS)).up("0002_jobs")
+    p = handle.param
+    moment = datetime(2026, 1, 1, 9, 0)
+    handle.execute_sql(
+        f"INSERT INTO partner (name, webhook_url, webhook_secret, allowed_ips, created_at, "
+        f"updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+        ("t2mobile", "http://127.0.0.1:9/hook", "x", "[]", moment, moment),
+    )
+    handle.execute_sql(
+        f"INSERT INTO product (product_id, name, description, price_minor, currency, "
+        f"term_months, active, created_at, updated_at) VALUES "
+        f"({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
+        ("M365", "M365", "", 100, "NGN", 12, True, moment, moment),
+    )
+    rows = [  # orderId, status, renewalOf, expires
+        ("T2-A", "FULFILLED", None, datetime(2027, 1, 1, 9)),
+        ("T2-B", "FULFILLED", "T2-A", datetime(2028, 1, 1, 9)),
+        ("T2-C", "FULFILLED", None, datetime(2027, 6, 1, 9)),
+        ("T2-D", "FAILED", None, None),
+    ]
+    for order_id, status, renewal_of, expires in rows:
+        handle.execute_sql(
+            f'INSERT INTO "order" (partner_id, order_id, status, product_id, quantity, '
+            f"customer_id, customer_name, customer_email, amount_minor, currency, renewal_of, "
+            f"starts_at, expires_at, created_at, updated_at) VALUES "
+            f"(1, {p}, {p}, 1, 1, 'CUST-1', 'Ada', 'x', 100, 'NGN', {p}, {p}, {p}, {p}, {p})",
+            (order_id, status, renewal_of, moment if expires else None, expires, moment, moment),
+        )
+
+    assert schema.migrate() == ["0003_zoho_subscriptions"]
+
+    held = {o.order_id: o.subscription_id for o in Order.select()}
+    assert held["T2-A"] == held["T2-B"] != held["T2-C"]
+    assert held["T2-D"] is None
+    assert Subscription.select().count() == 2
+    assert Subscription.get_by_id(held["T2-A"]).expires_at.year == 2028
+    assert Subscription.get_by_id(held["T2-C"]).expires_at.month == 6
