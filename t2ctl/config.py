@@ -69,6 +69,8 @@ class DatabaseSettings(_Section):
 
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
+        if self.is_sqlite:
+            return self.url  # a path, no credentials (and urlunsplit would drop a slash)
         parts = urlsplit(self.url)
         netloc = parts.netloc
         if parts.password is not None:

@@ -175,3 +175,8 @@ def test_a_password_in_the_url_query_is_redacted_too() -> None:
     )
     assert "hunter2" not in settings.database.redacted_url()
     assert "sslmode=require" in settings.database.redacted_url()
+
+
+def test_a_sqlite_url_is_shown_as_written() -> None:
+    for url in ("sqlite:///t2ctl.db", "sqlite:////var/lib/t2ctl/t2ctl.db"):
+        assert config.DatabaseSettings(url=url).redacted_url() == url
