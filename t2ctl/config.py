@@ -131,6 +131,7 @@ class ZohoSettings(_Section):
     currency: str = Field("NGN", pattern=r"^[A-Z]{3}$")
     requests_per_minute: int = Field(80, ge=1, le=100)
     retry_for: Duration = timedelta(hours=24)
+    timeout_seconds: float = Field(30, gt=0, le=300)
 
     @model_validator(mode="after")
     def _credentials_when_enabled(self) -> "ZohoSettings":

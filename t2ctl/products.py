@@ -129,9 +129,10 @@ def upsert(entries: list[ProductData]) -> ImportResult:
     return ImportResult(added=len(ids - known), updated=len(known))
 
 
-def sync(entries: list[ProductData]) -> SyncResult:
+def sync(entries: list[ProductData], *, keep: frozenset[str] = frozenset()) -> SyncResult:
     """Make the catalogue match ``entries`` (the system of record's): upsert each, and
-    deactivate every active product not among them, in one transaction."""
+    deactivate every active product not among them or in ``keep`` (ids the source still
+    has but could not map), in one transaction."""
     wanted = {e.product_id: e for e in entries}
     with db.transaction():
         known = {p.product_id: p for p in Product.select()}
@@ -140,7 +141,9 @@ def sync(entries: list[ProductData]) -> SyncResult:
             pid for pid, e in wanted.items() if pid in known and _differs(known[pid], e)
         )
         upsert(entries)
-        deactivated = sorted(pid for pid, p in known.items() if p.active and pid not in wanted)
+        deactivated = sorted(
+            pid for pid, p in known.items() if p.active and pid not in wanted and pid not in keep
+        )
         if deactivated:
             Product.update(active=False, updated_at=clock.now()).where(
                 Product.product_id.in_(deactivated)

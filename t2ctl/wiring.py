@@ -31,10 +31,15 @@ def zoho_client(
             refresh_token=zoho.refresh_token.get_secret_value(),
         ),
         box=box,
+        timeout=zoho.timeout_seconds,
     )
     pacer = Pacer(f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per)
     return Client(
-        api_url=zoho.api_url, organization_id=zoho.organization_id, tokens=tokens, pacer=pacer
+        api_url=zoho.api_url,
+        organization_id=zoho.organization_id,
+        tokens=tokens,
+        pacer=pacer,
+        timeout=zoho.timeout_seconds,
     )
 
 

@@ -272,6 +272,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             terminalreporter.write_line(f"{backend}: {', '.join(parts) or 'none'}")
 
 
+def zoho_keys(standin: ZohoStandIn, url: str) -> dict[str, object]:
+    """The ``[zoho]`` settings that point t2ctl at the stand-in served at ``url``."""
+    return {
+        "enabled": True,
+        "client_id": standin.client_id,
+        "client_secret": standin.client_secret,
+        "refresh_token": standin.refresh_token,
+        "organization_id": standin.organization_id,
+        "accounts_url": url,
+        "api_url": f"{url}/inventory/v1",
+    }
+
+
 @dataclass
 class ZohoEnv:
     """The Zoho stand-in over HTTP, seeded with the catalogue, and settings pointing at it."""
@@ -282,17 +295,8 @@ class ZohoEnv:
 
     def config_toml(self, **zoho: object) -> str:
         """The ``[zoho]`` section of a config file for this stand-in."""
-        lines = {
-            "enabled": "true",
-            "client_id": f'"{self.standin.client_id}"',
-            "client_secret": f'"{self.standin.client_secret}"',
-            "refresh_token": f'"{self.standin.refresh_token}"',
-            "organization_id": f'"{self.standin.organization_id}"',
-            "accounts_url": f'"{self.url}"',
-            "api_url": f'"{self.url}/inventory/v1"',
-        }
-        lines.update({key: json.dumps(value) for key, value in zoho.items()})
-        return "\n[zoho]\n" + "".join(f"{key} = {value}\n" for key, value in lines.items())
+        keys = {**zoho_keys(self.standin, self.url), **zoho}
+        return "\n[zoho]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
 
 
 def zoho_settings(base: Settings, standin: ZohoStandIn, url: str, **zoho: object) -> Settings:
@@ -300,16 +304,7 @@ def zoho_settings(base: Settings, standin: ZohoStandIn, url: str, **zoho: object
     return make_settings(
         base.database.url,
         security={"master_key": base.security.master_key.get_secret_value()},
-        zoho={
-            "enabled": True,
-            "client_id": standin.client_id,
-            "client_secret": standin.client_secret,
-            "refresh_token": standin.refresh_token,
-            "organization_id": standin.organization_id,
-            "accounts_url": url,
-            "api_url": f"{url}/inventory/v1",
-            **zoho,
-        },
+        zoho={**zoho_keys(standin, url), **zoho},
     )
 
 

@@ -9,8 +9,8 @@ tests would otherwise spend minutes waiting for it.
 import threading
 from datetime import timedelta
 
-from t2ctl import clock, wiring
-from t2ctl.db.models import Job, Order, ZohoSalesOrder, ZohoToken
+from t2ctl import clock, db, wiring
+from t2ctl.db.models import Job, Order, ZohoContact, ZohoSalesOrder, ZohoToken
 from t2ctl.jobs.worker import Worker
 from tests.conftest import LiveServer, ZohoEnv, drain, order_body, submit, zoho_settings
 
@@ -45,6 +45,11 @@ def until_finished(worker: Worker, order_id: str, *, limit: int = 50) -> Order:
     raise AssertionError(f"order {order_id} still {order.status}")
 
 
+def past_deadline() -> None:
+    """As once the unanswered call's deadline has passed (the wait itself is tested below)."""
+    ZohoSalesOrder.update(deadline=clock.now() - timedelta(seconds=1)).execute()
+
+
 def test_an_order_becomes_one_confirmed_sales_order(server: LiveServer, zoho: ZohoEnv) -> None:
     http = submit(
         server,
@@ -65,8 +70,13 @@ def test_an_order_becomes_one_confirmed_sales_order(server: LiveServer, zoho: Zo
     assert body["fulfilment"]["activationReference"] == "SO-00001"
     (contact,) = zoho.standin.contacts.values()
     assert contact["email"] == "ada@example.ng" and contact["contact_name"] == "Ada Obi (CUST-88)"
-    # Nothing about the customer is kept in plain form by the cache.
-    assert "ada@example.ng" not in str(list(ZohoToken.select().dicts()))
+    # The contact cache finds the customer without keeping the address.
+    (cached,) = ZohoContact.select()
+    assert cached.contact_id == contact["contact_id"]
+    assert "ada@example.ng" not in str(list(ZohoContact.select().dicts()))
+    database = db.sqlite_file()
+    if database is not None:
+        assert b"ada@example.ng" not in database.read_bytes()
     assert ZohoSalesOrder.get().state == "confirmed"
 
 
@@ -275,5 +285,87 @@ def test_a_backlog_of_300_orders_under_a_budget_of_100_calls_sees_no_429(
 
     assert Order.select().where(Order.status == "FULFILLED").count() == 300
     assert 429 not in zoho.standin.statuses()
-    assert len(zoho.standin.api_calls()) == 603  # 3 for the first order, then 2 each
+    assert len(zoho.standin.api_calls()) == 603  # 5 for the customer's first order, 2 each after
     assert Job.select().where(Job.attempts > 1).count() == 0
+
+
+def test_two_partners_may_use_one_order_id_and_get_two_sales_orders(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    first = submit(server, order_body("T2-SAME"))
+    other = server.add_partner("another-partner")
+    http = server.session(other.key.api_key)
+    assert http.post(server.endpoint("/fulfilment"), json=order_body("T2-SAME")).status_code == 202
+    drain(zoho_worker(server, zoho))
+
+    numbers = {
+        session.get(server.endpoint("/orders/T2-SAME")).json()["fulfilment"]["salesOrderNumber"]
+        for session in (first, http)
+    }
+    assert len(numbers) == 2 and len(zoho.standin.salesorders) == 2
+
+
+def test_a_create_answered_without_the_envelope_is_looked_up_not_repeated(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    # Zoho created the sales order, but what came back was a proxy's page.
+    held = zoho.standin.hold("POST", SO_PATH, after=True)
+    zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, timeout_seconds=0.5)
+    submit(server, order_body("T2-1"))
+    worker = zoho_worker(server, zoho)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    assert held.reached.wait(10)
+    runner.join(timeout=10)  # the client gave up waiting: the outcome is unknown
+    held.release()
+    assert ZohoSalesOrder.get().state == "creating" and Order.get().status == "PROCESSING"
+    past_deadline()
+
+    order = until_finished(worker, "T2-1")
+
+    assert order.status == "FULFILLED" and len(zoho.standin.salesorders) == 1
+    assert len(zoho.standin.api_calls("GET", SO_PATH)) == 1
+    assert order.sales_order_id == next(iter(zoho.standin.salesorders))
+
+
+def test_an_attempt_waits_while_an_earlier_one_may_still_be_creating(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    submit(server, order_body("T2-1"))
+    worker = zoho_worker(server, zoho)
+    worker.run_once()  # contact made, sales order created and confirmed
+    # As if an earlier attempt, its job lease lost, were still inside its create call:
+    ZohoSalesOrder.update(
+        state="creating", attempt="earlier", deadline=clock.now() + timedelta(seconds=20)
+    ).execute()
+    Order.update(status="PROCESSING").execute()
+    queue_again = Job.update(state="queued", run_at=clock.now()).execute()
+    assert queue_again == 1
+    before = len(zoho.standin.api_calls())
+
+    worker.run_once()
+
+    job = Job.get()
+    assert job.state == "queued" and "may still be creating" in job.last_error
+    assert job.run_at > clock.now() + timedelta(seconds=15), "it waits for the deadline"
+    assert len(zoho.standin.api_calls()) == before, "neither looked up nor created"
+    past_deadline()
+    assert until_finished(worker, "T2-1").status == "FULFILLED"
+    assert len(zoho.standin.salesorders) == 1
+
+
+def test_a_voided_sales_order_fails_the_order(server: LiveServer, zoho: ZohoEnv) -> None:
+    submit(server, order_body("T2-1"))
+    held = zoho.standin.hold("POST", SO_PATH, after=True)
+    zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, timeout_seconds=0.5)
+    worker = zoho_worker(server, zoho)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    assert held.reached.wait(10)
+    runner.join(timeout=10)
+    held.release()
+    past_deadline()
+    next(iter(zoho.standin.salesorders.values()))["status"] = "void"  # voided by someone
+
+    order = until_finished(worker, "T2-1")
+    assert (order.status, order.error_code) == ("FAILED", "PROVISIONING_REJECTED")

@@ -63,7 +63,11 @@ def test_products_sync_reads_three_pages_and_reports_what_changed(
     standin.add_item("VPN-6M", "Secure VPN", 4999.5, description="Six months", term_months=6)
     standin.add_item("OLD-ITEM", "Old item", 10.0, active=False)
     standin.add_item("", "An item without a sku", 10.0)
-    for n in range(446):
+    # Zoho still sells Norton, but its term cannot be read: skipped, and not deactivated.
+    standin.add_item("NORTON-1Y", "Norton 360", 9999.99, term_months="twelve")
+    flattened = standin.add_item("VPN-3M", "Secure VPN", 2999.0)
+    standin.items[flattened]["cf_term_months"] = 3  # the custom field as list answers flatten it
+    for n in range(444):
         standin.add_item(f"BULK-{n:03d}", f"Bulk item {n}", 100.0)  # no Term Months: 12
     products.upsert(
         [products.ProductData("LOCAL-ONLY", "Local", "", Money.parse("1.00", "NGN"), 1, True)]
@@ -76,10 +80,15 @@ def test_products_sync_reads_three_pages_and_reports_what_changed(
     report = json.loads(result.stdout)
     assert len(zoho.standin.api_calls("GET", "/items")) == 3, "450 items, 200 a page"
     assert report["updated"] == ["M365-BASIC-12M"]
-    assert len(report["added"]) == 448 and "VPN-6M" in report["added"]
-    assert report["deactivated"] == ["LOCAL-ONLY", "NORTON-1Y"]
+    assert len(report["added"]) == 447 and "VPN-6M" in report["added"]
+    assert report["deactivated"] == ["LOCAL-ONLY"]
     assert report["unchanged"] == 0
-    assert [s["reason"] for s in report["skipped"]] == ["productId is required"]
+    assert [s["reason"] for s in report["skipped"]] == [
+        "productId is required",
+        "termMonths must be a whole number from 1 to 120",
+    ]
+    assert products.get("NORTON-1Y").active
+    assert products.get("VPN-3M").term_months == 3
     vpn = products.get("VPN-6M")
     assert (products.price(vpn), vpn.term_months, vpn.description) == (
         Money.parse("4999.50", "NGN"),
@@ -87,12 +96,15 @@ def test_products_sync_reads_three_pages_and_reports_what_changed(
         "Six months",
     )
     assert products.get("BULK-000").term_months == 12
-    assert not products.get("OLD-ITEM").active and not products.get("NORTON-1Y").active
-    assert ZohoItem.select().count() == 449
+    assert not products.get("OLD-ITEM").active
+    assert ZohoItem.select().count() == 448
 
     again = cli("products", "sync")
     assert again.exit_code == 0
-    assert "synced from Zoho: 0 added, 0 updated, 449 unchanged, 0 deactivated" in again.stderr
+    assert (
+        "synced from Zoho: 0 added, 0 updated, 448 unchanged, 0 deactivated, 2 item(s) skipped"
+        in again.stderr
+    )
 
     # The item ids are cached: an order needs no item look-up.
     before = len(standin.api_calls())
@@ -103,7 +115,8 @@ def test_products_sync_reads_three_pages_and_reports_what_changed(
     drain(zoho_worker(server, zoho))
     assert Order.get().status == "FULFILLED"
     assert not [c for c in standin.api_calls()[before:] if c.path == "/items"]
-    assert Product.select().where(Product.active).count() == 448  # OLD-ITEM is inactive
+    # 448 synced, OLD-ITEM inactive; NORTON-1Y kept.
+    assert Product.select().where(Product.active).count() == 448
 
 
 def test_products_sync_refuses_in_sandbox_mode(cli: Cli) -> None:

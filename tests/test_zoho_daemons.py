@@ -30,7 +30,9 @@ def test_a_sigkill_at_each_step_leaves_one_confirmed_sales_order(
     config = write_config(
         tmp_path / "config.toml",
         server.settings,
-        zoho.config_toml(requests_per_minute=100) + "\n[worker]\nlease_seconds = 5\n",
+        # A short Zoho timeout: a create left unanswered is looked up once it has passed.
+        zoho.config_toml(requests_per_minute=100, timeout_seconds=2)
+        + "\n[worker]\nlease_seconds = 5\n",
     )
     held = zoho.standin.hold(method, path, after=after)
     http = submit(server, order_body("T2-K"))
@@ -51,4 +53,6 @@ def test_a_sigkill_at_each_step_leaves_one_confirmed_sales_order(
     assert fulfilment["salesOrderId"] == sales["salesorder_id"]
     assert fulfilment["activationReference"] == sales["salesorder_number"]
     assert len(zoho.standin.api_calls("GET", "/salesorders")) == lookups
-    assert (Job.get().state, Job.get().attempts) == ("done", 2)
+    # Taken back after the lease; a "creating" row may make it wait once more, for the
+    # first daemon's call deadline.
+    assert Job.get().state == "done" and Job.get().attempts in (2, 3)

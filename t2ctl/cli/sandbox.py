@@ -1,7 +1,6 @@
 """``t2ctl sandbox``: a Zoho Inventory stand-in and a verifying webhook receiver, to try the
 whole flow without credentials."""
 
-import logging
 import signal
 import threading
 from typing import Annotated
@@ -13,8 +12,6 @@ from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, Session, session
 from t2ctl.sandbox.receiver import Delivery, Receiver
 from t2ctl.sandbox.zoho import ZohoStandIn
-
-logger = logging.getLogger(__name__)
 
 SAMPLE_ITEMS = [("M365-BASIC-12M", "Microsoft 365 Basic", 15000.00, 12)]
 

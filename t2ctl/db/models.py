@@ -177,6 +177,7 @@ class SandboxSalesOrder(BaseModel):
     """Sales orders of the sandbox provisioner: the stand-in for Zoho's, never unique by
     reference, so that a second sales order for one order would show."""
 
+    partner = peewee.IntegerField(null=True)  # null for rows from before migration 0003
     reference_number = peewee.CharField(max_length=64, index=True)
     created_at = UTCDateTimeField()
 
@@ -228,18 +229,22 @@ class ZohoItem(BaseModel):
 
 
 class ZohoSalesOrder(BaseModel):
-    """How far provisioning got with one reference number: ``creating`` is written before
-    the create call, so a row in that state is the one case where Zoho must be asked."""
+    """How far provisioning got with one order's sales order: ``creating`` is written before
+    the create call, so a row in that state is the one case where Zoho must be asked. The
+    ``attempt`` that wrote it owns it until ``deadline``, when its call has surely ended."""
 
     organization_id = peewee.CharField(max_length=64)
+    partner = peewee.IntegerField()
     reference_number = peewee.CharField(max_length=64)
     state = peewee.CharField(max_length=16)  # creating, draft, confirmed
+    attempt = peewee.CharField(max_length=32, null=True)
+    deadline = UTCDateTimeField(null=True)
     salesorder_id = peewee.CharField(max_length=64, null=True)
     salesorder_number = peewee.CharField(max_length=64, null=True)
     updated_at = UTCDateTimeField()
 
     class Meta:
-        indexes = ((("organization_id", "reference_number"), True),)
+        indexes = ((("organization_id", "partner", "reference_number"), True),)
 
 
 MODELS = [

@@ -65,6 +65,7 @@ class Processor:
     def _request(self, order: Order) -> provisioning.Request:
         stored = intake.stored_request(order, self.box)
         return provisioning.Request(
+            partner=order.partner_id,
             order_id=order.order_id,
             product_id=stored.product_id,
             quantity=stored.quantity,

@@ -14,6 +14,7 @@ from t2ctl.values import Money
 
 @dataclass(frozen=True)
 class Request:
+    partner: int  # orderIds are unique per partner: the two together name one order
     order_id: str  # the partner's orderId: the sales order's reference number
     product_id: str
     quantity: int

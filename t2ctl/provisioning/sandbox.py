@@ -24,7 +24,10 @@ class SandboxProvisioner:
         if resume:
             existing = (
                 SandboxSalesOrder.select()
-                .where(SandboxSalesOrder.reference_number == request.order_id)
+                .where(
+                    (SandboxSalesOrder.partner == request.partner)
+                    & (SandboxSalesOrder.reference_number == request.order_id)
+                )
                 .order_by(SandboxSalesOrder.id)
                 .first()
             )
@@ -32,7 +35,7 @@ class SandboxProvisioner:
                 return _sales_order(existing)
         with db.transaction():
             row = SandboxSalesOrder.create(
-                reference_number=request.order_id, created_at=clock.now()
+                partner=request.partner, reference_number=request.order_id, created_at=clock.now()
             )
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)

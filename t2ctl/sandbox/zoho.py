@@ -108,7 +108,7 @@ class ZohoStandIn:
         *,
         description: str = "",
         active: bool = True,
-        term_months: int | None = None,
+        term_months: int | str | None = None,
     ) -> str:
         item_id = self._new_id()
         fields = []

@@ -16,9 +16,15 @@ def up(migrator, db):
             database = db
             legacy_table_names = False
 
+    class Partner(Base):  # referenced, not created here
+        pass
+
+    class Product(Base):
+        pass
+
     class Subscription(Base):
-        partner_id = IntegerField()
-        product_id = IntegerField()
+        partner = ForeignKeyField(Partner, on_delete="RESTRICT")
+        product = ForeignKeyField(Product, on_delete="RESTRICT")
         customer_id = CharField(max_length=64)
         starts_at = DateTimeField()
         expires_at = DateTimeField(index=True)
@@ -59,23 +65,26 @@ def up(migrator, db):
 
     class ZohoSalesOrder(Base):
         organization_id = CharField(max_length=64)
+        partner = IntegerField()
         reference_number = CharField(max_length=64)
         state = CharField(max_length=16)
+        attempt = CharField(max_length=32, null=True)
+        deadline = DateTimeField(null=True)
         salesorder_id = CharField(max_length=64, null=True)
         salesorder_number = CharField(max_length=64, null=True)
         updated_at = DateTimeField()
 
         class Meta:
-            indexes = ((("organization_id", "reference_number"), True),)
+            indexes = ((("organization_id", "partner", "reference_number"), True),)
 
     db.create_tables([Subscription, ZohoToken, RateSlot, ZohoContact, ZohoItem, ZohoSalesOrder])
-    for table, column in (("subscription", "partner_id"), ("subscription", "product_id")):
-        db.execute_sql(f'CREATE INDEX "{table}_{column}" ON "{table}" ("{column}")')
     migrator.add_column(
         "order",
         "subscription_id",
         ForeignKeyField(Subscription, null=True, field=Subscription.id, on_delete="RESTRICT"),
     ).run()
+    # orderIds are unique per partner: sandbox sales orders are looked up by both.
+    migrator.add_column("sandbox_sales_order", "partner", IntegerField(null=True)).run()
     _subscriptions_for_fulfilled_orders(db)
 
 
@@ -113,6 +122,7 @@ def _subscriptions_for_fulfilled_orders(db) -> None:
 
 def down(migrator, db):
     migrator.drop_column("order", "subscription_id").run()
+    migrator.drop_column("sandbox_sales_order", "partner").run()
     for table in (
         "zoho_sales_order",
         "zoho_item",

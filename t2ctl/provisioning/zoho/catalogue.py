@@ -2,8 +2,10 @@
 
 Each item maps to a Product: ``sku`` → productId, ``name``, ``description``, ``rate`` → the
 price in ``zoho.currency``, ``status`` active → active, and termMonths from the custom field
-labelled ``Term Months`` (12 when absent). Item ids are cached by sku on the way, so orders
-need no item look-up.
+labelled ``Term Months`` (12 when absent; read from ``custom_fields`` or from the
+``cf_term_months`` key that list answers carry). Item ids are cached by sku on the way, so
+orders need no item look-up. An item that cannot be mapped is skipped and reported, and its
+product, if there is one, is left as it is rather than deactivated.
 """
 
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from t2ctl.provisioning.zoho.client import Client
 from t2ctl.provisioning.zoho.provisioner import remember_items
 
 TERM_FIELD = "Term Months"
+TERM_KEY = "cf_term_months"  # the same custom field as Zoho flattens it into list answers
 DEFAULT_TERM = 12
 
 
@@ -27,6 +30,7 @@ def sync(
     the catalogue match in one transaction. Items that cannot be products are skipped."""
     entries: list[products.ProductData] = []
     skipped: list[FieldError] = []
+    unmapped: set[str] = set()
     ids: dict[str, str] = {}
     for page in client.pages("/items", "items"):
         for item in page:
@@ -35,12 +39,13 @@ def sync(
                 entry = products.entry(as_product(item, currency))
             except ValidationFailed as exc:
                 skipped += [FieldError(label, f"{e.field} {e.message}") for e in exc.errors]
+                unmapped.add(str(item.get("sku") or ""))
                 continue
             entries.append(entry)
             ids[entry.product_id] = str(item["item_id"])
         on_page(len(page))
     remember_items(client.organization_id, ids)
-    return replace(products.sync(entries), skipped=skipped)
+    return replace(products.sync(entries, keep=frozenset(unmapped)), skipped=skipped)
 
 
 def as_product(item: dict[str, Any], currency: str) -> dict[str, Any]:
@@ -50,7 +55,7 @@ def as_product(item: dict[str, Any], currency: str) -> dict[str, Any]:
         "name": item.get("name"),
         "description": item.get("description") or "",
         "price": {"value": _two_places(item.get("rate")), "currency": currency},
-        "termMonths": _term(item.get("custom_fields") or []),
+        "termMonths": _term(item),
         "active": item.get("status") == "active",
     }
 
@@ -62,9 +67,12 @@ def _two_places(rate: Any) -> str:
         return str(rate)
 
 
-def _term(custom_fields: list[dict[str, Any]]) -> Any:
-    for field in custom_fields:
-        if field.get("label") == TERM_FIELD and field.get("value") not in (None, ""):
-            value = field["value"]
+def _term(item: dict[str, Any]) -> Any:
+    values = [
+        f.get("value") for f in item.get("custom_fields") or [] if f.get("label") == TERM_FIELD
+    ]
+    values.append(item.get(TERM_KEY))
+    for value in values:
+        if value not in (None, ""):
             return int(value) if isinstance(value, float) and value.is_integer() else value
     return DEFAULT_TERM

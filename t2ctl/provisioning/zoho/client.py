@@ -1,6 +1,7 @@
 """Zoho Inventory over HTTP: the data centre, the ``{code, message}`` envelope, and every
-failure sorted into transient (``Unreachable``: network, 429, 5xx, a refused token) or
-permanent (``ZohoError``: any other refusal, whatever its HTTP status).
+failure sorted into transient (``Unreachable``: network, 429, 5xx, a refused token, an
+answer without the envelope) or permanent (``ZohoError``: an envelope whose non-zero code
+refuses the request, whatever the HTTP status under 500).
 
 Every call goes through the shared ``Pacer`` first, and a 429 pauses the whole fleet until
 Zoho's reset.
@@ -40,8 +41,9 @@ class ZohoError(T2Error):
         self.code = code
 
 
-class RateLimited(Unreachable):
-    """HTTP 429: Zoho turned the request away unprocessed; try again after ``retry_after``."""
+class TurnedAway(Unreachable):
+    """Zoho turned the request away unprocessed (429, a refused token, a request limit):
+    nothing was done, and the same request may succeed later."""
 
 
 class Client:
@@ -128,15 +130,17 @@ class Client:
             after = retry_after(response.headers)
             if status == 429:
                 self.pacer.hold(clock.now() + (after or timedelta(seconds=60)))
-                raise RateLimited("Zoho Inventory answered HTTP 429", retry_after=after)
+                raise TurnedAway("Zoho Inventory answered HTTP 429", retry_after=after)
             raise Unreachable(f"Zoho Inventory answered HTTP {status}", retry_after=after)
         try:
             body = response.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict):
-            raise ZohoError(
-                f"not a JSON object: {response.text[:EXCERPT]!r}", status=status, code=None
+        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+            # No envelope (a proxy's page, a cut-off body): whether Zoho acted is unknown.
+            raise Unreachable(
+                f"Zoho Inventory answered HTTP {status} without its JSON envelope: "
+                f"{response.text[:EXCERPT]!r}"
             )
         code, message = body.get("code"), str(body.get("message", ""))[:EXCERPT]
         if 200 <= status < 300 and code == 0:
@@ -151,13 +155,13 @@ class Client:
             extra={"action": "zoho_refused", "status": status, "code": code},
         )
         if status == 401 or code in AUTH_CODES:
-            raise Unreachable(
+            raise TurnedAway(
                 f"Zoho Inventory refused the access token (code {code}: {message}); check that "
                 "the refresh token has the scope ZohoInventory.FullAccess.all and that "
                 "zoho.organization_id is an organization it can see"
             )
         if code in RATE_CODES:
-            raise Unreachable(f"Zoho Inventory's request limit was reached ({message})")
+            raise TurnedAway(f"Zoho Inventory's request limit was reached ({message})")
         raise ZohoError(message, status=status, code=code)
 
 

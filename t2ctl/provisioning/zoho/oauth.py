@@ -11,13 +11,14 @@ takes the refresh lease. Every attempt, failed or not, is counted in the row, an
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
 
 from t2ctl import clock, db
 from t2ctl.db.models import ZohoToken
+from t2ctl.errors import T2Error
 from t2ctl.provisioning import Unreachable
 from t2ctl.security.crypto import SecretBox
 
@@ -46,13 +47,13 @@ REFUSALS = {
 class Credentials:
     accounts_url: str
     client_id: str
-    client_secret: str
-    refresh_token: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class AccessToken:
-    value: str
+    value: str = field(repr=False)
     api_domain: str | None
     expires_at: datetime
     refreshed_at: datetime
@@ -116,7 +117,18 @@ class TokenCache:
         shared = self._read()
         if shared is not None and shared.fresh(now):
             return shared
-        token = self._refreshed_under_lease(now)
+        try:
+            token = self._refreshed_under_lease(now)
+        except Unreachable as exc:
+            if shared is None or not shared.usable(now):
+                raise
+            logger.warning(
+                "an early Zoho token refresh failed; the current token serves until %s: %s",
+                clock.rfc3339(shared.expires_at),
+                exc,
+                extra={"action": "zoho_token_refresh_failed"},
+            )
+            return shared
         if token is not None:
             return token
         if shared is not None and shared.usable(now):
@@ -137,8 +149,9 @@ class TokenCache:
             ZohoToken.insert(client=self.key, mints=[]).on_conflict_ignore().execute()
             row = db.locked(ZohoToken.select().where(ZohoToken.client == self.key)).get()
             recent = [t for t in row.mints if datetime.fromisoformat(t) > now - WINDOW]
-            if not force and row.access_token and row.expires_at - EARLY > now:
-                return self._token(row)
+            current = self._token(row) if row.access_token else None
+            if not force and current is not None and current.fresh(now):
+                return current
             held = row.refresh_lease_until is not None and row.refresh_lease_until > now
             if held or len(recent) >= MINTS_PER_WINDOW:
                 return None
@@ -183,11 +196,12 @@ class TokenCache:
                 timeout=self.timeout,
                 allow_redirects=False,
             )
-            body = response.json()
         except requests.RequestException as exc:
             raise Unreachable(
                 f"Zoho accounts server {c.accounts_url} could not be reached ({type(exc).__name__})"
             ) from None
+        try:
+            body = response.json()
         except ValueError:
             raise Unreachable(
                 f"Zoho accounts server {c.accounts_url} answered {response.status_code} "
@@ -213,9 +227,15 @@ class TokenCache:
             return None
         return self._token(row)
 
-    def _token(self, row: ZohoToken) -> AccessToken:
+    def _token(self, row: ZohoToken) -> AccessToken | None:
+        """The row's token, or None if it cannot be decrypted (the master key changed):
+        a token is cheap to mint again."""
+        try:
+            value = self.box.decrypt(row.access_token)
+        except T2Error:
+            return None
         return AccessToken(
-            value=self.box.decrypt(row.access_token),
+            value=value,
             api_domain=row.api_domain,
             expires_at=row.expires_at,
             refreshed_at=row.refreshed_at,

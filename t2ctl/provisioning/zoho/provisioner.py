@@ -1,26 +1,39 @@
 """Provisioning in Zoho Inventory: a confirmed sales order per order, never two.
 
-The sales order's progress is written down around each step (``zoho_sales_order``): the row
-says ``creating`` before the create call is sent, then ``draft``, then ``confirmed``. Only a
-row left in ``creating`` means an earlier attempt's outcome is unknown (a crash or a lost
-answer after the request went out): then, and only then, Zoho is asked for a sales order with
-that ``reference_number`` before one is created. Contact ids (by a keyed digest of the email)
-and item ids (by sku) are cached, so a returning customer's order costs two calls: create and
-confirm.
+The sales order's progress is written down around each step (``zoho_sales_order``, one row
+per order): ``creating`` just before the create call is sent, then ``draft`` with Zoho's
+ids, then ``confirmed``. Only a row left in ``creating`` means an earlier attempt's outcome
+is unknown (a crash, or an answer lost after the request went out): then, and only then,
+Zoho is asked for a sales order with that ``reference_number`` before one is created.
+
+The attempt that writes ``creating`` owns the row until its ``deadline``, by which its call
+has surely ended (the client's timeout, and a margin): another attempt that finds the row
+earlier (the first lost its job lease but is still waiting on Zoho) waits rather than look
+and create beside it. Every change of the row is conditional on the attempt that owns it.
+
+Contact ids (by a keyed digest of the email) and item ids (by sku) are cached, so a
+returning customer's order costs two calls: create and confirm.
 """
 
 import hashlib
 import hmac
 import logging
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from t2ctl import clock, db
 from t2ctl.db.models import ZohoContact, ZohoItem, ZohoSalesOrder
 from t2ctl.provisioning import Rejected, Request, SalesOrder, Unreachable
-from t2ctl.provisioning.zoho.client import Client, RateLimited, ZohoError
+from t2ctl.provisioning.zoho.client import Client, TurnedAway, ZohoError
 
 logger = logging.getLogger(__name__)
+
+UNCONFIRMED = {"draft", "pending_approval"}  # statuses that still need the confirm call
+VOID = {"void"}
+MISSING = {1002}  # Zoho's "does not exist": a cached id may have gone stale
+MARGIN = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -34,17 +47,20 @@ class ZohoProvisioner:
         self.client = client
         self.org = client.organization_id
         self.digest_key = digest_key
+        self.grace = timedelta(seconds=client.timeout) + MARGIN
 
     def provision(self, request: Request, *, resume: bool) -> SalesOrder:
         """``resume`` is not needed here: the progress row says more precisely what an
         earlier attempt did."""
+        attempt = secrets.token_hex(8)
         try:
-            progress = self._progress(request.order_id)
+            progress = self._progress(request)
             if progress is None or progress.state == "creating":
-                found = self._find(request.order_id) if progress is not None else None
-                progress = self._record(request.order_id, found or self._create(request))
-            if progress.state != "confirmed":
-                self._confirm(progress)
+                progress = self._created(request, progress, attempt)
+            if progress.state in VOID:
+                raise ZohoError("the sales order was voided", status=200, code="void")
+            if progress.state in UNCONFIRMED:
+                self._confirm(request, progress)
         except ZohoError as exc:
             logger.error(
                 "order %s refused by Zoho: %s",
@@ -62,12 +78,32 @@ class ZohoProvisioner:
 
     # -- the sales order ---------------------------------------------------------------
 
-    def _create(self, request: Request) -> dict[str, Any]:
+    def _created(
+        self, request: Request, progress: ZohoSalesOrder | None, attempt: str
+    ) -> ZohoSalesOrder:
+        """The order's sales order: found, if an earlier attempt's create may have gone
+        through, else created now."""
         contact = self.contact(request)
+        found = None
+        if progress is not None:
+            self._take_over(progress, attempt)
+            found = self._find(request.order_id, contact.value)
+        if found is None:
+            found = self._create(request, contact, attempt)
+        self._write(
+            request,
+            attempt,
+            state=_state(found),
+            salesorder_id=str(found["salesorder_id"]),
+            salesorder_number=str(found["salesorder_number"]),
+        )
+        return self._progress(request)
+
+    def _create(self, request: Request, contact: _Id, attempt: str) -> dict[str, Any]:
         item = self.item(request.product_id)
-        self._write(request.order_id, state="creating")
-        # Written before the call: a crash from here on leaves "creating", the one state in
-        # which the next attempt looks the sales order up before creating one.
+        self._begin(request, attempt)
+        # From here a crash or a lost answer leaves "creating": the next attempt looks the
+        # sales order up by reference_number before it creates one.
         try:
             body = self.client.post(
                 "/salesorders",
@@ -84,24 +120,26 @@ class ZohoProvisioner:
                     ],
                 },
             )
-        except RateLimited:
-            self._forget(request.order_id)  # turned away unprocessed: nothing was created
-            raise
-        except ZohoError:
-            self._forget(request.order_id)  # a refusal created nothing
-            if contact.cached or item.cached:
+        except (TurnedAway, ZohoError) as exc:
+            self._forget(request, attempt)  # turned away or refused: nothing was created
+            if (
+                isinstance(exc, ZohoError)
+                and exc.code in MISSING
+                and (contact.cached or item.cached)
+            ):
                 self._drop_cached(request, contact, item)
-                raise Unreachable("Zoho refused cached ids; retrying with fresh look-ups") from None
+                raise Unreachable("Zoho no longer knows a cached id; looking it up again") from exc
             raise
         return body["salesorder"]
 
-    def _find(self, reference: str) -> dict[str, Any] | None:
+    def _find(self, reference: str, contact_id: str) -> dict[str, Any] | None:
+        """The sales order an earlier attempt created for this order, if Zoho has one."""
+        listed = self.client.get("/salesorders", reference_number=reference)
         found = [
             order
-            for order in self.client.get("/salesorders", reference_number=reference).get(
-                "salesorders", []
-            )
+            for order in listed.get("salesorders", [])
             if order.get("reference_number") == reference
+            and str(order.get("customer_id")) == contact_id
         ]
         if len(found) > 1:
             logger.error(
@@ -118,51 +156,97 @@ class ZohoProvisioner:
             )
         return min(found, key=lambda o: int(o["salesorder_id"])) if found else None
 
-    def _confirm(self, progress: ZohoSalesOrder) -> None:
+    def _confirm(self, request: Request, progress: ZohoSalesOrder) -> None:
         try:
             self.client.post(f"/salesorders/{progress.salesorder_id}/status/confirmed")
+            state = "confirmed"
         except ZohoError:
             # Refused: perhaps an earlier attempt confirmed it before its answer was lost.
             current = self.client.get(f"/salesorders/{progress.salesorder_id}")["salesorder"]
-            if current.get("status") == "draft":
+            state = _state(current)
+            if state != "confirmed":
                 raise
-        self._write(progress.reference_number, state="confirmed")
-        progress.state = "confirmed"
+        self._write(request, progress.attempt, state=state)
+        progress.state = state
 
     # -- progress rows -----------------------------------------------------------------
 
-    def _progress(self, reference: str) -> ZohoSalesOrder | None:
-        return ZohoSalesOrder.get_or_none(
+    def _key(self, request: Request):
+        return (
             (ZohoSalesOrder.organization_id == self.org)
-            & (ZohoSalesOrder.reference_number == reference)
+            & (ZohoSalesOrder.partner == request.partner)
+            & (ZohoSalesOrder.reference_number == request.order_id)
         )
 
-    def _record(self, reference: str, order: dict[str, Any]) -> ZohoSalesOrder:
-        self._write(
-            reference,
-            state="draft" if order.get("status", "draft") == "draft" else "confirmed",
-            salesorder_id=str(order["salesorder_id"]),
-            salesorder_number=str(order["salesorder_number"]),
-        )
-        return self._progress(reference)
+    def _progress(self, request: Request) -> ZohoSalesOrder | None:
+        return ZohoSalesOrder.get_or_none(self._key(request))
 
-    def _write(self, reference: str, **changes: Any) -> None:
+    def _begin(self, request: Request, attempt: str) -> None:
+        """Write ``creating``, owned by this attempt, just before the create call."""
+        now = clock.now()
+        fields = {"attempt": attempt, "deadline": now + self.grace, "updated_at": now}
         with db.transaction():
-            ZohoSalesOrder.insert(
-                organization_id=self.org,
-                reference_number=reference,
-                updated_at=clock.now(),
-                **changes,
-            ).on_conflict(
-                conflict_target=[ZohoSalesOrder.organization_id, ZohoSalesOrder.reference_number],
-                update={"updated_at": clock.now(), **changes},
-            ).execute()
+            inserted = (
+                ZohoSalesOrder.insert(
+                    organization_id=self.org,
+                    partner=request.partner,
+                    reference_number=request.order_id,
+                    state="creating",
+                    **fields,
+                )
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            owned = inserted or (
+                ZohoSalesOrder.update(**fields)
+                .where(self._key(request) & (ZohoSalesOrder.attempt == attempt))
+                .execute()
+            )
+        if not owned:
+            raise Unreachable("another attempt is creating this order's sales order")
 
-    def _forget(self, reference: str) -> None:
+    def _take_over(self, progress: ZohoSalesOrder, attempt: str) -> None:
+        """Own a ``creating`` row left by an earlier attempt, once its call has surely ended."""
+        now = clock.now()
+        if progress.deadline is not None and progress.deadline > now:
+            raise Unreachable(
+                "an earlier attempt may still be creating this order's sales order",
+                retry_after=progress.deadline - now,
+            )
+        with db.transaction():
+            owned = (
+                ZohoSalesOrder.update(attempt=attempt, deadline=now + self.grace, updated_at=now)
+                .where(
+                    (ZohoSalesOrder.id == progress.id)
+                    & (ZohoSalesOrder.attempt == progress.attempt)
+                    & (ZohoSalesOrder.state == "creating")
+                )
+                .execute()
+            )
+        if not owned:
+            raise Unreachable("another attempt took this order's sales order over")
+
+    def _write(self, request: Request, attempt: str | None, **changes: Any) -> None:
+        """Record progress, only while ``attempt`` still owns the row."""
+        with db.transaction():
+            owned = (
+                ZohoSalesOrder.update(**changes, deadline=None, updated_at=clock.now())
+                .where(self._key(request) & (ZohoSalesOrder.attempt == attempt))
+                .execute()
+            )
+        if not owned:
+            logger.error(
+                "order %s: another attempt took over the sales order while this one worked",
+                request.order_id,
+                extra={"action": "zoho_progress_lost", "order_id": request.order_id},
+            )
+            raise Unreachable("another attempt took this order's sales order over")
+
+    def _forget(self, request: Request, attempt: str) -> None:
         with db.transaction():
             ZohoSalesOrder.delete().where(
-                (ZohoSalesOrder.organization_id == self.org)
-                & (ZohoSalesOrder.reference_number == reference)
+                self._key(request) & (ZohoSalesOrder.attempt == attempt)
             ).execute()
 
     # -- contacts and items --------------------------------------------------------------
@@ -253,6 +337,13 @@ class ZohoProvisioner:
     def _digest(self, email: str) -> str:
         """A keyed digest: the cache finds a customer without holding their address."""
         return hmac.new(self.digest_key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+def _state(order: dict[str, Any]) -> str:
+    status = order.get("status", "draft")
+    if status in UNCONFIRMED or status in VOID:
+        return status
+    return "confirmed"
 
 
 def remember_items(organization_id: str, ids: dict[str, str]) -> None:
