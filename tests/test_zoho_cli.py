@@ -123,3 +123,12 @@ def test_products_sync_refuses_in_sandbox_mode(cli: Cli) -> None:
     result = cli("products", "sync")
     assert result.exit_code == 1
     assert "zoho.enabled is false (sandbox mode)" in result.stderr
+
+
+def test_config_check_reports_a_token_without_the_scope(zoho: ZohoEnv, tmp_path: Path) -> None:
+    refusal = {"code": 57, "message": "You are not authorized to perform this operation"}
+    zoho.standin.fail("GET", "/organizations", status=401, times=2, body=refusal)
+    result = zoho_cli(zoho, tmp_path)("config", "check")
+    assert result.exit_code == 1
+    assert "refused the access token (code 57" in result.stderr
+    assert "scope ZohoInventory.FullAccess.all" in result.stderr
