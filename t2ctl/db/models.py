@@ -238,6 +238,7 @@ class ZohoSalesOrder(BaseModel):
     reference_number = peewee.CharField(max_length=64)
     state = peewee.CharField(max_length=16)  # creating, draft, confirmed
     attempt = peewee.CharField(max_length=32, null=True)
+    contact_id = peewee.CharField(max_length=64, null=True)  # the create was sent with it
     deadline = UTCDateTimeField(null=True)
     salesorder_id = peewee.CharField(max_length=64, null=True)
     salesorder_number = peewee.CharField(max_length=64, null=True)

@@ -69,6 +69,7 @@ def up(migrator, db):
         reference_number = CharField(max_length=64)
         state = CharField(max_length=16)
         attempt = CharField(max_length=32, null=True)
+        contact_id = CharField(max_length=64, null=True)
         deadline = DateTimeField(null=True)
         salesorder_id = CharField(max_length=64, null=True)
         salesorder_number = CharField(max_length=64, null=True)

@@ -8,7 +8,7 @@ Zoho's reset.
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -69,8 +69,15 @@ class Client:
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.call("GET", path, params=params)
 
-    def post(self, path: str, body: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("POST", path, params=params, body=body)
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        before_send: Callable[[], None] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        return self.call("POST", path, params=params, body=body, before_send=before_send)
 
     def pages(self, path: str, key: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
         """Each page of a list, following ``page_context.has_more_page``."""
@@ -90,14 +97,18 @@ class Client:
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
         organization: bool = True,
+        before_send: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """One API call with the envelope checked. A refused token is replaced once."""
+        """One API call with the envelope checked. A refused token is replaced once.
+        ``before_send`` runs right before each send, after the token and the pace's wait."""
         query = {**(params or {})}
         if organization:
             query["organization_id"] = self.organization_id
         for attempt in (1, 2):
             token = self.tokens.get()
             self.pacer.acquire()
+            if before_send is not None:
+                before_send()
             try:
                 response = self.http.request(
                     method,

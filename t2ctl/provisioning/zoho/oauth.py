@@ -25,7 +25,7 @@ from t2ctl.security.crypto import SecretBox
 logger = logging.getLogger(__name__)
 
 EARLY = timedelta(minutes=5)  # refresh this long before expiry
-LEASE = timedelta(seconds=30)  # held while minting; a process that dies frees it after this
+LEASE_MARGIN = timedelta(seconds=10)  # the lease outlasts a mint's connect and read timeouts
 WINDOW = timedelta(minutes=10)
 MINTS_PER_WINDOW = 5
 WAIT = timedelta(seconds=20)  # how long a caller waits for another process's refresh
@@ -81,6 +81,8 @@ class TokenCache:
         self.box = box
         self.http = http or requests.Session()
         self.timeout = timeout
+        # Held while minting; a process that dies frees it once its call has surely ended.
+        self.lease = timedelta(seconds=2 * timeout) + LEASE_MARGIN
         self._memory: AccessToken | None = None
         self._lock = threading.Lock()
 
@@ -155,15 +157,17 @@ class TokenCache:
             held = row.refresh_lease_until is not None and row.refresh_lease_until > now
             if held or len(recent) >= MINTS_PER_WINDOW:
                 return None
-            ZohoToken.update(
-                refresh_lease_until=now + LEASE, mints=[*recent, now.isoformat()]
-            ).where(ZohoToken.id == row.id).execute()
+            lease = now + self.lease
+            ZohoToken.update(refresh_lease_until=lease, mints=[*recent, now.isoformat()]).where(
+                ZohoToken.id == row.id
+            ).execute()
+        held_by_us = (ZohoToken.id == row.id) & (ZohoToken.refresh_lease_until == lease)
         try:
             token = self._mint(now)
         except Unreachable as exc:
             with db.transaction():
                 ZohoToken.update(last_error=str(exc), refresh_lease_until=None).where(
-                    ZohoToken.id == row.id
+                    held_by_us
                 ).execute()
             raise
         with db.transaction():
@@ -172,9 +176,9 @@ class TokenCache:
                 api_domain=token.api_domain,
                 expires_at=token.expires_at,
                 refreshed_at=token.refreshed_at,
-                refresh_lease_until=None,
                 last_error=None,
             ).where(ZohoToken.id == row.id).execute()
+            ZohoToken.update(refresh_lease_until=None).where(held_by_us).execute()
         logger.info(
             "minted a Zoho access token, valid until %s",
             clock.rfc3339(token.expires_at),

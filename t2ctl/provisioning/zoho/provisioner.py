@@ -6,10 +6,12 @@ ids, then ``confirmed``. Only a row left in ``creating`` means an earlier attemp
 is unknown (a crash, or an answer lost after the request went out): then, and only then,
 Zoho is asked for a sales order with that ``reference_number`` before one is created.
 
-The attempt that writes ``creating`` owns the row until its ``deadline``, by which its call
-has surely ended (the client's timeout, and a margin): another attempt that finds the row
-earlier (the first lost its job lease but is still waiting on Zoho) waits rather than look
-and create beside it. Every change of the row is conditional on the attempt that owns it.
+The attempt that writes ``creating`` (right before the request is sent, after any wait for
+a token or a slot in the pace) owns the row until its ``deadline``, by which its call has
+surely ended (three times the client's timeout): another attempt that finds the row earlier
+(the first lost its job lease but still waits on Zoho) waits rather than look and create
+beside it. Every change of the row is conditional on the attempt that owns it, and a take-
+over on the deadline it saw. The look-up asks for the contact the create was sent with.
 
 Contact ids (by a keyed digest of the email) and item ids (by sku) are cached, so a
 returning customer's order costs two calls: create and confirm.
@@ -30,10 +32,22 @@ from t2ctl.provisioning.zoho.client import Client, TurnedAway, ZohoError
 
 logger = logging.getLogger(__name__)
 
-UNCONFIRMED = {"draft", "pending_approval"}  # statuses that still need the confirm call
-VOID = {"void"}
+# Zoho's sales order statuses: once confirmed, one moves on to shipping and invoicing.
+CONFIRMED = {
+    "confirmed",
+    "open",
+    "closed",
+    "fulfilled",
+    "partially_packed",
+    "packed",
+    "partially_shipped",
+    "shipped",
+    "partially_invoiced",
+    "invoiced",
+}
+VOID = {"void", "rejected"}  # any other status (draft, pending_approval...) needs confirming
 MISSING = {1002}  # Zoho's "does not exist": a cached id may have gone stale
-MARGIN = timedelta(seconds=5)
+DEADLINE_TIMEOUTS = 3  # connect and read are timed apart; the rest is margin
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class ZohoProvisioner:
         self.client = client
         self.org = client.organization_id
         self.digest_key = digest_key
-        self.grace = timedelta(seconds=client.timeout) + MARGIN
+        self.grace = timedelta(seconds=client.timeout * DEADLINE_TIMEOUTS)
 
     def provision(self, request: Request, *, resume: bool) -> SalesOrder:
         """``resume`` is not needed here: the progress row says more precisely what an
@@ -57,9 +71,9 @@ class ZohoProvisioner:
             progress = self._progress(request)
             if progress is None or progress.state == "creating":
                 progress = self._created(request, progress, attempt)
-            if progress.state in VOID:
-                raise ZohoError("the sales order was voided", status=200, code="void")
-            if progress.state in UNCONFIRMED:
+            if progress.state == "void":
+                raise ZohoError("the sales order was voided or rejected", status=200, code="void")
+            if progress.state != "confirmed":
                 self._confirm(request, progress)
         except ZohoError as exc:
             logger.error(
@@ -83,13 +97,13 @@ class ZohoProvisioner:
     ) -> ZohoSalesOrder:
         """The order's sales order: found, if an earlier attempt's create may have gone
         through, else created now."""
-        contact = self.contact(request)
         found = None
         if progress is not None:
             self._take_over(progress, attempt)
-            found = self._find(request.order_id, contact.value)
+            if progress.contact_id is not None:  # the create may have been sent
+                found = self._find(request.order_id, progress.contact_id)
         if found is None:
-            found = self._create(request, contact, attempt)
+            found = self._create(request, self.contact(request), attempt)
         self._write(
             request,
             attempt,
@@ -101,9 +115,8 @@ class ZohoProvisioner:
 
     def _create(self, request: Request, contact: _Id, attempt: str) -> dict[str, Any]:
         item = self.item(request.product_id)
-        self._begin(request, attempt)
-        # From here a crash or a lost answer leaves "creating": the next attempt looks the
-        # sales order up by reference_number before it creates one.
+        # Right before each send, "creating" is written: a crash or a lost answer from then
+        # on makes the next attempt look the sales order up before it creates one.
         try:
             body = self.client.post(
                 "/salesorders",
@@ -119,6 +132,7 @@ class ZohoProvisioner:
                         }
                     ],
                 },
+                before_send=lambda: self._begin(request, attempt, contact.value),
             )
         except (TurnedAway, ZohoError) as exc:
             self._forget(request, attempt)  # turned away or refused: nothing was created
@@ -134,10 +148,13 @@ class ZohoProvisioner:
 
     def _find(self, reference: str, contact_id: str) -> dict[str, Any] | None:
         """The sales order an earlier attempt created for this order, if Zoho has one."""
-        listed = self.client.get("/salesorders", reference_number=reference)
+        pages = self.client.pages(
+            "/salesorders", "salesorders", reference_number=reference, customer_id=contact_id
+        )
         found = [
             order
-            for order in listed.get("salesorders", [])
+            for page in pages
+            for order in page
             if order.get("reference_number") == reference
             and str(order.get("customer_id")) == contact_id
         ]
@@ -181,10 +198,15 @@ class ZohoProvisioner:
     def _progress(self, request: Request) -> ZohoSalesOrder | None:
         return ZohoSalesOrder.get_or_none(self._key(request))
 
-    def _begin(self, request: Request, attempt: str) -> None:
-        """Write ``creating``, owned by this attempt, just before the create call."""
+    def _begin(self, request: Request, attempt: str, contact_id: str) -> None:
+        """Write ``creating``, owned by this attempt, just before the create is sent."""
         now = clock.now()
-        fields = {"attempt": attempt, "deadline": now + self.grace, "updated_at": now}
+        fields = {
+            "attempt": attempt,
+            "contact_id": contact_id,
+            "deadline": now + self.grace,
+            "updated_at": now,
+        }
         with db.transaction():
             inserted = (
                 ZohoSalesOrder.insert(
@@ -220,6 +242,7 @@ class ZohoProvisioner:
                 .where(
                     (ZohoSalesOrder.id == progress.id)
                     & (ZohoSalesOrder.attempt == progress.attempt)
+                    & (ZohoSalesOrder.deadline == progress.deadline)  # not extended since read
                     & (ZohoSalesOrder.state == "creating")
                 )
                 .execute()
@@ -264,10 +287,13 @@ class ZohoProvisioner:
             try:
                 contact_id = self._create_contact(request)
             except ZohoError:
-                # Perhaps a concurrent order of the same customer created it first.
+                # Perhaps a concurrent order of the same customer created it first, and
+                # Zoho's search does not show it yet: try again later rather than fail.
                 contact_id = self._find_contact(request.customer_email)
                 if contact_id is None:
-                    raise
+                    raise Unreachable(
+                        "the customer's contact could not be created or found"
+                    ) from None
         with db.transaction():
             ZohoContact.insert(
                 organization_id=self.org,
@@ -340,10 +366,11 @@ class ZohoProvisioner:
 
 
 def _state(order: dict[str, Any]) -> str:
-    status = order.get("status", "draft")
-    if status in UNCONFIRMED or status in VOID:
-        return status
-    return "confirmed"
+    """Our progress state for a Zoho status: confirmed, void, or draft (still to confirm)."""
+    status = str(order.get("status", "draft"))
+    if status in CONFIRMED:
+        return "confirmed"
+    return "void" if status in VOID else "draft"
 
 
 def remember_items(organization_id: str, ids: dict[str, str]) -> None:
