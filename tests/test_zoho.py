@@ -265,8 +265,9 @@ def test_calls_follow_the_data_centre_the_token_names(server: LiveServer, zoho: 
 def test_a_backlog_of_300_orders_under_a_budget_of_100_calls_sees_no_429(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    # Zoho's window compressed 20 times: 100 calls per 3 s, for the stand-in and for t2ctl.
-    window = timedelta(seconds=3)
+    # Zoho's window compressed 10 times: 100 calls per 6 s, for the stand-in and for t2ctl.
+    # (The pace's slack of one slot, 60 ms here, absorbs this process's scheduling jitter.)
+    window = timedelta(seconds=6)
     zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, requests_per_minute=100)
     zoho.standin.limit, zoho.standin.window = 100, window.total_seconds()
     submit(server, *[order_body(f"T2-{n:03d}") for n in range(300)])
@@ -284,7 +285,8 @@ def test_a_backlog_of_300_orders_under_a_budget_of_100_calls_sees_no_429(
         thread.join(timeout=120)
 
     assert Order.select().where(Order.status == "FULFILLED").count() == 300
-    assert 429 not in zoho.standin.statuses()
+    statuses = zoho.standin.statuses()
+    assert 429 not in statuses, f"{statuses.count(429)} calls were answered 429"
     assert len(zoho.standin.api_calls()) == 603  # 5 for the customer's first order, 2 each after
     assert Job.select().where(Job.attempts > 1).count() == 0
 
