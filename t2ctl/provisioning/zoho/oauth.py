@@ -151,7 +151,7 @@ class TokenCache:
             ZohoToken.insert(client=self.key, mints=[]).on_conflict_ignore().execute()
             row = db.locked(ZohoToken.select().where(ZohoToken.client == self.key)).get()
             recent = [t for t in row.mints if datetime.fromisoformat(t) > now - WINDOW]
-            current = self._token(row) if row.access_token else None
+            current = self._token(row)
             if not force and current is not None and current.fresh(now):
                 return current
             held = row.refresh_lease_until is not None and row.refresh_lease_until > now
@@ -227,13 +227,13 @@ class TokenCache:
 
     def _read(self) -> AccessToken | None:
         row = ZohoToken.get_or_none(ZohoToken.client == self.key)
-        if row is None or row.access_token is None:
-            return None
-        return self._token(row)
+        return None if row is None else self._token(row)
 
     def _token(self, row: ZohoToken) -> AccessToken | None:
-        """The row's token, or None if it cannot be decrypted (the master key changed):
-        a token is cheap to mint again."""
+        """The row's token, or None if it has none or it cannot be decrypted (the master key
+        changed): a token is cheap to mint again."""
+        if row.access_token is None:
+            return None
         try:
             value = self.box.decrypt(row.access_token)
         except T2Error:

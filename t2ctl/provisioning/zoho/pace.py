@@ -9,7 +9,6 @@ an exact ``per / calls`` would have no tolerance at all at the window's edge.
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
@@ -25,11 +24,9 @@ class Pacer:
         *,
         calls: int,
         per: timedelta = timedelta(minutes=1),
-        sleep: Callable[[float], None] = time.sleep,
     ):
         self.name = name
         self.interval = per / max(1, calls - 1)
-        self.sleep = sleep
         self._ready = False
 
     def acquire(self) -> None:
@@ -37,7 +34,7 @@ class Pacer:
         slot = self._reserve()
         wait = (slot - clock.now()).total_seconds()
         if wait > 0:
-            self.sleep(wait)
+            time.sleep(wait)
 
     def hold(self, until: datetime) -> None:
         """Push every daemon's next call to ``until`` at the earliest (after a 429)."""
