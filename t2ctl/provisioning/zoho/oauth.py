@@ -133,9 +133,11 @@ class TokenCache:
             return shared
         if token is not None:
             return token
-        if shared is not None and shared.usable(now):
-            return shared  # another process is refreshing, or the budget waits: still good
+        # Read again: another process may have minted since (and let go of its lease).
         row = ZohoToken.get(ZohoToken.client == self.key)
+        shared, now = self._token(row), clock.now()
+        if shared is not None and shared.usable(now):
+            return shared  # just minted, or another process is refreshing: still good
         if row.refresh_lease_until is not None and row.refresh_lease_until > now:
             return self._await_other(now)
         raise Unreachable(
