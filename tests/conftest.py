@@ -28,7 +28,9 @@ from t2ctl.api import create_app
 from t2ctl.cli.main import app as cli_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.db.models import Job
 from t2ctl.jobs.worker import Worker
+from t2ctl.orders import pipeline
 from t2ctl.sandbox.zoho import ZohoStandIn
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
@@ -187,6 +189,11 @@ def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worke
     settings = settings or server.settings
     registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
     return Worker(registry, name="test-worker", lease=timedelta(seconds=30))
+
+
+def order_job() -> Job:
+    """The one order's job: a daemon may also have queued a periodic task's tick."""
+    return Job.get(Job.task == pipeline.TASK)
 
 
 def drain(worker: Worker) -> int:

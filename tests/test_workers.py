@@ -13,7 +13,7 @@ from t2ctl import clock, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Job, Order, SandboxSalesOrder
 from t2ctl.security.crypto import SecretBox
-from tests.conftest import LiveServer, order_body, write_config
+from tests.conftest import LiveServer, order_body, order_job, write_config
 from tests.processes import LISTENING, serve, wait_until
 
 FULFILLED = re.compile(r"order (\S+) FULFILLED")
@@ -49,7 +49,7 @@ def test_a_worker_killed_mid_job_is_replaced_after_its_lease_with_one_sales_orde
         wait_until(lambda: sales_orders("T2-K") == 1, timeout=30, what="the first sales order")
         assert Order.get().status == "PROCESSING"
         first.kill()  # SIGKILL: no drain, no release, the lease is simply left to expire
-    assert Job.get().state == "running"
+    assert order_job().state == "running"
 
     with serve(tmp_path, healthy, "--role", "worker") as second:
         wait_until(lambda: Order.get().status == "FULFILLED", timeout=40, what="FULFILLED")
@@ -58,7 +58,7 @@ def test_a_worker_killed_mid_job_is_replaced_after_its_lease_with_one_sales_orde
     order = Order.get()
     (sales,) = SandboxSalesOrder.select()
     assert order.activation_reference == f"SBX-{sales.id:08d}", "the first sales order is reused"
-    job = Job.get()
+    job = order_job()
     assert (job.state, job.attempts) == ("done", 2)
     assert "lease expired" in job.last_error
     assert "job(s) from workers whose lease expired" in second.log
@@ -122,7 +122,7 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
         wait_until(lambda: sales_orders("T2-D") == 1, timeout=30, what="the sales order")
         assert worker.stop() == 0
     assert Order.get().status == "FULFILLED"
-    assert Job.get().state == "done"
+    assert order_job().state == "done"
     assert "0 job(s) released untried, 0 interrupted" in worker.log
 
 

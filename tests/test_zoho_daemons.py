@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from t2ctl.db.models import Job, Order
-from tests.conftest import LiveServer, ZohoEnv, order_body, submit, write_config
+from t2ctl.db.models import Order
+from tests.conftest import LiveServer, ZohoEnv, order_body, order_job, submit, write_config
 from tests.processes import serve, wait_until
 
 CONFIRM = r"/salesorders/\d+/status/confirmed"
@@ -41,7 +41,7 @@ def test_a_sigkill_at_each_step_leaves_one_confirmed_sales_order(
         assert held.reached.wait(60), f"the call was never made; log:\n{first.log}"
         first.kill()  # SIGKILL: no drain, no release; the lease is left to expire
     held.release(drop=not after)
-    assert (Order.get().status, Job.get().state) == ("PROCESSING", "running")
+    assert (Order.get().status, order_job().state) == ("PROCESSING", "running")
 
     with serve(tmp_path, config, "--role", "worker") as second:
         wait_until(lambda: Order.get().status == "FULFILLED", timeout=60, what="FULFILLED")
@@ -55,4 +55,4 @@ def test_a_sigkill_at_each_step_leaves_one_confirmed_sales_order(
     assert len(zoho.standin.api_calls("GET", "/salesorders")) == lookups
     # Taken back after the lease; a "creating" row may make it wait once more, for the
     # first daemon's call deadline.
-    assert Job.get().state == "done" and Job.get().attempts in (2, 3)
+    assert order_job().state == "done" and order_job().attempts in (2, 3)
