@@ -6,6 +6,7 @@ face (API, CLI), always as RFC 3339 with a ``Z``.
 
 import re
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -46,3 +47,15 @@ def parse_moment(text: str, *, reference: datetime | None = None) -> datetime:
             "nor a duration ago (30m, 2h, 7d)"
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def retry_after(text: str | None) -> timedelta | None:
+    """An HTTP ``Retry-After`` (seconds, or an HTTP date) as a wait; None if absent or bad."""
+    if not text:
+        return None
+    if text.strip().isdigit():
+        return timedelta(seconds=int(text))
+    try:
+        return max(timedelta(0), parsedate_to_datetime(text) - now())
+    except (TypeError, ValueError):
+        return None

@@ -149,8 +149,19 @@ class WebhookSettings(_Section):
             clock.parse_duration(d) for d in ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
         ],
         min_length=1,
+        max_length=50,
     )
     allow_private_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    retention_days: int = Field(30, ge=1)
+    # A CA bundle for partners whose certificate a private CA signed (one reached over a VPN).
+    ca_file: Path | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        return path
 
 
 class ScheduleSettings(_Section):

@@ -15,6 +15,7 @@ from t2ctl.provisioning.zoho.oauth import Credentials, TokenCache
 from t2ctl.provisioning.zoho.pace import Pacer
 from t2ctl.provisioning.zoho.provisioner import ZohoProvisioner
 from t2ctl.security.crypto import SecretBox
+from t2ctl.webhooks import deliveries, delivery
 
 
 def zoho_client(
@@ -63,10 +64,15 @@ def scheduler(settings: Settings) -> Scheduler:
     """The periodic tasks of CONTRACT §3, at their configured times in schedule.timezone."""
     plan = settings.schedule
     retention = settings.worker.job_retention
+    attempts_kept = timedelta(days=settings.webhooks.retention_days)
 
     def prune(as_of):
-        pruned = queue.prune(before=as_of - retention)
-        return f"{pruned} finished job(s) older than {clock.rfc3339(as_of - retention)} pruned"
+        jobs = queue.prune(before=as_of - retention)
+        tries = deliveries.prune_attempts(before=as_of - attempts_kept)
+        return (
+            f"{jobs} finished job(s) older than {clock.rfc3339(as_of - retention)} and "
+            f"{tries} webhook attempt(s) older than {clock.rfc3339(as_of - attempts_kept)} pruned"
+        )
 
     return Scheduler(
         [
@@ -98,5 +104,6 @@ def registry(
         box=box,
         retry_for=settings.zoho.retry_for,
     )
+    delivery.register(built, settings, box=box)
     schedule.register(built)
     return built

@@ -10,7 +10,15 @@ from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline, processing, subscriptions
 from t2ctl.provisioning.sandbox import SandboxProvisioner
-from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body, submit
+from tests.conftest import (
+    Cli,
+    LiveServer,
+    daemon_worker,
+    drain,
+    order_body,
+    order_job,
+    submit,
+)
 
 LEASE = timedelta(seconds=30)
 
@@ -24,7 +32,7 @@ def test_an_accepted_order_commits_with_its_job_and_is_fulfilled(
     job = Job.get()
     assert (job.task, job.state, job.payload) == ("process_order", "queued", {"order": order.id})
 
-    assert drain(daemon_worker(server)) == 1
+    assert drain(daemon_worker(server)) == 2, "the order, then its webhook"
     body = http.get(server.endpoint("/orders/T2-1")).json()
     assert body["status"] == "FULFILLED" and body["error"] is None
     fulfilment = body["fulfilment"]
@@ -35,7 +43,7 @@ def test_an_accepted_order_commits_with_its_job_and_is_fulfilled(
     assert datetime.fromisoformat(fulfilment["expiresAt"]) == subscriptions.add_months(starts, 12)
     (sales,) = SandboxSalesOrder.select().where(SandboxSalesOrder.reference_number == "T2-1")
     assert fulfilment["salesOrderId"] == str(sales.id)
-    assert Job.get().state == "done"
+    assert order_job().state == "done"
 
 
 def test_a_stray_second_job_for_a_finished_order_changes_nothing(
@@ -111,15 +119,15 @@ def test_transient_failures_are_retried_with_backoff_and_resume(
     worker = worker_with(server, unsteady, retry_for=timedelta(hours=24))
     submit(server, order_body("T2-1"))
     assert worker.run_once()
-    job = Job.get()
+    job = order_job()
     assert (job.state, job.attempts, job.last_error) == ("queued", 1, "503 from upstream")
     assert job.run_at - clock.now() > timedelta(seconds=85), "Retry-After is honoured"
     assert Order.get().status == "PROCESSING"
-    while Job.get().state == "queued":
-        assert worker.run_once(now=Job.get().run_at)
+    while order_job().state == "queued":
+        assert worker.run_once(now=order_job().run_at)
     assert Order.get().status == "FULFILLED"
     assert unsteady.calls == [False, True, True], "later attempts are told to resume"
-    assert Job.get().attempts == 3
+    assert order_job().attempts == 3
 
 
 def test_an_order_fails_once_transient_failures_outlast_retry_for(
@@ -131,7 +139,7 @@ def test_an_order_fails_once_transient_failures_outlast_retry_for(
     order = Order.get()
     assert (order.status, order.error_code) == ("FAILED", "PROVISIONING_UNAVAILABLE")
     assert "503" not in order.error_message, "no internal detail reaches the partner"
-    assert Job.get().state == "done"
+    assert order_job().state == "done"
 
 
 def test_retrying_an_order_whose_job_is_still_winding_up_changes_nothing(

@@ -12,7 +12,17 @@ from t2ctl.db.models import Job, Order, ScheduleRun
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler, claim_tick
 from t2ctl.jobs.worker import Worker
-from tests.conftest import Cli, LiveServer, at_once, daemon_worker, drain, order_body, submit
+from t2ctl.orders import pipeline
+from tests.conftest import (
+    Cli,
+    LiveServer,
+    at_once,
+    daemon_worker,
+    drain,
+    order_body,
+    order_job,
+    submit,
+)
 from tests.processes import wait_until
 
 
@@ -75,13 +85,13 @@ def test_schedule_run_as_of_a_date_catches_up(server: LiveServer, catalogue, cli
     day_after = (expires + timedelta(days=1)).date().isoformat()
 
     before = cli("schedule", "run", "expiry-check")
-    assert before.exit_code == 0 and "0 subscription(s) have expired" in before.stderr
+    assert before.exit_code == 0 and "0 expired subscription(s) announced" in before.stderr
     caught_up = cli("schedule", "run", "expiry-check", "--as-of", day_after)
     assert caught_up.exit_code == 0, caught_up.stderr
-    assert f"expiry-check as of {day_after}T02:00:00Z: 1 subscription(s)" in caught_up.stderr
+    assert f"expiry-check as of {day_after}T02:00:00Z: 1 expired" in caught_up.stderr
     week_before = (expires - timedelta(days=3)).date().isoformat()
     reminders = cli("schedule", "run", "expiry-reminders", "--as-of", week_before)
-    assert "1 subscription(s) expire within 7 days" in reminders.stderr
+    assert "1 subscription(s) expiring within 7 days announced" in reminders.stderr
 
     assert cli("schedule", "run", "nope").exit_code == 3
     bad = cli("schedule", "run", "prune", "--as-of", "someday")
@@ -92,11 +102,11 @@ def test_prune_run_by_hand_removes_old_finished_jobs(server: LiveServer, catalog
     submit(server, order_body("T2-1"))
     drain(daemon_worker(server))
     assert cli("schedule", "run", "prune").exit_code == 0
-    assert Job.select().count() == 1, "a job finished just now is kept"
+    assert order_job().state == "done", "a job finished just now is kept"
     later = (clock.now() + timedelta(days=8)).date().isoformat()
     result = cli("schedule", "run", "prune", "--as-of", later)
     assert "1 finished job(s)" in result.stderr
-    assert Job.select().count() == 0
+    assert not Job.select().where(Job.task == pipeline.TASK).exists()
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from t2ctl.db import database
 
 ORDER_STATUSES = ("PENDING", "PROCESSING", "FULFILLED", "FAILED")
 JOB_STATES = ("queued", "running", "done", "dead", "cancelled")
+DELIVERY_STATUSES = ("pending", "delivered", "dead")
 
 
 class UTCDateTimeField(peewee.DateTimeField):
@@ -93,6 +94,10 @@ class Subscription(BaseModel):
     customer_id = peewee.CharField(max_length=64)
     starts_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(index=True)
+    # The expiry a subscription.expiring / .expired event was recorded for: a renewal moves
+    # ``expires_at`` on, and the new expiry is announced again.
+    reminded_for = UTCDateTimeField(null=True)
+    expired_for = UTCDateTimeField(null=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
 
@@ -248,6 +253,55 @@ class ZohoSalesOrder(BaseModel):
         indexes = ((("organization_id", "partner", "reference_number"), True),)
 
 
+class RetiredWebhookSecret(BaseModel):
+    """A partner's previous webhook secret, still signing beside the current one (on
+    ``Partner``) until ``signs_until``: the grace of a rotation."""
+
+    partner = peewee.ForeignKeyField(Partner, backref="retired_secrets", on_delete="CASCADE")
+    secret = peewee.TextField()  # Fernet token under the master key
+    retired_at = UTCDateTimeField()
+    signs_until = UTCDateTimeField()
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one partner, in the outbox: written in the commit that caused it, sent
+    by the ``deliver`` job until a 2xx (delivered) or the last attempt (dead). ``body`` is the
+    exact text signed and sent on every try, under the same ``webhook_id``."""
+
+    id = peewee.BigAutoField()
+    webhook_id = peewee.CharField(max_length=64, unique=True)
+    partner = peewee.ForeignKeyField(Partner, backref="deliveries", on_delete="RESTRICT")
+    event = peewee.CharField(max_length=64)
+    order_ref = peewee.CharField(max_length=64, null=True)  # the partner's orderId
+    body = peewee.TextField()
+    status = peewee.CharField(max_length=16, default="pending")
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = UTCDateTimeField(null=True)
+    last_status = peewee.IntegerField(null=True)
+    last_error = peewee.TextField(null=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+    finished_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "created_at"), False), (("partner", "created_at"), False))
+
+
+class WebhookAttempt(BaseModel):
+    """One try of a delivery: what was sent where, and what came back."""
+
+    id = peewee.BigAutoField()
+    delivery = peewee.ForeignKeyField(WebhookDelivery, backref="tries", on_delete="CASCADE")
+    attempted_at = UTCDateTimeField(index=True)
+    trigger = peewee.CharField(max_length=16)  # scheduled or manual
+    url = peewee.TextField()
+    status_code = peewee.IntegerField(null=True)
+    latency_ms = peewee.IntegerField(null=True)
+    outcome = peewee.CharField(max_length=16)  # delivered, failed, refused, gone
+    error = peewee.TextField(null=True)
+    excerpt = peewee.TextField(null=True)
+
+
 MODELS = [
     Partner,
     ApiKey,
@@ -262,4 +316,7 @@ MODELS = [
     ZohoContact,
     ZohoItem,
     ZohoSalesOrder,
+    RetiredWebhookSecret,
+    WebhookDelivery,
+    WebhookAttempt,
 ]

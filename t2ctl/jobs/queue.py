@@ -77,9 +77,13 @@ def enqueue(
     if not rows:
         return None
     if run_at <= now:
-        for waker in list(_local_wakers):
-            waker()
+        _wake_local()
     return rows[0][0]
+
+
+def _wake_local() -> None:
+    for waker in list(_local_wakers):
+        waker()
 
 
 # The hot path is written out, once per backend, rather than rebuilt by peewee for every job:
@@ -341,6 +345,22 @@ def retry(job_id: int, *, now: datetime) -> Job:
             f"job {job_id} cannot be retried: another job with key "
             f"{get(job_id).unique_key!r} is pending"
         ) from None
+
+
+def bring_forward(unique_key: str, payload: dict[str, Any], *, now: datetime) -> bool:
+    """Make the queued job with ``unique_key`` due now, as if new (``payload``, attempts from
+    zero); False when there is none queued (it may be running)."""
+    with db.transaction():
+        changed = (
+            Job.update(payload=payload, run_at=now, attempts=0, created_at=now, updated_at=now)
+            .where((Job.unique_key == unique_key) & (Job.state == "queued"))
+            .execute()
+        )
+        if changed:
+            db.notify(CHANNEL)
+    if changed:
+        _wake_local()
+    return bool(changed)
 
 
 def dead_ids() -> list[int]:

@@ -11,10 +11,11 @@ import logging
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db, products, provisioning
-from t2ctl.db.models import Order, Product
+from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
-from t2ctl.orders import intake, pipeline, subscriptions
+from t2ctl.orders import intake, pipeline, records, subscriptions
 from t2ctl.security.crypto import SecretBox
+from t2ctl.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
             .where((Order.id == pk) & (Order.status == "PENDING"))
             .execute()
         )
-    order = Order.select(Order, Product).join(Product).where(Order.id == pk).first()
+    order = records.load(pk)
     if order is None or order.status != "PROCESSING":
         return None
     return order, not moved
@@ -121,7 +122,8 @@ def _finish(
     failure: tuple[str, str] | None = None,
 ) -> None:
     """Record the outcome in one commit, only if the order is still PROCESSING; a fulfilment
-    starts or extends its subscription in that same commit."""
+    starts or extends its subscription in that same commit, and the partner's webhook event
+    (order.fulfilled or order.failed) joins the outbox in it too."""
     now = clock.now()
     if sales is not None:
         changes = {
@@ -144,6 +146,14 @@ def _finish(
             Order.update(subscription=subscription, starts_at=starts, expires_at=expires).where(
                 Order.id == order.id
             ).execute()
+        if changed:
+            outbox.record(
+                order.partner_id,
+                f"order.{changes['status'].lower()}",
+                records.public(records.load(order.id)),
+                occurred_at=now,
+                order_ref=order.order_id,
+            )
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
     if changed:
         logger.info("order %s %s", order.order_id, changes["status"], extra=extra)

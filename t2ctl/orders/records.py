@@ -44,6 +44,11 @@ def _query():
     return Order.select(Order, Product, Partner).join(Product).switch(Order).join(Partner)
 
 
+def load(pk: int) -> Order | None:
+    """An order by its row id, as it stands now, ready for ``public``."""
+    return _query().where(Order.id == pk).first()
+
+
 def get(partner: Partner, order_id: str) -> Order:
     """The partner's own order; another partner's order is as unknown as a missing one."""
     order = _query().where((Order.partner == partner) & (Order.order_id == order_id)).first()

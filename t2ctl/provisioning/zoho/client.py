@@ -10,7 +10,6 @@ Zoho's reset.
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -179,14 +178,9 @@ class Client:
 def retry_after(headers: Any) -> timedelta | None:
     """How long Zoho asks us to wait: ``Retry-After`` (seconds or an HTTP date), else
     ``X-Rate-Limit-Reset`` (seconds to go, or an epoch in seconds or milliseconds)."""
-    text = headers.get("Retry-After")
-    if text:
-        if text.strip().isdigit():
-            return timedelta(seconds=int(text))
-        try:
-            return max(timedelta(0), parsedate_to_datetime(text) - clock.now())
-        except (TypeError, ValueError):
-            pass
+    after = clock.retry_after(headers.get("Retry-After"))
+    if after is not None:
+        return after
     reset = headers.get("X-Rate-Limit-Reset")
     if reset and reset.strip().isdigit():
         value = int(reset)

@@ -1,0 +1,247 @@
+"""The ``deliver`` handler: one signed try of a delivery, recorded, and what comes next.
+
+A 2xx within ``webhooks.timeout_seconds`` delivers it. Anything else (a 3xx included: redirects
+are not followed) is tried again after the next step of ``webhooks.retry_schedule`` with ±20 %
+jitter, or later if a 429 or 503 asked so with ``Retry-After``, under the same ``webhook-id``;
+after the last step the delivery is dead. A 410 Gone ends it at once. Outside sandbox mode
+only https is sent, and only to addresses the SSRF guard allows.
+"""
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from t2ctl import clock, db
+from t2ctl.config import Settings
+from t2ctl.db.models import Partner, WebhookAttempt, WebhookDelivery
+from t2ctl.jobs import tasks
+from t2ctl.security.crypto import SecretBox
+from t2ctl.webhooks import outbox, signing
+from t2ctl.webhooks.guard import Guard, Refused, guarded_adapter
+
+logger = logging.getLogger(__name__)
+
+EXCERPT_BYTES = 1024
+JITTER = 0.2
+# A receiver may ask for a pause, not for an event to be parked for days.
+RETRY_AFTER_CAP = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one try came to: delivered, failed (to be tried again), refused by the guard, or
+    gone (410: the receiver wants no more)."""
+
+    outcome: str
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = None
+    excerpt: str | None = None
+    retry_after: timedelta | None = None
+
+
+class Sender:
+    """POSTs one try. Each worker thread keeps its own session, so connections to a partner
+    are reused; proxies from the environment are ignored, as a proxy would reach the address
+    on our behalf, out of the guard's sight."""
+
+    def __init__(self, *, timeout: float, guard: Guard | None, verify: str | bool = True):
+        self.timeout = timeout
+        self.guard = guard
+        self.verify = verify
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+            if self.guard is not None:
+                adapter = guarded_adapter(self.guard)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+        return session
+
+    def send(self, url: str, headers: dict[str, str], body: str) -> Result:
+        if self.guard is not None and urlsplit(url).scheme != "https":
+            return Result("refused", error="outside sandbox mode only https URLs are allowed")
+        started = time.monotonic()
+
+        def elapsed() -> int:
+            return round((time.monotonic() - started) * 1000)
+
+        try:
+            with self._session().post(
+                url,
+                data=body.encode(),
+                headers=headers,
+                timeout=(self.timeout, self.timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=self.verify,
+            ) as response:
+                raw = response.raw.read(EXCERPT_BYTES, decode_content=True)
+        except Refused as exc:
+            return Result("refused", error=f"refused: {exc}")
+        except requests.Timeout:
+            return Result("failed", None, elapsed(), f"no answer within {self.timeout:g} s")
+        except requests.RequestException as exc:
+            return Result("failed", None, elapsed(), _reason(exc))
+        return _judge(response, elapsed(), raw.decode("utf-8", "replace"), self.timeout)
+
+
+def _judge(response: requests.Response, latency: int, excerpt: str, timeout: float) -> Result:
+    status = response.status_code
+    if 200 <= status < 300:
+        if latency > timeout * 1000:
+            late = f"HTTP {status} came after the {timeout:g} s timeout"
+            return Result("failed", status, latency, late, excerpt)
+        return Result("delivered", status, latency, None, excerpt)
+    if status == 410:
+        return Result("gone", status, latency, "HTTP 410 Gone: no more tries", excerpt)
+    error = f"HTTP {status}"
+    if 300 <= status < 400:
+        error += " (a redirect: not followed)"
+    after = clock.retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+    return Result("failed", status, latency, error, excerpt, after)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The cause in a line, without urllib3's object reprs."""
+    cause = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else exc
+    text = str(cause).rpartition(">: ")[2]
+    prefix = "TLS" if isinstance(exc, requests.exceptions.SSLError) else "could not connect"
+    return f"{prefix}: {text}"[:300]
+
+
+def shown_url(url: str) -> str:
+    """The URL without its query, which may carry a receiver's token: for logs and records."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="…" if parts.query else "", fragment=""))
+
+
+class Deliverer:
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        box: SecretBox,
+        schedule: list[timedelta],
+        rng: Callable[[], float] = random.random,
+    ):
+        self.sender = sender
+        self.box = box
+        self.schedule = schedule
+        self.rng = rng
+
+    def __call__(self, context: tasks.Context) -> None:
+        delivery = (
+            WebhookDelivery.select(WebhookDelivery, Partner)
+            .join(Partner)
+            .where(WebhookDelivery.id == context.payload["delivery"])
+            .first()
+        )
+        if delivery is None or delivery.status != "pending":
+            return
+        now = clock.now()
+        secrets = signing.secrets_in_force(delivery.partner, self.box, now=now)
+        url = delivery.partner.webhook_url
+        headers = signing.headers(delivery.webhook_id, delivery.body, secrets, now=now)
+        result = self.sender.send(url, headers, delivery.body)
+        wait = self.wait(result, context.attempt)
+        first = context.attempt == 1
+        trigger = context.payload.get("trigger", "scheduled") if first else "scheduled"
+        status = _record(delivery, result, url=url, trigger=trigger, now=now, wait=wait)
+        _log(delivery, result, status, wait)
+        if status == "pending":
+            raise tasks.Retry(f"webhook {delivery.webhook_id}: {result.error}", after=wait)
+
+    def wait(self, result: Result, attempt: int) -> timedelta | None:
+        """How long until the next try, or None when there is none."""
+        if result.outcome in ("delivered", "gone") or attempt > len(self.schedule):
+            return None
+        step = self.schedule[attempt - 1] * (1 - JITTER + 2 * JITTER * self.rng())
+        if result.retry_after is not None:
+            step = max(step, min(result.retry_after, RETRY_AFTER_CAP))
+        return step
+
+
+def _record(
+    delivery: WebhookDelivery,
+    result: Result,
+    *,
+    url: str,
+    trigger: str,
+    now: datetime,
+    wait: timedelta | None,
+) -> str | None:
+    """Store the try and the delivery's new state in one commit; the state changes only if
+    the delivery was still pending (an operator may have acted meanwhile). Returns it."""
+    if result.outcome == "delivered":
+        status = "delivered"
+    else:
+        status = "pending" if wait is not None else "dead"
+    with db.transaction():
+        WebhookAttempt.create(
+            delivery=delivery.id,
+            attempted_at=now,
+            trigger=trigger,
+            url=shown_url(url),
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            outcome=result.outcome,
+            error=result.error,
+            excerpt=result.excerpt,
+        )
+        changed = (
+            WebhookDelivery.update(
+                status=status,
+                attempts=WebhookDelivery.attempts + 1,
+                next_attempt_at=now + wait if status == "pending" else None,
+                last_status=result.status_code,
+                last_error=result.error,
+                updated_at=now,
+                finished_at=None if status == "pending" else now,
+            )
+            .where((WebhookDelivery.id == delivery.id) & (WebhookDelivery.status == "pending"))
+            .execute()
+        )
+    return status if changed else None
+
+
+def _log(
+    delivery: WebhookDelivery, result: Result, status: str | None, wait: timedelta | None
+) -> None:
+    extra = {
+        "action": f"webhook_{status or 'superseded'}",
+        "webhook_id": delivery.webhook_id,
+        "delivery": delivery.id,
+        "order_id": delivery.order_ref,
+    }
+    name = f"{delivery.event} {delivery.webhook_id} to {delivery.partner.name}"
+    if status == "delivered":
+        logger.info("%s delivered (HTTP %s)", name, result.status_code, extra=extra)
+    elif status == "pending":
+        logger.warning("%s failed: %s; next try in %s", name, result.error, wait, extra=extra)
+    elif status == "dead":
+        logger.error("%s is dead: %s", name, result.error, extra=extra)
+
+
+def sender_for(settings: Settings) -> Sender:
+    """The sender of these settings: guarded outside sandbox mode."""
+    hooks = settings.webhooks
+    guard = None if settings.sandbox_mode else Guard(tuple(hooks.allow_private_networks))
+    verify = str(hooks.ca_file) if hooks.ca_file is not None else True
+    return Sender(timeout=hooks.timeout_seconds, guard=guard, verify=verify)
+
+
+def register(registry: tasks.Registry, settings: Settings, *, box: SecretBox) -> None:
+    deliverer = Deliverer(sender_for(settings), box=box, schedule=settings.webhooks.retry_schedule)
+    registry.add(outbox.TASK, deliverer)

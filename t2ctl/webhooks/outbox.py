@@ -1,0 +1,64 @@
+"""The transactional outbox: an event is a delivery row and its ``deliver`` job, both written
+in the caller's transaction, so an event exists exactly when the change that caused it
+committed, and is never sent for a change that rolled back."""
+
+from datetime import datetime
+from typing import Any
+
+from t2ctl import clock, db
+from t2ctl.db.models import WebhookDelivery
+from t2ctl.jobs import queue
+from t2ctl.webhooks import signing
+
+TASK = "deliver"
+# The handler declares a delivery dead after the retry schedule's last attempt; this only
+# bounds a job that keeps failing in ways the handler cannot see (a worker killed each time).
+MAX_ATTEMPTS = 100
+EVENTS = ("order.fulfilled", "order.failed", "subscription.expiring", "subscription.expired")
+
+
+def record(
+    partner_id: int,
+    event: str,
+    data: dict[str, Any],
+    *,
+    occurred_at: datetime,
+    order_ref: str | None = None,
+) -> WebhookDelivery:
+    """Add one event for one partner, with the job that delivers it."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}")
+    now = clock.now()
+    with db.transaction():
+        delivery = WebhookDelivery.create(
+            webhook_id=signing.new_webhook_id(),
+            partner=partner_id,
+            event=event,
+            order_ref=order_ref,
+            body=signing.envelope(event, occurred_at, data),
+            status="pending",
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        schedule(delivery.id, trigger="scheduled")
+    return delivery
+
+
+def schedule(delivery_id: int, *, trigger: str) -> int | None:
+    """Queue the delivery's job now; None while one is already queued or running."""
+    return queue.enqueue(
+        TASK,
+        job_payload(delivery_id, trigger),
+        max_attempts=MAX_ATTEMPTS,
+        unique_key=job_key(delivery_id),
+    )
+
+
+def job_payload(delivery_id: int, trigger: str) -> dict[str, Any]:
+    """``trigger`` (scheduled or manual) is what the job's first try is recorded as."""
+    return {"delivery": delivery_id, "trigger": trigger}
+
+
+def job_key(delivery_id: int) -> str:
+    return f"webhook:{delivery_id}"

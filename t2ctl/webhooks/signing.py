@@ -1,0 +1,53 @@
+"""Standard Webhooks signing (CONTRACT §2), with the specification's reference library.
+
+The signed content is ``id.timestamp.body``; the body is fixed when the event is recorded and
+the timestamp is the moment of each try, so receivers' five-minute tolerance holds on a retry
+sent hours later. During a rotation's grace every secret still in force signs, newest first.
+"""
+
+import json
+import secrets as random
+from datetime import datetime
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from t2ctl import __version__, clock
+from t2ctl.db.models import Partner, RetiredWebhookSecret
+from t2ctl.security.crypto import SecretBox
+
+USER_AGENT = f"t2ctl-webhooks/{__version__}"
+
+
+def new_webhook_id() -> str:
+    return "msg_" + random.token_urlsafe(18)
+
+
+def envelope(event: str, occurred_at: datetime, data: dict[str, Any]) -> str:
+    """The body every try sends: ``{type, timestamp, data}`` as compact JSON."""
+    body = {"type": event, "timestamp": clock.rfc3339(occurred_at), "data": data}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def secrets_in_force(partner: Partner, box: SecretBox, *, now: datetime) -> list[str]:
+    """The partner's current secret, then any retired one whose grace has not ended."""
+    retired = (
+        RetiredWebhookSecret.select()
+        .where(
+            (RetiredWebhookSecret.partner == partner.id) & (RetiredWebhookSecret.signs_until > now)
+        )
+        .order_by(RetiredWebhookSecret.retired_at.desc())
+    )
+    return [box.decrypt(partner.webhook_secret)] + [box.decrypt(old.secret) for old in retired]
+
+
+def headers(webhook_id: str, body: str, secrets: list[str], *, now: datetime) -> dict[str, str]:
+    """The request headers of one try, one ``v1,`` signature per secret."""
+    signatures = " ".join(Webhook(secret).sign(webhook_id, now, body) for secret in secrets)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signatures,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
