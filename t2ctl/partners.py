@@ -5,12 +5,13 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import peewee
 
 from t2ctl import clock, db
-from t2ctl.db.models import Partner
+from t2ctl.db.models import Partner, RetiredWebhookSecret
 from t2ctl.errors import Conflict, FieldError, NotFound, ValidationFailed
 from t2ctl.security import apikeys
 from t2ctl.security.crypto import SecretBox
@@ -56,6 +57,39 @@ def add(name: str, webhook_url: str, *, box: SecretBox, sandbox: bool) -> NewPar
             raise
         raise Conflict(f"a partner named {name!r} already exists") from exc
     return NewPartner(partner, key, secret)
+
+
+def rotate_webhook_secret(name: str, *, grace: timedelta, box: SecretBox) -> str:
+    """Give the partner a new webhook secret and return it (to be shown once). The current
+    one goes on signing beside it until ``grace`` has passed, so the receiver can switch
+    without rejecting a delivery. Older secrets still in a grace stop by then too: a grace
+    of zero leaves the new secret alone, as after a leak."""
+    if grace < timedelta(0):
+        raise ValidationFailed([FieldError("grace", "must not be negative")], "Nothing changed.")
+    secret = new_webhook_secret()
+    now = clock.now()
+    with db.transaction():
+        partner = db.locked(Partner.select().where(Partner.name == name)).first()
+        if partner is None:
+            raise NotFound(f"no partner named {name!r}")
+        mine = RetiredWebhookSecret.partner == partner.id
+        RetiredWebhookSecret.update(signs_until=now + grace).where(
+            mine & (RetiredWebhookSecret.signs_until > now + grace)
+        ).execute()
+        RetiredWebhookSecret.delete().where(
+            mine & (RetiredWebhookSecret.signs_until <= now)
+        ).execute()
+        if grace > timedelta(0):
+            RetiredWebhookSecret.create(
+                partner=partner.id,
+                secret=partner.webhook_secret,
+                retired_at=now,
+                signs_until=now + grace,
+            )
+        partner.webhook_secret = box.encrypt(secret)
+        partner.updated_at = now
+        partner.save()
+    return secret
 
 
 def get(name: str) -> Partner:

@@ -34,6 +34,7 @@ from t2ctl.orders import pipeline
 from t2ctl.sandbox.zoho import ZohoStandIn
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
+from tests.hooks import Hook, running_hook
 
 PG_ADMIN_URL = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -332,5 +333,15 @@ def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[
     running = sandbox.in_background(sandbox.build(standin))
     try:
         yield ZohoEnv(standin, running.url, zoho_settings(migrated, standin, running.url))
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    """The partner's receiver, at ``hook.url``."""
+    receiver, running = running_hook()
+    try:
+        yield receiver
     finally:
         running.stop()

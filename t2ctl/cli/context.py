@@ -1,12 +1,13 @@
 """What a command needs from its surroundings, resolved lazily and once per invocation."""
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from t2ctl import config, db
+from t2ctl import clock, config, db
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.security.crypto import SecretBox, box_for
@@ -16,6 +17,18 @@ ConfigOption = Annotated[
     typer.Option("--config", envvar="T2CTL_CONFIG", help="Config file (default: ./config.toml)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts.")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="A date-time (2026-11-27T09:00:00Z) or a duration ago (2h, 7d)."),
+]
+
+
+def since_moment(text: str | None) -> datetime | None:
+    """``--since`` as a moment, or a usage error naming the forms it takes."""
+    try:
+        return clock.parse_moment(text) if text else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from t2ctl.cli import (
     schedule,
     secrets,
     serve,
+    webhooks,
 )
 from t2ctl.cli.context import ConfigOption, session
 
@@ -88,6 +89,7 @@ app.add_typer(orders.app, name="orders", help="Orders from partners.")
 app.add_typer(queue.app, name="queue", help="The job queue.")
 app.add_typer(schedule.app, name="schedule", help="Periodic tasks.")
 app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")
+app.add_typer(webhooks.app, name="webhooks", help="Webhook deliveries to partners.")
 app.command("sandbox")(sandbox.run)
 
 

@@ -6,7 +6,7 @@ import typer
 
 from t2ctl import clock
 from t2ctl.cli import output
-from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import intake, pipeline, records
 from t2ctl.security import masking
@@ -22,12 +22,7 @@ def list_(
         str | None, typer.Option("--status", help="PENDING, PROCESSING, FULFILLED or FAILED.")
     ] = None,
     partner: PartnerOption = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since", help="A date-time (2026-11-27T09:00:00Z) or a duration ago (2h, 7d)."
-        ),
-    ] = None,
+    since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
     config: ConfigOption = None,
     json: JsonOption = False,
@@ -38,10 +33,7 @@ def list_(
         raise typer.BadParameter(
             f"must be one of {', '.join(ORDER_STATUSES)}", param_hint="--status"
         )
-    try:
-        moment = clock.parse_moment(since) if since else None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    moment = since_moment(since)
     session(ctx, config).connect()
     found = records.listing(status=status, partner_name=partner, since=moment, limit=limit)
     if json:

@@ -1,0 +1,333 @@
+"""Webhooks end to end: orders and expiries become deliveries in the outbox, sent over real
+HTTP to a receiver on loopback, verified with the ``standardwebhooks`` library (never with
+t2ctl's own code), retried on the schedule under one webhook-id, dead after the last try and
+sent again by hand. Each test runs on SQLite and on PostgreSQL."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from t2ctl import clock, partners
+from t2ctl.config import SandboxSettings, Settings
+from t2ctl.db.models import Job, Subscription, WebhookAttempt, WebhookDelivery
+from t2ctl.jobs.worker import Worker
+from t2ctl.orders import expiry
+from t2ctl.webhooks import deliveries
+from tests.conftest import (
+    Cli,
+    LiveServer,
+    at_once,
+    daemon_worker,
+    drain,
+    make_settings,
+    order_body,
+    write_config,
+)
+from tests.hooks import Hook
+from tests.processes import serve, wait_until
+
+
+def partner_to(server: LiveServer, url: str, name: str = "t2mobile") -> partners.NewPartner:
+    new = partners.add(name, url, box=server.box, sandbox=True)
+    partners.update(name, sandbox=True, rate_limit="1000/minute")
+    return new
+
+
+def post_order(server: LiveServer, new: partners.NewPartner, order_id: str, **changes):
+    http = server.session(new.key.api_key)
+    response = http.post(server.endpoint("/fulfilment"), json=order_body(order_id, **changes))
+    assert response.status_code == 202, response.text
+    return http
+
+
+def with_settings(server: LiveServer, **sections: dict) -> Settings:
+    """The server's database and master key, with other settings."""
+    key = server.settings.security.master_key.get_secret_value()
+    return make_settings(server.settings.database.url, security={"master_key": key}, **sections)
+
+
+def job_of(delivery: WebhookDelivery) -> Job:
+    """The delivery's latest job."""
+    return (
+        Job.select()
+        .where(Job.unique_key == f"webhook:{delivery.id}")
+        .order_by(Job.id.desc())
+        .first()
+    )
+
+
+def next_try(worker: Worker, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Run the delivery's next try as if its time had come."""
+    assert worker.run_once(now=job_of(delivery).run_at)
+    return WebhookDelivery.get_by_id(delivery.id)
+
+
+def verified(secret: str, received) -> dict:
+    return Webhook(secret).verify(received.body, received.headers)
+
+
+def test_every_delivery_verifies_with_standardwebhooks_also_during_a_rotation_grace(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    first = partner_to(server, hook.url)
+    http = post_order(server, first, "T2-1")
+    drain(daemon_worker(server))
+
+    (got,) = hook.received
+    event = verified(first.webhook_secret, got)
+    assert event["type"] == "order.fulfilled"
+    assert event["data"] == http.get(server.endpoint("/orders/T2-1")).json()
+    assert event["timestamp"].endswith("Z") and got.webhook_id.startswith("msg_")
+    assert len(got.headers["webhook-signature"].split(" ")) == 1
+
+    rotated = cli("secrets", "rotate-webhook", "--partner", "t2mobile", "--grace", "1h", "--json")
+    assert rotated.exit_code == 0, rotated.stderr
+    second = json.loads(rotated.stdout)["webhookSecret"]
+    assert second.startswith("whsec_") and second != first.webhook_secret
+    declining = server.settings.model_copy(
+        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
+    )
+    post_order(
+        server,
+        first,
+        "T2-2",
+        productId="NORTON-1Y",
+        amount={"value": "9999.99", "currency": "NGN"},
+    )
+    drain(daemon_worker(server, declining))
+
+    during = hook.received[1]
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    for secret in (first.webhook_secret, second):
+        event = verified(secret, during)  # each secret alone verifies it
+        assert event["type"] == "order.failed" and event["data"]["status"] == "FAILED"
+    with pytest.raises(WebhookVerificationError):
+        verified(partners.new_webhook_secret(), during)
+
+    ended = cli("secrets", "rotate-webhook", "--partner", "t2mobile", "--grace", "0s", "--json")
+    third = json.loads(ended.stdout)["webhookSecret"]
+    post_order(server, first, "T2-3")
+    drain(daemon_worker(server))
+    after = hook.received[2]
+    assert verified(third, after)["data"]["orderId"] == "T2-3"
+    for retired in (first.webhook_secret, second):
+        with pytest.raises(WebhookVerificationError):
+            verified(retired, after)
+
+
+def test_retries_keep_the_webhook_id_on_the_schedule_with_jitter(
+    server: LiveServer, catalogue, hook: Hook
+) -> None:
+    hook.answer(500, times=2, body="upstream broke")
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    worker = daemon_worker(server)
+    drain(worker)
+
+    delivery = WebhookDelivery.get()
+    waits = []
+    while delivery.status == "pending":
+        last = WebhookAttempt.select().order_by(WebhookAttempt.id.desc()).get()
+        waits.append((delivery.next_attempt_at - last.attempted_at).total_seconds())
+        delivery = next_try(worker, delivery)
+
+    assert delivery.status == "delivered" and delivery.attempts == 3
+    assert 4 <= waits[0] <= 6, "5 s ± 20 %"
+    assert 240 <= waits[1] <= 360, "5 min ± 20 %"
+    assert [r.webhook_id for r in hook.received] == [delivery.webhook_id] * 3
+    assert len({r.body for r in hook.received}) == 1, "the same body on every try"
+    tries = deliveries.attempts(delivery)
+    assert [(t.outcome, t.status_code) for t in tries] == [
+        ("failed", 500),
+        ("failed", 500),
+        ("delivered", 204),
+    ]
+    assert tries[0].excerpt == "upstream broke" and tries[0].error == "HTTP 500"
+    assert all(t.latency_ms is not None and t.trigger == "scheduled" for t in tries)
+
+
+def test_a_redirect_is_not_followed(server: LiveServer, catalogue, hook: Hook) -> None:
+    hook.answer(302, Location="/elsewhere")
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    drain(daemon_worker(server))
+
+    assert [r.path for r in hook.received] == ["/hooks"]
+    delivery = WebhookDelivery.get()
+    (attempt,) = deliveries.attempts(delivery)
+    assert (attempt.outcome, attempt.status_code) == ("failed", 302)
+    assert "not followed" in attempt.error
+    assert delivery.status == "pending", "a 3xx is a failure, tried again"
+
+
+def test_retry_after_is_honoured_when_later_than_the_schedule(
+    server: LiveServer, catalogue, hook: Hook
+) -> None:
+    hook.answer(429, **{"Retry-After": "120"})
+    hook.answer(503, **{"Retry-After": "1"})
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    worker = daemon_worker(server)
+    drain(worker)
+
+    delivery = WebhookDelivery.get()
+    first = WebhookAttempt.get()
+    assert delivery.next_attempt_at - first.attempted_at >= timedelta(seconds=120)
+    assert job_of(delivery).run_at >= first.attempted_at + timedelta(seconds=119)
+
+    delivery = next_try(worker, delivery)
+    second = WebhookAttempt.select().order_by(WebhookAttempt.id.desc()).get()
+    wait = delivery.next_attempt_at - second.attempted_at
+    assert timedelta(minutes=4) <= wait <= timedelta(minutes=6), "an earlier one is not"
+    assert next_try(worker, delivery).status == "delivered"
+
+
+def test_exhaustion_leads_to_dead_and_a_resend_delivers_with_the_same_id(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    hook.answer(500, times=3)
+    short = with_settings(server, webhooks={"retry_schedule": ["1s", "2s"]})
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    worker = daemon_worker(server, short)
+    drain(worker)
+    delivery = WebhookDelivery.get()
+    while delivery.status == "pending":
+        delivery = next_try(worker, delivery)
+    drain(worker)  # the last try's job is recorded done
+
+    assert (delivery.status, delivery.attempts, delivery.last_status) == ("dead", 3, 500)
+    assert job_of(delivery).state == "done"
+    listed = json.loads(cli("webhooks", "list", "--status", "dead", "--json").stdout)
+    assert [(d["id"], d["webhookId"], d["orderId"]) for d in listed] == [
+        (delivery.id, delivery.webhook_id, "T2-1")
+    ]
+    shown = cli("webhooks", "show", str(delivery.id))
+    assert shown.exit_code == 0 and "attempts" in shown.stdout
+    assert shown.stdout.count("failed") == 3, "one row per attempt"
+
+    resent = cli("webhooks", "resend", "--dead", "--since", "1h")
+    assert resent.exit_code == 0, resent.stderr
+    assert "1 dead delivery(ies) queued" in resent.stderr
+    drain(worker)
+
+    delivery = WebhookDelivery.get_by_id(delivery.id)
+    assert delivery.status == "delivered"
+    assert [r.webhook_id for r in hook.received] == [delivery.webhook_id] * 4
+    history = json.loads(cli("webhooks", "show", str(delivery.id), "--json").stdout)["history"]
+    assert [(h["trigger"], h["statusCode"]) for h in history] == [
+        ("scheduled", 500),
+        ("scheduled", 500),
+        ("scheduled", 500),
+        ("manual", 204),
+    ]
+
+
+def test_a_resend_of_a_pending_delivery_brings_its_next_try_forward(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    hook.answer(500)
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    worker = daemon_worker(server)
+    drain(worker)
+    delivery = WebhookDelivery.get()
+    assert job_of(delivery).run_at > clock.now(), "waiting out its first backoff"
+
+    assert cli("webhooks", "resend", str(delivery.id)).exit_code == 0
+    assert drain(worker) == 1
+    assert WebhookDelivery.get_by_id(delivery.id).status == "delivered"
+    assert Job.select().where(Job.unique_key == f"webhook:{delivery.id}").count() == 1
+
+
+def test_410_gone_stops_the_retries(server: LiveServer, catalogue, hook: Hook) -> None:
+    hook.answer(410)
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    drain(daemon_worker(server))
+
+    delivery = WebhookDelivery.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status) == ("dead", 1, 410)
+    assert job_of(delivery).state != "queued" and len(hook.received) == 1
+
+
+def test_resend_usage_and_unknown_delivery(cli: Cli) -> None:
+    assert cli("webhooks", "resend").exit_code == 2
+    assert cli("webhooks", "resend", "1", "--dead").exit_code == 2
+    assert cli("webhooks", "resend", "1", "--since", "1h").exit_code == 2
+    assert cli("webhooks", "list", "--status", "lost").exit_code == 2
+    missing = cli("webhooks", "show", "999")
+    assert missing.exit_code == 3 and "no webhook delivery 999" in missing.stderr
+
+
+def test_expiry_events_are_sent_exactly_once_across_repeated_and_concurrent_runs(
+    server: LiveServer, catalogue, hook: Hook
+) -> None:
+    new = partner_to(server, hook.url)
+    post_order(server, new, "T2-1")
+    worker = daemon_worker(server)
+    drain(worker)
+    expires = Subscription.get().expires_at
+
+    as_of = expires - timedelta(days=3)
+    runs = at_once(6, lambda: expiry.reminders(as_of, days=7))
+    runs += [expiry.reminders(as_of + timedelta(hours=h), days=7) for h in (1, 2)]
+    assert sorted(run.split()[0] for run in runs) == ["0"] * 7 + ["1"]
+    assert expiry.reminders(expires - timedelta(days=8), days=7).startswith("0"), "not yet due"
+
+    expired_at = expires + timedelta(minutes=1)
+    runs = [*at_once(4, lambda: expiry.check(expired_at)), expiry.check(expired_at)]
+    assert sorted(run.split()[0] for run in runs) == ["0"] * 4 + ["1"]
+    drain(worker)
+
+    events = [verified(new.webhook_secret, r) for r in hook.received]
+    assert [e["type"] for e in events] == [
+        "order.fulfilled",
+        "subscription.expiring",
+        "subscription.expired",
+    ]
+    for event in events[1:]:
+        assert event["data"] == {
+            "orderId": "T2-1",
+            "productId": "M365-BASIC-12M",
+            "customer": {"id": "CUST-88"},
+            "expiresAt": clock.rfc3339(expires),
+        }
+
+    # A renewal moves the expiry on; the new expiry is announced, once, in its turn.
+    post_order(server, new, "T2-2", renewalOf="T2-1")
+    drain(worker)
+    renewed = Subscription.get().expires_at
+    assert renewed > expires
+    assert expiry.reminders(renewed - timedelta(days=1), days=7).startswith("1")
+    assert expiry.reminders(renewed - timedelta(days=1), days=7).startswith("0")
+    drain(worker)
+    last = verified(new.webhook_secret, hook.received[-1])
+    assert last["type"] == "subscription.expiring"
+    assert last["data"]["orderId"] == "T2-2", "the order to renew from now"
+    assert last["data"]["expiresAt"] == clock.rfc3339(renewed)
+
+
+def test_prune_removes_attempts_past_retention_and_keeps_deliveries(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    drain(daemon_worker(server))
+    assert cli("schedule", "run", "prune").exit_code == 0
+    assert WebhookAttempt.select().count() == 1, "a fresh attempt is kept"
+
+    later = (clock.now() + timedelta(days=31)).date().isoformat()
+    result = cli("schedule", "run", "prune", "--as-of", later)
+    assert "1 webhook attempt(s)" in result.stderr
+    assert WebhookAttempt.select().count() == 0
+    assert WebhookDelivery.get().status == "delivered"
+
+
+def test_the_daemon_delivers_a_signed_order_outcome(
+    server: LiveServer, catalogue, hook: Hook, tmp_path
+) -> None:
+    new = partner_to(server, hook.url)
+    config = write_config(tmp_path / "config.toml", server.settings)
+    with serve(tmp_path, config, "--role", "worker") as daemon:
+        post_order(server, new, "T2-1")
+        wait_until(lambda: len(hook.received) == 1, timeout=30, what="a delivery")
+        assert daemon.stop() == 0
+    event = verified(new.webhook_secret, hook.received[0])
+    assert (event["type"], event["data"]["status"]) == ("order.fulfilled", "FULFILLED")
