@@ -47,11 +47,11 @@ class Guard:
 
     def forbidden(self, address: Address) -> str | None:
         """What kind of non-public address this is, or None when it may be reached."""
-        mapped = getattr(address, "ipv4_mapped", None)
-        address = mapped or address
-        if any(address in network for network in self.allowed):
+        forms = [address, getattr(address, "ipv4_mapped", None) or address]
+        if any(form in network for form in forms for network in self.allowed):
             return None
-        for kind in ("loopback", "link_local", "private", "multicast", "unspecified"):
+        address = forms[1]  # ::ffff:127.0.0.1 is 127.0.0.1
+        for kind in ("unspecified", "loopback", "link_local", "private", "multicast"):
             if getattr(address, f"is_{kind}"):
                 return kind.replace("_", "-")
         return None if address.is_global else "reserved"

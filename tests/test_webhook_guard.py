@@ -1,0 +1,195 @@
+"""The SSRF guard outside sandbox mode: only https, and never to a loopback, link-local or
+private address unless ``webhooks.allow_private_networks`` lists it, judged on the address
+the name resolves to when the connection is made. A receiver on loopback stands in for an
+address inside our network; with the network allowed, it is reached over real TLS."""
+
+import datetime as dt
+import ipaddress
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from standardwebhooks import Webhook
+from werkzeug.serving import make_server
+
+from t2ctl import clock, db, partners
+from t2ctl.config import Settings
+from t2ctl.db.models import WebhookDelivery
+from t2ctl.webhooks import deliveries, outbox
+from t2ctl.webhooks.guard import Guard
+from tests.conftest import LiveServer, daemon_worker, drain, make_settings
+from tests.hooks import Hook
+
+ZOHO = {
+    "enabled": True,
+    "client_id": "client",
+    "client_secret": "secret",
+    "refresh_token": "refresh",
+    "organization_id": "1",
+}
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("0.0.0.0", "unspecified"),
+        ("100.64.0.1", "reserved"),
+        ("8.8.8.8", None),
+        ("2001:4860:4860::8888", None),
+    ],
+)
+def test_what_the_guard_counts_as_inside(address: str, kind: str | None) -> None:
+    assert Guard().forbidden(ipaddress.ip_address(address)) == kind
+    allowed = Guard((ipaddress.ip_network(address),))
+    assert allowed.forbidden(ipaddress.ip_address(address)) is None
+
+
+def live_settings(server: LiveServer, **webhooks: object) -> Settings:
+    key = server.settings.security.master_key.get_secret_value()
+    return make_settings(
+        server.settings.database.url, security={"master_key": key}, zoho=ZOHO, webhooks=webhooks
+    )
+
+
+def event_for(server: LiveServer, url: str, *, sandbox: bool = False) -> partners.NewPartner:
+    new = partners.add("t2mobile", url, box=server.box, sandbox=sandbox)
+    with db.transaction():
+        outbox.record(
+            new.partner.id,
+            "order.fulfilled",
+            {"orderId": "T2-1"},
+            occurred_at=clock.now(),
+            order_ref="T2-1",
+        )
+    return new
+
+
+def only_attempt() -> tuple[WebhookDelivery, object]:
+    delivery = WebhookDelivery.get()
+    (attempt,) = deliveries.attempts(delivery)
+    return delivery, attempt
+
+
+def test_outside_sandbox_a_name_resolving_to_loopback_is_refused(
+    server: LiveServer, hook: Hook
+) -> None:
+    port = hook.url.split(":")[2].split("/")[0]
+    event_for(server, f"https://localhost:{port}/hooks")
+    drain(daemon_worker(server, live_settings(server)))
+
+    delivery, attempt = only_attempt()
+    assert attempt.outcome == "refused" and attempt.status_code is None
+    assert "localhost resolves to" in attempt.error and "loopback" in attempt.error
+    assert not hook.received, "nothing was sent"
+    assert delivery.status == "pending", "tried again later: config may yet allow it"
+
+
+def test_outside_sandbox_a_private_address_is_refused_without_connecting(
+    server: LiveServer,
+) -> None:
+    event_for(server, "https://10.20.30.40/hooks")
+    drain(daemon_worker(server, live_settings(server)))
+    _, attempt = only_attempt()
+    assert attempt.outcome == "refused" and "private" in attempt.error
+    assert attempt.latency_ms is None
+
+
+def test_outside_sandbox_http_is_refused(server: LiveServer, hook: Hook) -> None:
+    event_for(server, hook.url, sandbox=True)  # saved in sandbox mode, then Zoho enabled
+    drain(daemon_worker(server, live_settings(server)))
+    _, attempt = only_attempt()
+    assert attempt.outcome == "refused" and "only https" in attempt.error
+    assert not hook.received
+
+
+@pytest.fixture
+def tls_hook(tmp_path: Path) -> Iterator[tuple[Hook, Path]]:
+    """The receiver over TLS on loopback, its certificate (for localhost) signed by itself:
+    a partner reached over a VPN with a private CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "hook.pem", tmp_path / "hook.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    hook = Hook()
+    server = make_server(
+        "127.0.0.1", 0, hook.app(), threaded=True, ssl_context=(str(cert_path), str(key_path))
+    )
+    hook.url = f"https://localhost:{server.port}/hooks"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hook, cert_path
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_an_allowed_private_network_is_reached_over_verified_tls(
+    server: LiveServer, tls_hook: tuple[Hook, Path]
+) -> None:
+    hook, ca_file = tls_hook
+    new = event_for(server, hook.url)
+    allowed = live_settings(
+        server, allow_private_networks=["127.0.0.0/8", "::1/128"], ca_file=str(ca_file)
+    )
+    drain(daemon_worker(server, allowed))
+
+    delivery, attempt = only_attempt()
+    assert (delivery.status, attempt.status_code) == ("delivered", 204), attempt.error
+    (got,) = hook.received
+    assert Webhook(new.webhook_secret).verify(got.body, got.headers)["data"] == {"orderId": "T2-1"}
+
+
+def test_connecting_to_the_checked_address_keeps_tls_verification(
+    server: LiveServer, tls_hook: tuple[Hook, Path]
+) -> None:
+    """The guard pins the address; the certificate is still checked: without the CA that
+    signed it, nothing is sent."""
+    hook, _ = tls_hook
+    event_for(server, hook.url)
+    allowed = live_settings(server, allow_private_networks=["127.0.0.0/8", "::1/128"])
+    drain(daemon_worker(server, allowed))
+    _, attempt = only_attempt()
+    assert attempt.outcome == "failed" and attempt.error.startswith("TLS")
+    assert not hook.received
