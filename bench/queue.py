@@ -18,84 +18,38 @@ procrastinate: concurrency 4, an async no-op task):
 import sys
 from pathlib import Path
 
-# Named queue.py as asked, this script must not shadow the standard library's ``queue``.
+# Named queue.py as asked, this script must not shadow the standard library's ``queue``;
+# its shared helpers come from the repository root instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
 import itertools
 import logging
-import os
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
 
-import psycopg
-from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.table import Table
 
-from t2ctl import daemon, db, partners, products, wiring
-from t2ctl.config import Settings
-from t2ctl.db import schema
+from bench.common import (
+    CONCURRENCY,
+    backend,
+    fresh,
+    postgres_database,
+    run_pool,
+    statements,
+    wait_for,
+)
+from t2ctl import daemon, partners, products, wiring
 from t2ctl.db.models import Job, Order
 from t2ctl.jobs import queue, tasks
-from t2ctl.jobs.worker import Pool, Worker
 from t2ctl.orders import intake
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 
-PG_ADMIN = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-CONCURRENCY = 4
 Row = tuple[str, str, str, int, float | None, float | None]
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"t2bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-        finally:
-            handle = db.database.obj
-            if handle is not None and hasattr(handle, "close_all"):
-                handle.close_all()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def fresh(url: str) -> Settings:
-    settings = Settings.model_validate(
-        {"database": {"url": url}, "security": {"master_key": Fernet.generate_key().decode()}}
-    )
-    db.connect(url, max_connections=CONCURRENCY + 8)
-    schema.migrate()
-    return settings
-
-
-def wait_for(done: Callable[[], bool], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out: the workers stopped making progress")
-        time.sleep(0.02)
-
-
-def run_pool(registry: tasks.Registry, done: Callable[[], bool]) -> float:
-    """Seconds for a pool of CONCURRENCY threads to make ``done()`` true."""
-    pool = Pool(
-        Worker(registry, name="bench", lease=timedelta(seconds=30)), concurrency=CONCURRENCY
-    )
-    started = time.perf_counter()
-    pool.start()
-    try:
-        wait_for(done)
-        return time.perf_counter() - started
-    finally:
-        pool.stop(grace=10)
 
 
 def t2ctl_noop(url: str, jobs: int) -> Row:
@@ -132,35 +86,19 @@ def t2ctl_pipeline(url: str, orders: int) -> Row:
     return ("t2ctl", backend(url), "sandbox orders", orders, intake_rate, orders / seconds)
 
 
-class _Counter(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-
-
 def t2ctl_idle(url: str, seconds: float) -> Row:
     """Statements per second from an idle daemon's background (workers and scheduler)."""
     settings = fresh(url)
     background = daemon.Background(settings, SecretBox(settings.security.master_keys))
-    counter = _Counter()
-    peewee_log = logging.getLogger("peewee")
-    peewee_log.addHandler(counter)
-    peewee_log.setLevel(logging.DEBUG)
-    peewee_log.propagate = False
-    background.start()
-    try:
-        time.sleep(3)  # past start-up
-        before = counter.count
-        time.sleep(seconds)
-        rate = (counter.count - before) / seconds
-    finally:
-        background.stop()
-        peewee_log.removeHandler(counter)
-        peewee_log.setLevel(logging.WARNING)
-        peewee_log.propagate = True
+    with statements() as counter:
+        background.start()
+        try:
+            time.sleep(3)  # past start-up
+            before = counter.count
+            time.sleep(seconds)
+            rate = (counter.count - before) / seconds
+        finally:
+            background.stop()
     return ("t2ctl", backend(url), "idle daemon: queries/s", 0, None, rate)
 
 
@@ -225,10 +163,6 @@ def procrastinate_noop(url: str, jobs: int) -> Row:
     seconds = asyncio.run(work())
     assert counted[0] == jobs, counted[0]
     return ("procrastinate", "postgres", "no-op", jobs, enqueue_rate, jobs / seconds)
-
-
-def backend(url: str) -> str:
-    return "sqlite" if url.startswith("sqlite:") else "postgres"
 
 
 def main() -> None:
