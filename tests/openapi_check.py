@@ -36,3 +36,10 @@ def assert_documented(method: str, template: str, response: requests.Response) -
     assert media_type in content, f"{media_type} not documented for {status}"
     schema = {**content[media_type]["schema"], "components": SPEC["components"]}
     Draft202012Validator(schema).validate(json.loads(response.content))
+
+
+def assert_event_documented(event: dict[str, Any]) -> None:
+    """A webhook body matches the schema the document gives its event type."""
+    documented = SPEC["webhooks"][event["type"]]["post"]["requestBody"]["content"]
+    schema = {**documented["application/json"]["schema"], "components": SPEC["components"]}
+    Draft202012Validator(schema).validate(event)

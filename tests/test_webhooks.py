@@ -15,7 +15,7 @@ from t2ctl.config import SandboxSettings, Settings
 from t2ctl.db.models import Job, Subscription, WebhookAttempt, WebhookDelivery
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import expiry
-from t2ctl.webhooks import deliveries
+from t2ctl.webhooks import deliveries, outbox
 from tests.conftest import (
     Cli,
     LiveServer,
@@ -27,6 +27,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.hooks import Hook
+from tests.openapi_check import SPEC, assert_event_documented
 from tests.processes import serve, wait_until
 
 
@@ -116,6 +117,8 @@ def test_every_delivery_verifies_with_standardwebhooks_also_during_a_rotation_gr
     for retired in (first.webhook_secret, second):
         with pytest.raises(WebhookVerificationError):
             verified(retired, after)
+    for received in hook.received:
+        assert_event_documented(json.loads(received.body))
 
 
 def test_retries_keep_the_webhook_id_on_the_schedule_with_jitter(
@@ -283,6 +286,9 @@ def test_expiry_events_are_sent_exactly_once_across_repeated_and_concurrent_runs
         "subscription.expiring",
         "subscription.expired",
     ]
+    assert set(SPEC["webhooks"]) == set(outbox.EVENTS)
+    for event in events:
+        assert_event_documented(event)
     for event in events[1:]:
         assert event["data"] == {
             "orderId": "T2-1",

@@ -36,12 +36,15 @@ def document(version: str) -> dict[str, Any]:
             "description": (
                 "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
                 "read them back. Errors are RFC 9457 problem+json whose `type` is "
-                "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405."
+                "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405. "
+                "Outcomes arrive as webhooks signed per the Standard Webhooks specification "
+                "(see `webhooks`)."
             ),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": {
             "schemas": _schemas(),
             "responses": {str(code): _problem(code) for code in _PROBLEMS},
@@ -185,4 +188,70 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+_WEBHOOK_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The delivery's id (msg_…): the same on every retry and resend of it; "
+        "drop repeats by it.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "When this attempt was sent, in Unix seconds; refuse one more than five "
+        "minutes from your clock.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "`v1,<base64 HMAC-SHA256>` of `id.timestamp.body` under your webhook "
+        "secret; several, space-separated, while a secret rotation's grace runs. Verify "
+        "with a Standard Webhooks library.",
+        "schema": {"type": "string"},
+    },
+]
+_WEBHOOK_RESPONSES = {
+    "2XX": {"description": "Received. Answer within 10 s; anything else is retried."},
+    "410": {"description": "Gone: stops the retries of this delivery."},
+    "429": {"description": "Retried, after Retry-After when that is later than the schedule."},
+    "503": {"description": "Retried, after Retry-After when that is later than the schedule."},
+}
+_EVENTS = {
+    "order.fulfilled": ("OrderEvent", "An order was fulfilled."),
+    "order.failed": ("OrderEvent", "An order failed; data.error says why."),
+    "subscription.expiring": (
+        "SubscriptionEvent",
+        "A subscription expires within schedule.reminder_days (7 unless agreed).",
+    ),
+    "subscription.expired": ("SubscriptionEvent", "A subscription has expired."),
+}
+
+
+def _webhooks() -> dict[str, Any]:
+    """What we POST to the partner's webhook URL, one entry per event type. Failures (3xx
+    included: redirects are not followed) are retried after 5 s, 5 min, 30 min, 2 h, 5 h,
+    10 h and 10 h, each ±20 %."""
+    return {
+        event: {
+            "post": {
+                "operationId": event.replace(".", "_"),
+                "summary": summary,
+                "parameters": _WEBHOOK_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schema)}},
+                },
+                "responses": _WEBHOOK_RESPONSES,
+                "security": [],
+            }
+        }
+        for event, (schema, summary) in _EVENTS.items()
     }

@@ -167,7 +167,39 @@ class Problem(_Body):
     errorId: str | None = Field(None, description="On 500: quote it to IconTech support.")
 
 
-SCHEMAS: list[type[BaseModel]] = [FulfilmentRequest, ProductList, Order, Health, Problem]
+class OrderEvent(_Body):
+    """A webhook about an order's outcome; ``data`` is the Order as ``GET /orders`` shows it."""
+
+    type: Literal["order.fulfilled", "order.failed"]
+    timestamp: Timestamp = Field(description="When the outcome was recorded.")
+    data: Order
+
+
+class SubscriptionEventData(_Body):
+    orderId: str = Field(description="The subscription's latest order: name it in renewalOf.")
+    productId: str
+    customer: CustomerRef
+    expiresAt: Timestamp
+
+
+class SubscriptionEvent(_Body):
+    """A webhook about a subscription nearing (``reminder_days`` before) or reaching its
+    expiry; each is sent once per subscription and expiry."""
+
+    type: Literal["subscription.expiring", "subscription.expired"]
+    timestamp: Timestamp = Field(description="When the event was recorded.")
+    data: SubscriptionEventData
+
+
+SCHEMAS: list[type[BaseModel]] = [
+    FulfilmentRequest,
+    ProductList,
+    Order,
+    Health,
+    Problem,
+    OrderEvent,
+    SubscriptionEvent,
+]
 
 
 def field_errors(errors: list[dict[str, Any]]) -> list[tuple[str, str]]:
