@@ -49,13 +49,17 @@ def parse_moment(text: str, *, reference: datetime | None = None) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+RETRY_AFTER_CAP = timedelta(days=1)
+
+
 def retry_after(text: str | None) -> timedelta | None:
-    """An HTTP ``Retry-After`` (seconds, or an HTTP date) as a wait; None if absent or bad."""
+    """An HTTP ``Retry-After`` (seconds, or an HTTP date) as a wait of at most a day (a
+    server may ask for a pause, not to be forgotten); None if absent or bad."""
     if not text:
         return None
     if text.strip().isdigit():
-        return timedelta(seconds=int(text))
+        return timedelta(seconds=min(int(text), RETRY_AFTER_CAP.total_seconds()))
     try:
-        return max(timedelta(0), parsedate_to_datetime(text) - now())
-    except (TypeError, ValueError):
+        return min(max(timedelta(0), parsedate_to_datetime(text) - now()), RETRY_AFTER_CAP)
+    except (TypeError, ValueError, OverflowError):
         return None

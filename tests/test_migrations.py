@@ -1,5 +1,6 @@
-"""Migration 0003 on a database that already has orders: each FULFILLED order gets its
-subscription, and a fulfilled renewal joins (and extends) the one it renewed."""
+"""Migrations 0003 and 0004 on a database that already has orders: each FULFILLED order gets
+its subscription, a fulfilled renewal joins (and extends) the one it renewed, and a
+subscription that had already expired is not announced as news."""
 
 from datetime import datetime
 
@@ -32,6 +33,7 @@ def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
         ("T2-B", "FULFILLED", "T2-A", datetime(2028, 1, 1, 9)),
         ("T2-C", "FULFILLED", None, datetime(2027, 6, 1, 9)),
         ("T2-D", "FAILED", None, None),
+        ("T2-E", "FULFILLED", None, datetime(2026, 6, 1, 9)),  # expired before the upgrade
     ]
     for order_id, status, renewal_of, expires in rows:
         handle.execute_sql(
@@ -47,6 +49,9 @@ def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
     held = {o.order_id: o.subscription_id for o in Order.select()}
     assert held["T2-A"] == held["T2-B"] != held["T2-C"]
     assert held["T2-D"] is None
-    assert Subscription.select().count() == 2
+    assert Subscription.select().count() == 3
+    lapsed = Subscription.get_by_id(held["T2-E"])
+    assert lapsed.expired_for == lapsed.expires_at == lapsed.reminded_for, "not announced late"
+    assert Subscription.get_by_id(held["T2-C"]).expired_for is None
     assert Subscription.get_by_id(held["T2-A"]).expires_at.year == 2028
     assert Subscription.get_by_id(held["T2-C"]).expires_at.month == 6

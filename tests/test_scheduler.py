@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from t2ctl import clock
-from t2ctl.db.models import Job, Order, ScheduleRun
+from t2ctl.db.models import Job, ScheduleRun, Subscription
 from t2ctl.jobs import queue, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler, claim_tick
 from t2ctl.jobs.worker import Worker
@@ -81,21 +81,28 @@ def test_schedule_list_shows_each_task_in_its_time_zone(cli: Cli) -> None:
 def test_schedule_run_as_of_a_date_catches_up(server: LiveServer, catalogue, cli: Cli) -> None:
     submit(server, order_body("T2-1"))
     drain(daemon_worker(server))
-    expires = Order.get().expires_at
-    day_after = (expires + timedelta(days=1)).date().isoformat()
+    # As if the subscription had expired two days ago, while the daemons were down.
+    expires = clock.now().replace(microsecond=0) - timedelta(days=2)
+    Subscription.update(expires_at=expires).execute()
 
-    before = cli("schedule", "run", "expiry-check")
-    assert before.exit_code == 0 and "0 expired subscription(s) announced" in before.stderr
-    caught_up = cli("schedule", "run", "expiry-check", "--as-of", day_after)
-    assert caught_up.exit_code == 0, caught_up.stderr
-    assert f"expiry-check as of {day_after}T02:00:00Z: 1 expired" in caught_up.stderr
     week_before = (expires - timedelta(days=3)).date().isoformat()
     reminders = cli("schedule", "run", "expiry-reminders", "--as-of", week_before)
     assert "1 subscription(s) expiring within 7 days announced" in reminders.stderr
+    day_before = (expires - timedelta(days=1)).date().isoformat()
+    before = cli("schedule", "run", "expiry-check", "--as-of", day_before)
+    assert before.exit_code == 0 and "0 expired subscription(s) announced" in before.stderr
+    day_after = (expires + timedelta(days=1)).date().isoformat()
+    caught_up = cli("schedule", "run", "expiry-check", "--as-of", day_after)
+    assert caught_up.exit_code == 0, caught_up.stderr
+    assert f"expiry-check as of {day_after}T02:00:00Z: 1 expired" in caught_up.stderr
+    assert "0 expired" in cli("schedule", "run", "expiry-check").stderr, "once"
 
     assert cli("schedule", "run", "nope").exit_code == 3
     bad = cli("schedule", "run", "prune", "--as-of", "someday")
     assert bad.exit_code == 2 and "--as-of" in bad.stderr
+    tomorrow = (clock.now() + timedelta(days=1)).date().isoformat()
+    ahead = cli("schedule", "run", "expiry-check", "--as-of", tomorrow)
+    assert ahead.exit_code == 2 and "in the future" in ahead.stderr
 
 
 def test_prune_run_by_hand_removes_old_finished_jobs(server: LiveServer, catalogue, cli) -> None:
@@ -103,8 +110,10 @@ def test_prune_run_by_hand_removes_old_finished_jobs(server: LiveServer, catalog
     drain(daemon_worker(server))
     assert cli("schedule", "run", "prune").exit_code == 0
     assert order_job().state == "done", "a job finished just now is kept"
-    later = (clock.now() + timedelta(days=8)).date().isoformat()
-    result = cli("schedule", "run", "prune", "--as-of", later)
+    Job.update(finished_at=clock.now() - timedelta(days=8)).where(
+        Job.task == pipeline.TASK
+    ).execute()
+    result = cli("schedule", "run", "prune")
     assert "1 finished job(s)" in result.stderr
     assert not Job.select().where(Job.task == pipeline.TASK).exists()
 

@@ -47,6 +47,11 @@ ZOHO = {
         ("192.168.1.1", "private"),
         ("fd00::1", "private"),
         ("0.0.0.0", "unspecified"),
+        ("fec0::1", "site-local"),
+        ("64:ff9b::a00:1", "private"),  # NAT64 to 10.0.0.1
+        ("2002:7f00:1::1", "loopback"),  # 6to4 from 127.0.0.1
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "private"),  # Teredo
         ("100.64.0.1", "reserved"),
         ("8.8.8.8", None),
         ("2001:4860:4860::8888", None),
@@ -166,9 +171,11 @@ def tls_hook(tmp_path: Path) -> Iterator[tuple[Hook, Path]]:
 
 
 def test_an_allowed_private_network_is_reached_over_verified_tls(
-    server: LiveServer, tls_hook: tuple[Hook, Path]
+    server: LiveServer, tls_hook: tuple[Hook, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hook, ca_file = tls_hook
+    # A proxy would reach the address out of the guard's sight: the environment's is ignored.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     new = event_for(server, hook.url)
     allowed = live_settings(
         server, allow_private_networks=["127.0.0.0/8", "::1/128"], ca_file=str(ca_file)

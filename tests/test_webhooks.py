@@ -16,6 +16,7 @@ from t2ctl.db.models import Job, Subscription, WebhookAttempt, WebhookDelivery
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import expiry
 from t2ctl.webhooks import deliveries, outbox
+from t2ctl.webhooks.delivery import Deliverer, Result
 from tests.conftest import (
     Cli,
     LiveServer,
@@ -239,6 +240,48 @@ def test_a_resend_of_a_pending_delivery_brings_its_next_try_forward(
     assert drain(worker) == 1
     assert WebhookDelivery.get_by_id(delivery.id).status == "delivered"
     assert Job.select().where(Job.unique_key == f"webhook:{delivery.id}").count() == 1
+    assert [t.trigger for t in deliveries.attempts(delivery)] == ["scheduled", "manual"]
+
+
+@pytest.mark.parametrize(("rng", "factor"), [(0.0, 0.8), (1.0, 1.2)])
+def test_each_wait_is_its_schedule_step_within_20_percent(rng: float, factor: float) -> None:
+    schedule = [timedelta(seconds=5), timedelta(minutes=5)]
+    deliverer = Deliverer(None, box=None, schedule=schedule, rng=lambda: rng)
+    failed = Result("failed", 500)
+    assert deliverer.wait(failed, 1) == timedelta(seconds=5) * factor
+    assert deliverer.wait(failed, 2) == timedelta(minutes=5) * factor
+    assert deliverer.wait(failed, 3) is None, "dead after the last step"
+    later = Result("failed", 429, retry_after=timedelta(minutes=1))
+    assert deliverer.wait(later, 1) == timedelta(minutes=1)
+    assert deliverer.wait(later, 2) == timedelta(minutes=5) * factor
+    assert deliverer.wait(Result("gone", 410), 1) is None
+
+
+def test_odd_answers_are_recorded_not_crashed_on(server: LiveServer, catalogue, hook: Hook) -> None:
+    hook.answer(429, **{"Retry-After": "99999999999999"})
+    hook.answer(200, body="ok\x00ko")
+    post_order(server, partner_to(server, hook.url), "T2-1")
+    worker = daemon_worker(server)
+    drain(worker)
+    delivery = WebhookDelivery.get()
+    first = WebhookAttempt.get()
+    assert delivery.next_attempt_at - first.attempted_at == timedelta(days=1), "capped"
+
+    delivery = next_try(worker, delivery)
+    assert delivery.status == "delivered"
+    assert deliveries.attempts(delivery)[-1].excerpt == "ok\ufffdko"
+
+
+def test_credentials_and_query_of_a_webhook_url_are_not_recorded(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    url = hook.url.replace("http://", "http://user:hunter2@") + "?token=s3cret"
+    post_order(server, partner_to(server, url), "T2-1")
+    drain(daemon_worker(server))
+    assert hook.received[0].headers["authorization"].startswith("Basic ")
+    shown = cli("webhooks", "show", "1", "--json").stdout
+    assert json.loads(shown)["history"][0]["url"] == hook.url + "?…"
+    assert "hunter2" not in shown and "s3cret" not in shown
 
 
 def test_410_gone_stops_the_retries(server: LiveServer, catalogue, hook: Hook) -> None:
@@ -319,8 +362,8 @@ def test_prune_removes_attempts_past_retention_and_keeps_deliveries(
     assert cli("schedule", "run", "prune").exit_code == 0
     assert WebhookAttempt.select().count() == 1, "a fresh attempt is kept"
 
-    later = (clock.now() + timedelta(days=31)).date().isoformat()
-    result = cli("schedule", "run", "prune", "--as-of", later)
+    WebhookAttempt.update(attempted_at=clock.now() - timedelta(days=31)).execute()
+    result = cli("schedule", "run", "prune")
     assert "1 webhook attempt(s)" in result.stderr
     assert WebhookAttempt.select().count() == 0
     assert WebhookDelivery.get().status == "delivered"

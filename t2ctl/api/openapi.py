@@ -38,7 +38,9 @@ def document(version: str) -> dict[str, Any]:
                 "read them back. Errors are RFC 9457 problem+json whose `type` is "
                 "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405. "
                 "Outcomes arrive as webhooks signed per the Standard Webhooks specification "
-                "(see `webhooks`)."
+                "(see `webhooks`); a failed delivery (a 3xx included: redirects are not "
+                "followed) is retried under the same webhook-id, by default after 5 s, 5 min, "
+                "30 min, 2 h, 5 h, 10 h and 10 h, each ±20 %."
             ),
         },
         "servers": [{"url": "/"}],
@@ -219,7 +221,10 @@ _WEBHOOK_HEADERS = [
     },
 ]
 _WEBHOOK_RESPONSES = {
-    "2XX": {"description": "Received. Answer within 10 s; anything else is retried."},
+    "2XX": {
+        "description": "Received. Answer within the timeout (10 s unless agreed); "
+        "anything else is retried."
+    },
     "410": {"description": "Gone: stops the retries of this delivery."},
     "429": {"description": "Retried, after Retry-After when that is later than the schedule."},
     "503": {"description": "Retried, after Retry-After when that is later than the schedule."},
@@ -236,9 +241,7 @@ _EVENTS = {
 
 
 def _webhooks() -> dict[str, Any]:
-    """What we POST to the partner's webhook URL, one entry per event type. Failures (3xx
-    included: redirects are not followed) are retried after 5 s, 5 min, 30 min, 2 h, 5 h,
-    10 h and 10 h, each ±20 %."""
+    """What we POST to the partner's webhook URL, one entry per event type."""
     return {
         event: {
             "post": {

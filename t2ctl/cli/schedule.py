@@ -58,7 +58,8 @@ def run(
         typer.Option(
             "--as-of",
             help="Run as if it were this date (2026-11-20: the task's time that day) "
-            "or date-time (2026-11-20T03:00:00Z). Default: now.",
+            "or date-time (2026-11-20T03:00:00Z), to catch up after an outage; not in the "
+            "future. Default: now.",
         ),
     ] = None,
     config: ConfigOption = None,
@@ -74,11 +75,17 @@ def run(
 
 
 def _as_of(scheduler, task: str, text: str) -> datetime:
+    """A past moment: an expiry event sent early could not be taken back."""
     try:
-        return scheduler.as_of_day(task, date.fromisoformat(text))
+        moment = scheduler.as_of_day(task, date.fromisoformat(text))
     except ValueError:
-        pass
-    try:
-        return clock.parse_moment(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--as-of") from None
+        try:
+            moment = clock.parse_moment(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--as-of") from None
+    if moment > clock.now():
+        raise typer.BadParameter(
+            f"{clock.rfc3339(moment)} is in the future; --as-of catches up, it never runs ahead",
+            param_hint="--as-of",
+        )
+    return moment

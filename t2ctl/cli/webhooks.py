@@ -14,7 +14,7 @@ from t2ctl.errors import Conflict
 from t2ctl.webhooks import deliveries
 
 app = typer.Typer(no_args_is_help=True)
-EXCERPT_SHOWN = 60
+SHOWN = 60  # characters of an error or excerpt in a table cell
 
 
 def _public(delivery: WebhookDelivery) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def list_(
                 d.status,
                 d.attempts,
                 clock.rfc3339(d.next_attempt_at),
-                _last(d)[:60],
+                _last(d)[:SHOWN],
                 clock.rfc3339(d.created_at),
             )
             for d in found
@@ -125,7 +125,7 @@ def show(
                 a["statusCode"],
                 a["latencyMs"],
                 a["error"],
-                (a["excerpt"] or "")[:EXCERPT_SHOWN],
+                (a["excerpt"] or "")[:SHOWN],
             )
             for a in tries
         ],
@@ -145,7 +145,7 @@ def resend(
     """Send deliveries again now, each under its own webhook-id, so receivers can drop what
     they already have. With --dead, every dead delivery (of events since --since)."""
     if (delivery_id is None) == (not dead):
-        raise typer.BadParameter("give a DELIVERY_ID or --dead, not both")
+        raise typer.BadParameter("give either a DELIVERY_ID or --dead")
     if since is not None and not dead:
         raise typer.BadParameter("--since goes with --dead", param_hint="--since")
     moment = since_moment(since)

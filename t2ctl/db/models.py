@@ -275,7 +275,8 @@ class WebhookDelivery(BaseModel):
     order_ref = peewee.CharField(max_length=64, null=True)  # the partner's orderId
     body = peewee.TextField()
     status = peewee.CharField(max_length=16, default="pending")
-    attempts = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=0)  # every try, ever
+    failures = peewee.IntegerField(default=0)  # failed tries since last (re)sent: the step
     next_attempt_at = UTCDateTimeField(null=True)
     last_status = peewee.IntegerField(null=True)
     last_error = peewee.TextField(null=True)

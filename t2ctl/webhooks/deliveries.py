@@ -61,7 +61,7 @@ def resend(delivery_id: int) -> WebhookDelivery:
     with db.transaction():
         changed = (
             WebhookDelivery.update(
-                status="pending", next_attempt_at=now, finished_at=None, updated_at=now
+                status="pending", failures=0, next_attempt_at=now, finished_at=None, updated_at=now
             )
             .where(
                 (WebhookDelivery.id == delivery.id) & (WebhookDelivery.status == delivery.status)

@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 1024
 JITTER = 0.2
-# A receiver may ask for a pause, not for an event to be parked for days.
-RETRY_AFTER_CAP = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,10 @@ class Sender:
             return Result("failed", None, elapsed(), f"no answer within {self.timeout:g} s")
         except requests.RequestException as exc:
             return Result("failed", None, elapsed(), _reason(exc))
-        return _judge(response, elapsed(), raw.decode("utf-8", "replace"), self.timeout)
+        except Exception as exc:  # whatever a receiver or its URL provokes is a failed try
+            return Result("failed", None, elapsed(), f"{type(exc).__name__} while sending")
+        excerpt = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        return _judge(response, elapsed(), excerpt, self.timeout)
 
 
 def _judge(response: requests.Response, latency: int, excerpt: str, timeout: float) -> Result:
@@ -114,17 +115,24 @@ def _judge(response: requests.Response, latency: int, excerpt: str, timeout: flo
 
 
 def _reason(exc: requests.RequestException) -> str:
-    """The cause in a line, without urllib3's object reprs."""
-    cause = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else exc
-    text = str(cause).rpartition(">: ")[2]
+    """The cause in a line, without urllib3's object reprs or the URL (which may carry a
+    receiver's token)."""
     prefix = "TLS" if isinstance(exc, requests.exceptions.SSLError) else "could not connect"
-    return f"{prefix}: {text}"[:300]
+    cause = getattr(exc.args[0], "reason", None) if exc.args else None
+    if cause is None:
+        return f"{prefix}: {type(exc).__name__}"
+    return f"{prefix}: {str(cause).rpartition('>: ')[2]}"[:300]
 
 
 def shown_url(url: str) -> str:
-    """The URL without its query, which may carry a receiver's token: for logs and records."""
+    """The URL without credentials or query, either of which may carry a receiver's token:
+    for logs and records."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(query="…" if parts.query else "", fragment=""))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc, query="…" if parts.query else "", fragment=""))
 
 
 class Deliverer:
@@ -155,7 +163,7 @@ class Deliverer:
         url = delivery.partner.webhook_url
         headers = signing.headers(delivery.webhook_id, delivery.body, secrets, now=now)
         result = self.sender.send(url, headers, delivery.body)
-        wait = self.wait(result, context.attempt)
+        wait = self.wait(result, delivery.failures + 1)
         first = context.attempt == 1
         trigger = context.payload.get("trigger", "scheduled") if first else "scheduled"
         status = _record(delivery, result, url=url, trigger=trigger, now=now, wait=wait)
@@ -163,13 +171,14 @@ class Deliverer:
         if status == "pending":
             raise tasks.Retry(f"webhook {delivery.webhook_id}: {result.error}", after=wait)
 
-    def wait(self, result: Result, attempt: int) -> timedelta | None:
-        """How long until the next try, or None when there is none."""
-        if result.outcome in ("delivered", "gone") or attempt > len(self.schedule):
+    def wait(self, result: Result, tried: int) -> timedelta | None:
+        """How long until the next try after the ``tried``-th since the delivery was (re)sent,
+        or None when there is none."""
+        if result.outcome in ("delivered", "gone") or tried > len(self.schedule):
             return None
-        step = self.schedule[attempt - 1] * (1 - JITTER + 2 * JITTER * self.rng())
+        step = self.schedule[tried - 1] * (1 - JITTER + 2 * JITTER * self.rng())
         if result.retry_after is not None:
-            step = max(step, min(result.retry_after, RETRY_AFTER_CAP))
+            step = max(step, result.retry_after)
         return step
 
 
@@ -204,6 +213,7 @@ def _record(
             WebhookDelivery.update(
                 status=status,
                 attempts=WebhookDelivery.attempts + 1,
+                failures=0 if status == "delivered" else WebhookDelivery.failures + 1,
                 next_attempt_at=now + wait if status == "pending" else None,
                 last_status=result.status_code,
                 last_error=result.error,

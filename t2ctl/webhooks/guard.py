@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -21,19 +22,23 @@ class Refused(Exception):
     """The URL or the address it resolves to may not be reached; nothing was sent."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64, RFC 6052 / 8215).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 @dataclass(frozen=True)
 class Guard:
     """Only public addresses, except those in ``allowed`` (``webhooks.allow_private_networks``)."""
 
     allowed: tuple[Network, ...] = ()
 
-    def check(self, host: str, port: int) -> str:
-        """Resolve ``host`` and return the address to connect to; refuse if any address it
-        resolves to is not public, so that no answer of a rebinding name can slip through."""
+    def check(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` and return the addresses to connect to; refuse if any of them is
+        not public, so that no answer of a rebinding name can slip through."""
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise Refused(f"{host} could not be resolved: {exc.strerror}") from None
+        except (socket.gaierror, UnicodeError) as exc:
+            raise Refused(f"{host} could not be resolved: {exc}") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         for text in addresses:
             kind = self.forbidden(ipaddress.ip_address(text.split("%")[0]))
@@ -43,23 +48,52 @@ class Guard:
                     f"{named} a {kind} address: not allowed outside sandbox mode "
                     "unless webhooks.allow_private_networks lists it"
                 )
-        return addresses[0]
+        return addresses
 
     def forbidden(self, address: Address) -> str | None:
-        """What kind of non-public address this is, or None when it may be reached."""
-        forms = [address, getattr(address, "ipv4_mapped", None) or address]
-        if any(form in network for form in forms for network in self.allowed):
+        """What kind of non-public address this is, or None when it may be reached. An
+        IPv4-mapped address is its IPv4 address; one that carries an IPv4 address on to a
+        gateway (6to4, Teredo, NAT64) is judged by that address too."""
+        unmapped = getattr(address, "ipv4_mapped", None) or address
+        if self._allows(address) or self._allows(unmapped):
             return None
-        address = forms[1]  # ::ffff:127.0.0.1 is 127.0.0.1
-        for kind in ("unspecified", "loopback", "link_local", "private", "multicast"):
-            if getattr(address, f"is_{kind}"):
-                return kind.replace("_", "-")
-        return None if address.is_global else "reserved"
+        address = unmapped
+        for form in (*_embedded(address), address):
+            kind = None if self._allows(form) else _kind(form)
+            if kind is not None:
+                return kind
+        return None
+
+    def _allows(self, address: Address) -> bool:
+        return any(address in network for network in self.allowed)
+
+
+def _kind(address: Address) -> str | None:
+    for kind in ("unspecified", "loopback", "link_local", "site_local", "private", "multicast"):
+        if getattr(address, f"is_{kind}", False):
+            return kind.replace("_", "-")
+    return None if address.is_global else "reserved"
+
+
+def _embedded(address: Address) -> list[ipaddress.IPv4Address]:
+    if address.version == 4:
+        return []
+    found = [address.sixtofour, *(address.teredo or ())]
+    compatible = int(address) >> 32 == 0 and int(address) > 1  # the old ::a.b.c.d
+    if compatible or any(address in prefix for prefix in _NAT64):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [form for form in found if form is not None]
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        # A proxy would connect on our behalf, to an address the guard never sees.
+        raise Refused("webhooks are not sent through a proxy outside sandbox mode")
 
 
 def guarded_adapter(guard: Guard) -> HTTPAdapter:
     """A requests adapter whose every new connection goes through ``guard``."""
-    adapter = HTTPAdapter()
+    adapter = _GuardedAdapter()
     adapter.poolmanager.pool_classes_by_scheme = {
         "http": _pool(HTTPConnectionPool, guard),
         "https": _pool(HTTPSConnectionPool, guard),
@@ -72,11 +106,19 @@ def _pool(pool: type, guard: Guard) -> type:
 
     class GuardedConnection(base):
         def _new_conn(self) -> socket.socket:
+            """Connect to the first checked address that answers; TLS still checks the
+            certificate against the URL's name."""
             name = self._dns_host
-            self._dns_host = guard.check(name, self.port)
+            failure: Exception | None = None
             try:
-                return super()._new_conn()  # TLS still checks the certificate against the name
+                for address in guard.check(name, self.port):
+                    self._dns_host = address
+                    try:
+                        return super()._new_conn()
+                    except (NewConnectionError, ConnectTimeoutError) as exc:
+                        failure = exc
             finally:
                 self._dns_host = name
+            raise failure
 
     return type(f"Guarded{pool.__name__}", (pool,), {"ConnectionCls": GuardedConnection})

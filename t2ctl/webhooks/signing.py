@@ -6,8 +6,8 @@ sent hours later. During a rotation's grace every secret still in force signs, n
 """
 
 import json
-import secrets as random
 from datetime import datetime
+from secrets import token_urlsafe
 from typing import Any
 
 from standardwebhooks import Webhook
@@ -20,7 +20,7 @@ USER_AGENT = f"t2ctl-webhooks/{__version__}"
 
 
 def new_webhook_id() -> str:
-    return "msg_" + random.token_urlsafe(18)
+    return "msg_" + token_urlsafe(18)
 
 
 def envelope(event: str, occurred_at: datetime, data: dict[str, Any]) -> str:

@@ -1,8 +1,11 @@
 """Webhooks: the outbox of deliveries with their attempts, webhook secrets still signing
 through a rotation's grace, and which expiry each subscription was told about.
 
-A frozen copy of the schema as it stood, independent of ``t2ctl.db.models``.
+A frozen copy of the schema as it stood, independent of ``t2ctl.db.models``. Subscriptions
+that had already expired count as announced: partners are not told of old news at once.
 """
+
+from datetime import UTC, datetime
 
 from peewee import (
     BigAutoField,
@@ -33,6 +36,7 @@ def up(migrator, db):
         body = TextField()
         status = CharField(max_length=16)
         attempts = IntegerField(default=0)
+        failures = IntegerField(default=0)
         next_attempt_at = DateTimeField(null=True)
         last_status = IntegerField(null=True)
         last_error = TextField(null=True)
@@ -64,6 +68,11 @@ def up(migrator, db):
     db.create_tables([WebhookDelivery, WebhookAttempt, RetiredWebhookSecret])
     migrator.add_column("subscription", "reminded_for", DateTimeField(null=True)).run()
     migrator.add_column("subscription", "expired_for", DateTimeField(null=True)).run()
+    db.execute_sql(
+        f"UPDATE subscription SET reminded_for = expires_at, expired_for = expires_at "
+        f"WHERE expires_at <= {db.param}",
+        (datetime.now(UTC).replace(tzinfo=None),),
+    )
 
 
 def down(migrator, db):
