@@ -241,6 +241,10 @@ def test_a_resend_of_a_pending_delivery_brings_its_next_try_forward(
     assert WebhookDelivery.get_by_id(delivery.id).status == "delivered"
     assert Job.select().where(Job.unique_key == f"webhook:{delivery.id}").count() == 1
     assert [t.trigger for t in deliveries.attempts(delivery)] == ["scheduled", "manual"]
+    shown = cli("orders", "show", "T2-1").stdout
+    assert "webhooks" in shown and "order.fulfilled" in shown and "delivered" in shown
+    assert len(json.loads(cli("webhooks", "list", "--order", "T2-1", "--json").stdout)) == 1
+    assert json.loads(cli("webhooks", "list", "--order", "T2-9", "--json").stdout) == []
 
 
 @pytest.mark.parametrize(("rng", "factor"), [(0.0, 0.8), (1.0, 1.2)])

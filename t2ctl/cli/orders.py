@@ -5,11 +5,12 @@ from typing import Annotated
 import typer
 
 from t2ctl import clock
-from t2ctl.cli import output
+from t2ctl.cli import output, webhooks
 from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import intake, pipeline, records
 from t2ctl.security import masking
+from t2ctl.webhooks import deliveries
 
 app = typer.Typer(no_args_is_help=True)
 PartnerOption = Annotated[str | None, typer.Option("--partner", help="Only this partner's.")]
@@ -94,6 +95,8 @@ def show(
             ("error", f"{order.error_code}: {order.error_message}" if order.error_code else "-"),
         ]
     )
+    sent = deliveries.listing(partner_name=order.partner.name, order_ref=order.order_id)
+    webhooks.table(sent, title="webhooks", empty="no webhook for this order yet")
 
 
 @app.command()

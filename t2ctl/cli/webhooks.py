@@ -61,6 +61,9 @@ def list_(
         str | None, typer.Option("--status", help=", ".join(DELIVERY_STATUSES))
     ] = None,
     partner: Annotated[str | None, typer.Option("--partner", help="Only this partner's.")] = None,
+    order: Annotated[
+        str | None, typer.Option("--order", help="Only those about this orderId.")
+    ] = None,
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
     config: ConfigOption = None,
@@ -74,10 +77,19 @@ def list_(
         )
     moment = since_moment(since)
     session(ctx, config).connect()
-    found = deliveries.listing(status=status, partner_name=partner, since=moment, limit=limit)
+    found = deliveries.listing(
+        status=status, partner_name=partner, order_ref=order, since=moment, limit=limit
+    )
     if json:
         output.emit_json([_public(d) for d in found])
         return
+    table(found)
+
+
+def table(
+    found: list[WebhookDelivery], *, title: str | None = None, empty: str = "no deliveries match"
+) -> None:
+    """Deliveries as a table for people (also under ``orders show``)."""
     output.table(
         ["id", "event", "order", "partner", "status", "tries", "next try", "last", "created"],
         [
@@ -94,7 +106,8 @@ def list_(
             )
             for d in found
         ],
-        empty="no deliveries match",
+        title=title,
+        empty=empty,
     )
 
 

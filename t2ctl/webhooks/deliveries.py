@@ -30,6 +30,7 @@ def listing(
     *,
     status: str | None = None,
     partner_name: str | None = None,
+    order_ref: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
 ) -> list[WebhookDelivery]:
@@ -39,6 +40,8 @@ def listing(
         query = query.where(WebhookDelivery.status == status)
     if partner_name is not None:
         query = query.where(Partner.name == partner_name)
+    if order_ref is not None:
+        query = query.where(WebhookDelivery.order_ref == order_ref)
     if since is not None:
         query = query.where(WebhookDelivery.created_at >= since)
     return list(query)
