@@ -35,11 +35,10 @@ def check(as_of: datetime) -> str:
 def _announce(due: peewee.Expression, note: peewee.Field, event: str) -> int:
     """Record ``event`` for every subscription in ``due`` whose ``note`` does not yet name
     its current expiry; return how many were recorded by this run."""
-    unannounced = note.is_null() | (note != Subscription.expires_at)
     found = list(
         Subscription.select(Subscription, Product)
         .join(Product)
-        .where(due & unannounced)
+        .where(due & _unannounced(note))
         .order_by(Subscription.expires_at, Subscription.id)
     )
     return sum(_announce_one(subscription, note, event) for subscription in found)
@@ -52,7 +51,7 @@ def _announce_one(subscription: Subscription, note: peewee.Field, event: str) ->
             .where(
                 (Subscription.id == subscription.id)
                 & (Subscription.expires_at == subscription.expires_at)
-                & (note.is_null() | (note != Subscription.expires_at))
+                & _unannounced(note)
             )
             .execute()
         )
@@ -69,6 +68,11 @@ def _announce_one(subscription: Subscription, note: peewee.Field, event: str) ->
             subscription.partner_id, event, data, occurred_at=clock.now(), order_ref=latest
         )
     return True
+
+
+def _unannounced(note: peewee.Field) -> peewee.Expression:
+    """The subscription's current expiry is not the one ``note`` says was announced."""
+    return note.is_null() | (note != Subscription.expires_at)
 
 
 def _latest_order(subscription: Subscription) -> str | None:

@@ -13,8 +13,13 @@ def _query():
     return WebhookDelivery.select(WebhookDelivery, Partner).join(Partner)
 
 
+def find(delivery_id: int) -> WebhookDelivery | None:
+    """The delivery with its partner, or None."""
+    return _query().where(WebhookDelivery.id == delivery_id).first()
+
+
 def get(delivery_id: int) -> WebhookDelivery:
-    delivery = _query().where(WebhookDelivery.id == delivery_id).first()
+    delivery = find(delivery_id)
     if delivery is None:
         raise NotFound(f"no webhook delivery {delivery_id}")
     return delivery

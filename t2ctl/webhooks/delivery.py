@@ -20,10 +20,10 @@ import requests
 
 from t2ctl import clock, db
 from t2ctl.config import Settings
-from t2ctl.db.models import Partner, WebhookAttempt, WebhookDelivery
+from t2ctl.db.models import WebhookAttempt, WebhookDelivery
 from t2ctl.jobs import tasks
 from t2ctl.security.crypto import SecretBox
-from t2ctl.webhooks import outbox, signing
+from t2ctl.webhooks import deliveries, outbox, signing
 from t2ctl.webhooks.guard import Guard, Refused, guarded_adapter
 
 logger = logging.getLogger(__name__)
@@ -150,12 +150,7 @@ class Deliverer:
         self.rng = rng
 
     def __call__(self, context: tasks.Context) -> None:
-        delivery = (
-            WebhookDelivery.select(WebhookDelivery, Partner)
-            .join(Partner)
-            .where(WebhookDelivery.id == context.payload["delivery"])
-            .first()
-        )
+        delivery = deliveries.find(context.payload["delivery"])
         if delivery is None or delivery.status != "pending":
             return
         now = clock.now()
