@@ -8,6 +8,7 @@ from t2ctl import clock
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db import schema
+from t2ctl.security import audit
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,6 +18,8 @@ def migrate(ctx: typer.Context, config: ConfigOption = None) -> None:
     """Apply pending schema migrations (safe while daemons run; they take a lock)."""
     session(ctx, config).connect(require_current=False)
     applied = schema.migrate()
+    if applied:
+        audit.record("db.migrate", "schema", applied=applied)
     output.note(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
 
 

@@ -1,13 +1,13 @@
-"""``t2ctl keys``: create, list, revoke partners' API keys."""
+"""``t2ctl keys``: create, list, rotate and revoke partners' API keys."""
 
 from typing import Annotated
 
 import typer
 
-from t2ctl import clock, partners
+from t2ctl import clock, db, partners
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
-from t2ctl.security import apikeys
+from t2ctl.security import apikeys, audit
 
 app = typer.Typer(no_args_is_help=True)
 PartnerOption = Annotated[str, typer.Option("--partner", help="The partner's name.")]
@@ -22,9 +22,56 @@ def create(
 ) -> None:
     """Create another API key for a partner; prints it once. Older keys stay valid."""
     session(ctx, config).connect()
-    issued = apikeys.issue(partners.get(partner))
+    with db.transaction():
+        issued = apikeys.issue(partners.get(partner))
+        audit.record("keys.create", partner, keyId=issued.key_id)
+    _reveal(issued, None, json=json)
+
+
+@app.command()
+def rotate(
+    ctx: typer.Context,
+    partner: PartnerOption,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--grace",
+            help="How long the partner's current keys keep working beside the new one "
+            "(1h, 7d; 0s ends them now).",
+        ),
+    ],
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Issue a new API key for a partner and expire its current ones when the grace ends;
+    prints the new key once. After a leak, revoke instead: that is immediate."""
+    try:
+        period = clock.parse_duration(grace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    session(ctx, config).connect()
+    with db.transaction():
+        rotation = apikeys.rotate(partners.get(partner), grace=period)
+        audit.record(
+            "keys.rotate",
+            partner,
+            keyId=rotation.issued.key_id,
+            grace=grace,
+            expiring=rotation.old_key_ids,
+        )
+    expires_old = clock.rfc3339(rotation.expires_old) if rotation.old_key_ids else None
+    _reveal(rotation.issued, expires_old, json=json)
+    if not json:
+        old = ", ".join(rotation.old_key_ids) or "none"
+        output.note(f"old key(s) {old} stop working at {expires_old or '-'}")
+
+
+def _reveal(issued: apikeys.IssuedKey, expires_old: str | None, *, json: bool) -> None:
+    """The one time a key is shown: CONTRACT's JSON for scripts, fields for people."""
     if json:
-        output.emit_json({"keyId": issued.key_id, "apiKey": issued.api_key, "expiresOld": None})
+        output.emit_json(
+            {"keyId": issued.key_id, "apiKey": issued.api_key, "expiresOld": expires_old}
+        )
         return
     output.fields(
         [("partner", issued.partner), ("key id", issued.key_id), ("API key", issued.api_key)]
@@ -79,5 +126,7 @@ def list_(
 def revoke(ctx: typer.Context, key_id: str, config: ConfigOption = None) -> None:
     """Revoke an API key at once."""
     session(ctx, config).connect()
-    key = apikeys.revoke(key_id)
+    with db.transaction():
+        key = apikeys.revoke(key_id)
+        audit.record("keys.revoke", key.partner.name, keyId=key.key_id)
     output.note(f"revoked key {key.key_id} of {key.partner.name}")

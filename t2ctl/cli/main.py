@@ -10,9 +10,8 @@ import typer
 from typer.core import TyperGroup
 
 from t2ctl import db, errors
-from t2ctl.cli import config as config_cmd
-from t2ctl.cli import db as db_cmd
 from t2ctl.cli import (
+    audit,
     keys,
     orders,
     output,
@@ -25,6 +24,8 @@ from t2ctl.cli import (
     serve,
     webhooks,
 )
+from t2ctl.cli import config as config_cmd
+from t2ctl.cli import db as db_cmd
 from t2ctl.cli.context import ConfigOption, session
 
 
@@ -90,6 +91,7 @@ app.add_typer(queue.app, name="queue", help="The job queue.")
 app.add_typer(schedule.app, name="schedule", help="Periodic tasks.")
 app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")
 app.add_typer(webhooks.app, name="webhooks", help="Webhook deliveries to partners.")
+app.add_typer(audit.app, name="audit", help="Who changed what, from the CLI, and when.")
 app.command("sandbox")(sandbox.run)
 
 

@@ -4,12 +4,12 @@ from typing import Annotated
 
 import typer
 
-from t2ctl import clock
+from t2ctl import clock, db
 from t2ctl.cli import output, webhooks
 from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import intake, pipeline, records
-from t2ctl.security import masking
+from t2ctl.security import audit, masking
 from t2ctl.webhooks import deliveries
 
 app = typer.Typer(no_args_is_help=True)
@@ -109,7 +109,9 @@ def retry(
 ) -> None:
     """Run a FAILED order again: it goes back to PENDING and a worker picks it up."""
     session(ctx, config).connect()
-    order = pipeline.retry(order_id, partner)
+    with db.transaction():
+        order = pipeline.retry(order_id, partner)
+        audit.record("orders.retry", order.order_id, partner=order.partner.name)
     if json:
         output.emit_json({"partner": order.partner.name, **records.public(order)})
         return

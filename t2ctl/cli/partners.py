@@ -4,10 +4,12 @@ from typing import Annotated
 
 import typer
 
-from t2ctl import clock, partners
+from t2ctl import clock, db, partners
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db.models import Partner
+from t2ctl.security import audit
+from t2ctl.webhooks.delivery import shown_url
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -33,9 +35,13 @@ def add(
     """Create a partner; prints its first API key and webhook secret, once."""
     current = session(ctx, config)
     current.connect()
-    created = partners.add(
-        name, webhook_url, box=current.box(), sandbox=current.settings.sandbox_mode
-    )
+    with db.transaction():
+        created = partners.add(
+            name, webhook_url, box=current.box(), sandbox=current.settings.sandbox_mode
+        )
+        audit.record(
+            "partners.add", name, webhookUrl=shown_url(webhook_url), keyId=created.key.key_id
+        )
     if json:
         output.emit_json(
             {
@@ -108,13 +114,21 @@ def set_(
         raise typer.BadParameter("give --allow-ip or --allow-any-ip, not both")
     current = session(ctx, config)
     current.connect()
-    partner = partners.update(
-        name,
-        sandbox=current.settings.sandbox_mode,
-        webhook_url=webhook_url,
-        allow_ips=[] if allow_any_ip else (allow_ip or None),
-        rate_limit=rate_limit,
-    )
+    allow_ips = [] if allow_any_ip else (allow_ip or None)
+    with db.transaction():
+        partner = partners.update(
+            name,
+            sandbox=current.settings.sandbox_mode,
+            webhook_url=webhook_url,
+            allow_ips=allow_ips,
+            rate_limit=rate_limit,
+        )
+        changed = {
+            "webhookUrl": shown_url(webhook_url) if webhook_url is not None else None,
+            "allowedIps": partner.allowed_ips if allow_ips is not None else None,
+            "rateLimit": rate_limit,
+        }
+        audit.record("partners.set", name, **{k: v for k, v in changed.items() if v is not None})
     data = _public(partner, current.settings.server.rate_limit_per_minute)
     if json:
         output.emit_json(data)

@@ -5,11 +5,12 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from t2ctl import products, wiring
+from t2ctl import db, products, wiring
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.errors import T2Error
 from t2ctl.provisioning.zoho import catalogue
+from t2ctl.security import audit
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -44,7 +45,9 @@ def import_(
 ) -> None:
     """Load products from a .csv or .json file; all rows or none."""
     session(ctx, config).connect()
-    result = products.import_file(file)
+    with db.transaction():
+        result = products.import_file(file)
+        audit.record("products.import", str(file), added=result.added, updated=result.updated)
     if json:
         output.emit_json({"added": result.added, "updated": result.updated})
         return
@@ -78,6 +81,14 @@ def sync(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
             currency=settings.zoho.currency,
             on_page=lambda count: progress.advance(task, count),
         )
+    # Recorded after the sync, which writes as it reads Zoho: no transaction spans Zoho calls.
+    audit.record(
+        "products.sync",
+        settings.zoho.organization_id,
+        added=result.added,
+        updated=result.updated,
+        deactivated=result.deactivated,
+    )
     if json:
         output.emit_json(
             {

@@ -5,12 +5,13 @@ from typing import Annotated, Any
 
 import typer
 
-from t2ctl import clock
+from t2ctl import clock, db
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db.models import JOB_STATES, Job
 from t2ctl.errors import Conflict
 from t2ctl.jobs import queue
+from t2ctl.security import audit
 
 app = typer.Typer(no_args_is_help=True)
 JobArgument = Annotated[int, typer.Argument(help="The job's id (see `t2ctl queue list`).")]
@@ -131,17 +132,20 @@ def retry(
         raise typer.BadParameter("give a JOB_ID or --all-dead, not both")
     session(ctx, config).connect()
     ids = queue.dead_ids() if all_dead else [job_id]
-    refused = []
+    refused, queued = [], []
     for one in ids:
         try:
-            queue.retry(one, now=clock.now())
+            with db.transaction():
+                queue.retry(one, now=clock.now())
+                audit.record("queue.retry", f"job {one}")
+            queued.append(one)
         except Conflict as exc:
             if not all_dead:
                 raise
             refused.append(str(exc))
     for reason in refused:
         output.note(reason)
-    output.note(f"{len(ids) - len(refused)} job(s) queued again")
+    output.note(f"{len(queued)} job(s) queued again")
     if refused:
         raise typer.Exit(1)
 
@@ -150,5 +154,7 @@ def retry(
 def cancel(ctx: typer.Context, job_id: JobArgument, config: ConfigOption = None) -> None:
     """Cancel a queued or dead job; a running job cannot be stopped half-way."""
     session(ctx, config).connect()
-    queue.cancel(job_id, now=clock.now())
+    with db.transaction():
+        queue.cancel(job_id, now=clock.now())
+        audit.record("queue.cancel", f"job {job_id}")
     output.note(f"job {job_id} cancelled")

@@ -8,6 +8,7 @@ import typer
 from t2ctl import clock, wiring
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.security import audit
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -71,6 +72,7 @@ def run(
     scheduler.get(task)
     moment = _as_of(scheduler, task, as_of) if as_of else clock.now()
     summary = scheduler.run_now(task, moment)
+    audit.record("schedule.run", task, asOf=clock.rfc3339(moment), summary=summary)
     output.note(f"{task} as of {clock.rfc3339(moment)}: {summary}")
 
 

@@ -6,11 +6,12 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from t2ctl import clock
+from t2ctl import clock, db
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
 from t2ctl.db.models import DELIVERY_STATUSES, WebhookAttempt, WebhookDelivery
 from t2ctl.errors import Conflict
+from t2ctl.security import audit
 from t2ctl.webhooks import deliveries
 
 app = typer.Typer(no_args_is_help=True)
@@ -164,7 +165,7 @@ def resend(
     moment = since_moment(since)
     session(ctx, config).connect()
     if not dead:
-        delivery = deliveries.resend(delivery_id)
+        delivery = _resend(delivery_id)
         output.note(f"delivery {delivery.id} ({delivery.webhook_id}) queued to be sent again")
         return
     ids = deliveries.dead_ids(since=moment)
@@ -179,7 +180,7 @@ def resend(
         task = progress.add_task("deliveries", total=len(ids))
         for one in ids:
             try:
-                deliveries.resend(one)
+                _resend(one)
             except Conflict as exc:
                 refused.append(str(exc))
             progress.advance(task)
@@ -188,3 +189,15 @@ def resend(
     output.note(f"{len(ids) - len(refused)} dead delivery(ies) queued to be sent again")
     if refused:
         raise typer.Exit(1)
+
+
+def _resend(delivery_id: int) -> WebhookDelivery:
+    with db.transaction():
+        delivery = deliveries.resend(delivery_id)
+        audit.record(
+            "webhooks.resend",
+            f"delivery {delivery.id}",
+            webhookId=delivery.webhook_id,
+            event=delivery.event,
+        )
+    return delivery

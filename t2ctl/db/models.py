@@ -303,6 +303,20 @@ class WebhookAttempt(BaseModel):
     excerpt = peewee.TextField(null=True)
 
 
+class AuditEvent(BaseModel):
+    """One state-changing CLI action: who (the OS user, and the login behind sudo), where,
+    what and when. ``details`` names ids and counts, never a secret."""
+
+    id = peewee.BigAutoField()
+    at = UTCDateTimeField(index=True)
+    os_user = peewee.CharField(max_length=64)
+    login_user = peewee.CharField(max_length=64, null=True)  # who ran sudo, when it differs
+    host = peewee.CharField(max_length=255)
+    action = peewee.CharField(max_length=64, index=True)  # command, like keys.rotate
+    target = peewee.CharField(max_length=255)
+    details = JSONTextField(default=dict)
+
+
 MODELS = [
     Partner,
     ApiKey,
@@ -320,4 +334,5 @@ MODELS = [
     RetiredWebhookSecret,
     WebhookDelivery,
     WebhookAttempt,
+    AuditEvent,
 ]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from t2ctl import clock, db
 from t2ctl.db.models import ApiKey, Partner
-from t2ctl.errors import NotFound, Unauthorized
+from t2ctl.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 
 PREFIX = "t2k_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -43,6 +43,34 @@ def issue(partner: Partner, *, expires_at: datetime | None = None) -> IssuedKey:
             expires_at=expires_at,
         )
     return IssuedKey(key_id, api_key, partner.name)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation's new key, and the keys that stop working at ``expires_old``."""
+
+    issued: IssuedKey
+    expires_old: datetime
+    old_key_ids: list[str]
+
+
+def rotate(partner: Partner, *, grace: timedelta) -> Rotation:
+    """Issue a new key and make every other live key of the partner expire after ``grace``
+    (none stays later; one already due sooner keeps its earlier end). The partner switches
+    over within the grace; ``revoke`` is for a leak."""
+    if grace < timedelta(0):
+        raise ValidationFailed([FieldError("grace", "must not be negative")], "Nothing changed.")
+    ends = clock.now() + grace
+    with db.transaction():
+        live = (
+            (ApiKey.partner == partner.id)
+            & ApiKey.revoked_at.is_null()
+            & (ApiKey.expires_at.is_null() | (ApiKey.expires_at > ends))
+        )
+        old = [key.key_id for key in db.locked(ApiKey.select().where(live))]
+        ApiKey.update(expires_at=ends).where(ApiKey.key_id.in_(old)).execute()
+        issued = issue(partner)
+    return Rotation(issued, ends, old)
 
 
 def authenticate(api_key: str) -> ApiKey:
