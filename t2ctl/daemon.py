@@ -20,6 +20,7 @@ from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
 from t2ctl.jobs.worker import Pool, Worker, worker_name
+from t2ctl.security import atrest
 from t2ctl.security.crypto import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,12 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
     applied = schema.migrate()
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
-    server = _http_server(app, settings, host, port) if role in ("all", "api") else None
     box = app.extensions["t2ctl"].box
+    try:  # the wrong master key stops the start, not each order later
+        atrest.check(box)
+    except T2Error as exc:
+        raise T2Error(f"refusing to start: {exc}") from None
+    server = _http_server(app, settings, host, port) if role in ("all", "api") else None
     background = Background(settings, box) if role in ("all", "worker") else None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)

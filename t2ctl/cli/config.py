@@ -10,6 +10,7 @@ from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
+from t2ctl.security import atrest
 from t2ctl.security.crypto import SecretBox
 
 app = typer.Typer(no_args_is_help=True)
@@ -31,6 +32,9 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     output.note(
         f"mode: {settings.mode}" + (" (provisioning is simulated)" if settings.sandbox_mode else "")
     )
+    if not waiting:
+        atrest.check(box)
+        output.note(f"stored secrets open with security.master_key ({box.key_count} key(s))")
     if not settings.sandbox_mode:
         if waiting:
             raise T2Error("Zoho is checked once the schema is current: run `t2ctl db migrate`")

@@ -4,10 +4,11 @@ from typing import Annotated
 
 import typer
 
-from t2ctl import clock, partners
+from t2ctl import clock, db, partners
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
-from t2ctl.security import crypto
+from t2ctl.errors import T2Error
+from t2ctl.security import atrest, audit, crypto
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -39,7 +40,9 @@ def rotate_webhook(
         raise typer.BadParameter(str(exc), param_hint="--grace") from None
     current = session(ctx, config)
     current.connect()
-    secret = partners.rotate_webhook_secret(partner, grace=period, box=current.box())
+    with db.transaction():
+        secret = partners.rotate_webhook_secret(partner, grace=period, box=current.box())
+        audit.record("secrets.rotate-webhook", partner, grace=grace)
     if json:
         output.emit_json({"webhookSecret": secret})
         return
@@ -48,3 +51,36 @@ def rotate_webhook(
         [("partner", partner), ("webhook secret", secret), ("old secret signs until", until)]
     )
     output.note("store the webhook secret now: it is not shown again")
+
+
+@app.command("rotate-master-key")
+def rotate_master_key(
+    ctx: typer.Context, config: ConfigOption = None, json: JsonOption = False
+) -> None:
+    """Re-encrypt every stored secret under the first key of security.master_key, in one
+    transaction. Put the new key first (NEW,OLD) on every host and restart the daemons, run
+    this, then remove OLD and restart again."""
+    current = session(ctx, config)
+    current.connect()
+    keys = current.settings.security.master_keys
+    if len(keys) < 2:
+        now = (
+            "lists one key"
+            if keys
+            else f"is not set (sandbox mode uses {crypto.sandbox_key_file(current.settings)})"
+        )
+        raise T2Error(
+            f"security.master_key {now}: put a new key in front of the current one (NEW,OLD; "
+            "`t2ctl secrets generate-master-key` makes one), then run this again"
+        )
+    with db.transaction():
+        counts = atrest.rotate(current.box())
+        audit.record("secrets.rotate-master-key", "master key", **counts)
+    if json:
+        output.emit_json(counts)
+        return
+    output.table(["secret", "re-encrypted"], list(counts.items()), title="rotate-master-key")
+    output.note(
+        "everything is encrypted under the first key: remove the old key from "
+        "security.master_key on every host and restart the daemons"
+    )

@@ -17,6 +17,10 @@ from t2ctl.errors import ConfigError, T2Error
 logger = logging.getLogger(__name__)
 
 
+class Undecryptable(T2Error):
+    """A stored token that none of the configured master keys opens."""
+
+
 class SecretBox:
     """Encrypts and decrypts short texts (secrets, emails, phone numbers)."""
 
@@ -34,6 +38,7 @@ class SecretBox:
         if problems or not fernets:
             raise ConfigError(problems or ["security.master_key: no key given"])
         self._fernet = MultiFernet(fernets)
+        self.key_count = len(fernets)
 
     def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
@@ -42,10 +47,17 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise T2Error(
+            raise Undecryptable(
                 "stored data cannot be decrypted with security.master_key: "
                 "is the right key configured (and the old one kept until rotation finished)?"
             ) from None
+
+    def rotate(self, token: str) -> str:
+        """The same text encrypted under the first key (MultiFernet.rotate)."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise Undecryptable("a stored token opens with none of the master keys") from None
 
 
 def generate_key() -> str:
