@@ -87,6 +87,8 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     threads: int = Field(8, ge=1, le=256)
     rate_limit_per_minute: int = Field(100, ge=1)
+    # Reverse proxies whose X-Forwarded-For is believed; from anyone else it is ignored.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
 
 
 class WorkerSettings(_Section):
@@ -208,6 +210,15 @@ class Settings(_Section):
                 "(generate one with `t2ctl secrets generate-master-key`)"
             )
         return self
+
+    def secret_values(self) -> list[str]:
+        """The plain value of every configured secret, for the log filter to mask."""
+        values = list(self.security.master_keys)
+        for secret in (self.zoho.client_secret, self.zoho.refresh_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        password = urlsplit(self.database.url).password
+        return values + ([password] if password else [])
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, every secret replaced by a marker."""

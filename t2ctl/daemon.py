@@ -76,6 +76,7 @@ def _http_server(app, settings: Settings, host: str, port: int):
             threads=settings.server.threads,
             ident="t2ctl",
             max_request_body_size=1024 * 1024,
+            clear_untrusted_proxy_headers=False,  # the app judges them: t2ctl.api.proxies
         )
     except OSError as exc:
         raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

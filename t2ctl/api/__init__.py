@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> Flask:
     It points the process's one database handle (``db.database``) at ``settings``: peewee
     binds models to a single handle, so one process serves one database.
     """
-    from t2ctl.api import auth, errors, limits, meta, openapi, orders, products
+    from t2ctl.api import auth, errors, limits, meta, openapi, orders, products, proxies
 
     # One pool for the process: request threads, job threads, and the engine's own few.
     db.connect(
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> Flask:
     for blueprint in (meta.bp, products.bp, orders.bp):
         app.register_blueprint(blueprint, url_prefix="/t2mobile")
     app.teardown_appcontext(_close_db)
+    app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.server.trusted_proxies)
     return app
 
 

@@ -28,7 +28,10 @@ class Running:
 
 def in_background(app: Flask, *, host: str = "127.0.0.1", port: int = 0) -> Running:
     """Serve ``app`` on waitress from a thread; ``stop()`` closes its sockets and threads."""
-    server = waitress.create_server(app, host=host, port=port, threads=8)
+    # The partner API judges X-Forwarded-For itself (t2ctl.api.proxies), as the daemon does.
+    server = waitress.create_server(
+        app, host=host, port=port, threads=8, clear_untrusted_proxy_headers=False
+    )
     stopping = threading.Event()
 
     def run() -> None:
