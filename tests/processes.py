@@ -68,6 +68,19 @@ class Daemon:
             self.kill()
 
 
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """One ``t2ctl`` command as an operator runs it, to its end: its stdout and its stderr,
+    where the log goes."""
+    return subprocess.run(
+        [sys.executable, "-m", "t2ctl", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def serve(cwd: Path, config: Path | None, *args: str) -> Daemon:
     """Start ``t2ctl serve`` (with ``--config`` when given) and wait until it is ready."""
     prefix = ["--config", str(config)] if config is not None else []

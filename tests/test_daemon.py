@@ -2,19 +2,17 @@
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 
-from tests.processes import LISTENING, WORKER_STARTED, serve
-
-SERVE = [sys.executable, "-m", "t2ctl", "serve"]  # the conftest clears T2CTL_* first
+from tests.processes import LISTENING, WORKER_STARTED, run, serve
 
 
 def serve_once(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run a daemon expected to refuse to start."""
-    return subprocess.run([*SERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    """Run a daemon expected to refuse to start (the conftest clears T2CTL_* first)."""
+    return run(cwd, "serve", *args)
 
 
 def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -39,6 +37,17 @@ def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> N
     result = serve_once(tmp_path)
     assert result.returncode == 1
     assert "server.threads: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_serve_refuses_a_config_file_others_can_read_that_holds_a_secret(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[security]\nmaster_key = "{key}"\n')
+    config.chmod(0o644)
+    result = serve_once(tmp_path)
+    assert result.returncode == 1
+    assert "holds security.master_key but is readable by others" in result.stderr
+    assert f"chmod o-r {config.name}" in result.stderr and key not in result.stderr
 
 
 def test_serve_reports_a_port_in_use_plainly(tmp_path: Path) -> None:

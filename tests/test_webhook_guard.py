@@ -3,19 +3,11 @@ private address unless ``webhooks.allow_private_networks`` lists it, judged on t
 the name resolves to when the connection is made. A receiver on loopback stands in for an
 address inside our network; with the network allowed, it is reached over real TLS."""
 
-import datetime as dt
 import ipaddress
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from standardwebhooks import Webhook
-from werkzeug.serving import make_server
 
 from t2ctl import clock, db, partners
 from t2ctl.config import Settings
@@ -119,55 +111,6 @@ def test_outside_sandbox_http_is_refused(server: LiveServer, hook: Hook) -> None
     _, attempt = only_attempt()
     assert attempt.outcome == "refused" and "only https" in attempt.error
     assert not hook.received
-
-
-@pytest.fixture
-def tls_hook(tmp_path: Path) -> Iterator[tuple[Hook, Path]]:
-    """The receiver over TLS on loopback, its certificate (for localhost) signed by itself:
-    a partner reached over a VPN with a private CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "hook.pem", tmp_path / "hook.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    hook = Hook()
-    server = make_server(
-        "127.0.0.1", 0, hook.app(), threaded=True, ssl_context=(str(cert_path), str(key_path))
-    )
-    hook.url = f"https://localhost:{server.port}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hook, cert_path
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 def test_an_allowed_private_network_is_reached_over_verified_tls(

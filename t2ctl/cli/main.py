@@ -27,6 +27,7 @@ from t2ctl.cli import (
 from t2ctl.cli import config as config_cmd
 from t2ctl.cli import db as db_cmd
 from t2ctl.cli.context import ConfigOption, session
+from t2ctl.security import redaction
 
 
 class ExitCode(IntEnum):
@@ -99,6 +100,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redaction.install(logging.getLogger().handlers)
     app(prog_name="t2ctl")
 
 

@@ -19,6 +19,7 @@ import peewee
 from t2ctl import clock, db
 from t2ctl.db.models import JOB_STATES, Job, ScheduleRun
 from t2ctl.errors import Conflict, NotFound
+from t2ctl.security import redaction
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def fail(job: Claimed, error: str, *, now: datetime, retry_at: datetime | None) 
         "state": "dead" if dead else "queued",
         "worker": None,
         "lease_until": None,
-        "last_error": error[:ERROR_LIMIT],
+        "last_error": redaction.redact(error)[:ERROR_LIMIT],
         "updated_at": now,
     }
     changes.update({"finished_at": now} if dead else {"run_at": retry_at})

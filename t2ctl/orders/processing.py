@@ -14,6 +14,7 @@ from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
 from t2ctl.orders import intake, pipeline, records, subscriptions
+from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import outbox
 
@@ -134,7 +135,13 @@ def _finish(
         }
     else:
         code, message = failure
-        changes = {"status": "FAILED", "error_code": code, "error_message": message}
+        # A remote service's message may quote the customer's contact: the partner and the
+        # database get it masked.
+        changes = {
+            "status": "FAILED",
+            "error_code": code,
+            "error_message": redaction.redact(message),
+        }
     with db.transaction():
         changed = (
             Order.update(**changes, updated_at=now)

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from t2ctl.config import Settings
 from t2ctl.errors import ConfigError, T2Error
+from t2ctl.security import redaction
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def box_for(settings: Settings) -> SecretBox:
             "set security.master_key before going live",
             path,
         )
-    return SecretBox([path.read_text().strip()])
+    key = path.read_text().strip()
+    redaction.protect([key])
+    return SecretBox([key])
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -22,6 +22,7 @@ from t2ctl import clock, db
 from t2ctl.config import Settings
 from t2ctl.db.models import WebhookAttempt, WebhookDelivery
 from t2ctl.jobs import tasks
+from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import deliveries, outbox, signing
 from t2ctl.webhooks.guard import Guard, Refused, guarded_adapter
@@ -192,6 +193,7 @@ def _record(
         status = "delivered"
     else:
         status = "pending" if wait is not None else "dead"
+    error = redaction.redact(result.error) if result.error else None
     with db.transaction():
         WebhookAttempt.create(
             delivery=delivery.id,
@@ -201,8 +203,8 @@ def _record(
             status_code=result.status_code,
             latency_ms=result.latency_ms,
             outcome=result.outcome,
-            error=result.error,
-            excerpt=result.excerpt,
+            error=error,
+            excerpt=redaction.redact(result.excerpt) if result.excerpt else None,
         )
         changed = (
             WebhookDelivery.update(
@@ -211,7 +213,7 @@ def _record(
                 failures=0 if status == "delivered" else WebhookDelivery.failures + 1,
                 next_attempt_at=now + wait if status == "pending" else None,
                 last_status=result.status_code,
-                last_error=result.error,
+                last_error=error,
                 updated_at=now,
                 finished_at=None if status == "pending" else now,
             )

@@ -20,6 +20,7 @@ from t2ctl import clock, db
 from t2ctl.db.models import ZohoToken
 from t2ctl.errors import T2Error
 from t2ctl.provisioning import Unreachable
+from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -168,9 +169,9 @@ class TokenCache:
             token = self._mint(now)
         except Unreachable as exc:
             with db.transaction():
-                ZohoToken.update(last_error=str(exc), refresh_lease_until=None).where(
-                    held_by_us
-                ).execute()
+                ZohoToken.update(
+                    last_error=redaction.redact(str(exc)), refresh_lease_until=None
+                ).where(held_by_us).execute()
             raise
         with db.transaction():
             ZohoToken.update(
