@@ -13,7 +13,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -213,12 +213,14 @@ class Settings(_Section):
 
     def secret_values(self) -> list[str]:
         """The plain value of every configured secret, for the log filter to mask."""
-        values = list(self.security.master_keys)
-        for secret in (self.zoho.client_secret, self.zoho.refresh_token):
-            if secret is not None:
+        values = list(self.security.master_keys)  # the list, split: each key alone
+        for dotted in SECRET_KEYS:
+            section, key = dotted.split(".")
+            secret = getattr(getattr(self, section), key)
+            if secret is not None and dotted != "security.master_key":
                 values.append(secret.get_secret_value())
         password = urlsplit(self.database.url).password
-        return values + ([password] if password else [])
+        return values + ([password, unquote(password)] if password else [])
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, every secret replaced by a marker."""

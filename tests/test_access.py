@@ -3,6 +3,7 @@ allow-list (its plain 403 is in test_errors), and X-Forwarded-For believed only 
 trusted proxy. Over real HTTP to the real app, with keys managed through the real CLI; every
 change lands in the audit log."""
 
+import ipaddress
 import json
 import os
 import pwd
@@ -13,6 +14,7 @@ import pytest
 import requests
 
 from t2ctl import partners
+from t2ctl.api.proxies import ClientAddress
 from t2ctl.config import Settings
 from t2ctl.db.models import AuditEvent
 from tests.conftest import Cli, LiveServer, make_settings, serve_in_thread
@@ -71,7 +73,7 @@ def test_a_revoked_key_gets_401_at_once_and_the_partner_keeps_its_others(
 
 def test_a_grace_that_is_not_a_duration_changes_nothing(server: LiveServer, cli: Cli) -> None:
     key = server.add_partner("acme").key.api_key
-    for grace in ("soon", "-5m"):
+    for grace in ("soon", "-5m", "5"):
         result = cli("keys", "rotate", "--partner", "acme", "--grace", grace)
         assert result.exit_code in (1, 2) and "grace" in result.stderr
     assert status(server, key) == 200
@@ -127,8 +129,9 @@ def test_every_state_change_from_the_cli_is_audited_with_the_os_user(
     bad = cli("partners", "set", "acme", "--allow-ip", "10.0.0.0/8", "--allow-ip", "nope")
     assert bad.exit_code == 1, "refused: nothing changed, nothing recorded"
     assert cli("partners", "set", "acme", "--allow-ip", "10.0.0.0/8").exit_code == 0
-    assert cli("keys", "rotate", "--partner", "acme", "--grace", "1h").exit_code == 0
-    assert cli("secrets", "rotate-webhook", "--partner", "acme", "--grace", "1d").exit_code == 0
+    rotated = cli("keys", "rotate", "--partner", "acme", "--grace", "1h", "--json")
+    secret = cli("secrets", "rotate-webhook", "--partner", "acme", "--grace", "1d", "--json")
+    assert rotated.exit_code == secret.exit_code == 0
 
     result = cli("audit", "list", "--json")
     assert result.exit_code == 0
@@ -143,10 +146,58 @@ def test_every_state_change_from_the_cli_is_audited_with_the_os_user(
     assert all(e["target"] == "acme" and e["at"] for e in events)
     assert events[2]["details"] == {"allowedIps": ["10.0.0.0/8"]}
     assert events[1]["details"]["grace"] == "1h" and len(events[1]["details"]["expiring"]) == 1
-    assert "apiKey" not in json.dumps(events) and "whsec_" not in json.dumps(events)
+    recorded = json.dumps(events)
+    assert json.loads(rotated.stdout)["apiKey"] not in recorded
+    assert json.loads(secret.stdout)["webhookSecret"] not in recorded and "whsec_" not in recorded
 
     only_keys = json.loads(cli("audit", "list", "--action", "keys", "--json").stdout)
     assert [e["action"] for e in only_keys] == ["keys.rotate"]
     table = cli("audit", "list")
     assert "partners.add" in table.stdout and me in table.stdout
     assert cli("audit", "list", "--user", "nobody-here").stderr.strip().endswith("matches")
+
+
+def forwarded(peer: str, header: str | None = None, **others: str) -> dict:
+    """What the app behind ``ClientAddress`` (trusting 10.0.0.0/8 and fd00::/8) is handed."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        return []
+
+    environ = {"REMOTE_ADDR": peer, **others}
+    if header is not None:
+        environ["HTTP_X_FORWARDED_FOR"] = header
+    trusted = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+    ClientAddress(app, trusted)(environ, lambda *_: None)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "client"),
+    [
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # untrusted peer: header ignored
+        ("::ffff:203.0.113.9", None, "203.0.113.9"),  # a dual-stack listener's IPv4
+        ("10.0.0.2", "2001:db8::7", "2001:db8::7"),
+        ("fd00::1", "[2001:db8::7]:443", "2001:db8::7"),
+        ("10.0.0.2", "::ffff:198.51.100.1", "198.51.100.1"),
+        ("10.0.0.2", "198.51.100.1, bogus, 10.0.0.3", "unknown"),  # garbage past trusted hops
+        ("10.0.0.2", "bogus, 198.51.100.1", "198.51.100.1"),  # garbage the client wrote
+        ("10.0.0.2", "10.0.0.9", "10.0.0.9"),  # every hop ours: the leftmost
+    ],
+)
+def test_the_client_address_is_read_right_to_left_through_trusted_hops(
+    peer: str, header: str | None, client: str
+) -> None:
+    seen = forwarded(peer, header)
+    assert seen["REMOTE_ADDR"] == client
+    assert seen["t2ctl.peer_addr"] == peer
+
+
+def test_forwarding_headers_from_an_untrusted_peer_never_reach_the_app() -> None:
+    seen = forwarded(
+        "203.0.113.9", "198.51.100.1", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_HOST="x"
+    )
+    assert not [name for name in seen if name.startswith("HTTP_X_FORWARDED")]
+    kept = forwarded("10.0.0.2", "198.51.100.1", HTTP_X_FORWARDED_PROTO="https")
+    assert kept["HTTP_X_FORWARDED_PROTO"] == "https"

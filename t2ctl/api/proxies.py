@@ -28,11 +28,14 @@ class ClientAddress:
     def __call__(self, environ: dict, start_response: Callable):
         peer = environ.get("REMOTE_ADDR", "")
         environ["t2ctl.peer_addr"] = peer
-        if self._trusted(_address(peer)):
+        address = _address(peer)
+        if self._trusted(address):
             environ["REMOTE_ADDR"] = self.client(peer, environ.get("HTTP_X_FORWARDED_FOR", ""))
-        else:
-            for name in [n for n in environ if n.startswith("HTTP_X_FORWARDED_")]:
-                del environ[name]
+            return self.app(environ, start_response)
+        # ::ffff:203.0.113.5 on a dual-stack listener is judged as the IPv4 it is.
+        environ["REMOTE_ADDR"] = str(address) if address is not None else peer
+        for name in [n for n in environ if n.startswith("HTTP_X_FORWARDED_")]:
+            del environ[name]
         return self.app(environ, start_response)
 
     def _trusted(self, address: IPv4Address | IPv6Address | None) -> bool:

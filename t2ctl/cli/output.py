@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from t2ctl.errors import FieldError
+from t2ctl.security import redaction
 
 
 def stdout() -> Console:
@@ -62,7 +63,11 @@ def note(message: str) -> None:
 
 
 def error(message: str, problems: Sequence[FieldError] = ()) -> None:
+    """An error on stderr, through the log filter's mask: it may quote a remote service."""
     console = stderr()
-    console.print(f"t2ctl: error: {message}", markup=False, style="red", soft_wrap=True)
+    console.print(
+        f"t2ctl: error: {redaction.redact(message)}", markup=False, style="red", soft_wrap=True
+    )
     for problem in problems:
-        console.print(f"  {problem.field}: {problem.message}", markup=False, soft_wrap=True)
+        text = redaction.redact(f"  {problem.field}: {problem.message}")
+        console.print(text, markup=False, soft_wrap=True)

@@ -47,7 +47,13 @@ def import_(
     session(ctx, config).connect()
     with db.transaction():
         result = products.import_file(file)
-        audit.record("products.import", str(file), added=result.added, updated=result.updated)
+        audit.record(
+            "products.import",
+            "catalogue",
+            file=str(file),
+            added=result.added,
+            updated=result.updated,
+        )
     if json:
         output.emit_json({"added": result.added, "updated": result.updated})
         return

@@ -5,7 +5,10 @@ can be removed as soon as it commits. ``check`` proves the configured keys still
 stored, so a daemon with the wrong key refuses to start instead of failing order by order.
 """
 
+import functools
+import operator
 from collections.abc import Iterator
+from typing import Any
 
 import peewee
 
@@ -23,6 +26,7 @@ ENCRYPTED: list[tuple[str, peewee.Field]] = [
     ("customer phone", Order.customer_phone),
 ]
 BATCH = 500
+LOCK_TIMEOUT = "10s"
 FIX = (
     "configure the key it was encrypted with in security.master_key. During a key change, list "
     "the new key first and keep the old one after it until `t2ctl secrets rotate-master-key` "
@@ -30,24 +34,38 @@ FIX = (
 )
 
 
-def rotate(box: SecretBox) -> dict[str, int]:
+def rotate(box: SecretBox, *, batch: int = BATCH) -> dict[str, int]:
     """Re-encrypt every stored secret under the first key; how many of each, by label.
 
-    Concurrent writers wait (SQLite's write lock; table locks on Postgres), so no row
-    written meanwhile under another key is missed.
+    Writers wait meanwhile (SQLite's one write lock; table locks on Postgres, taken within
+    ``LOCK_TIMEOUT`` or not at all), so no row written under another key is missed. Each row
+    is rewritten once, all its encrypted columns together.
     """
-    counts = {}
+    counts = {label: 0 for label, _ in ENCRYPTED}
     with db.transaction():
         if not db.is_sqlite():
-            tables = ", ".join(f'"{column.model._meta.table_name}"' for _, column in ENCRYPTED)
-            db.database.execute_sql(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE")
-        for label, column in ENCRYPTED:
-            counts[label] = 0
-            for pk, token in _tokens(column):
-                fresh = _opened(box.rotate, token, label, pk)
-                column.model.update({column: fresh}).where(column.model.id == pk).execute()
-                counts[label] += 1
+            _lock_tables()
+        for model, columns in _by_model().items():
+            for pk, *tokens in _rows(model, [column for _, column in columns], batch):
+                fresh = {}
+                for (label, column), token in zip(columns, tokens, strict=True):
+                    if token is not None:
+                        fresh[column] = _opened(box.rotate, token, label, pk)
+                        counts[label] += 1
+                model.update(fresh).where(model.id == pk).execute()
     return counts
+
+
+def _lock_tables() -> None:
+    tables = ", ".join(f'"{model._meta.table_name}"' for model in _by_model())
+    db.database.execute_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    try:
+        db.database.execute_sql(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE")
+    except peewee.OperationalError as exc:
+        raise T2Error(
+            f"the tables holding secrets could not be locked within {LOCK_TIMEOUT}: a long "
+            "transaction holds them; nothing was changed, try again"
+        ) from exc
 
 
 def check(box: SecretBox) -> None:
@@ -63,22 +81,31 @@ def check(box: SecretBox) -> None:
             _opened(box.decrypt, row[1], label, row[0])
 
 
-def _tokens(column: peewee.Field) -> Iterator[tuple[int, str]]:
-    """(id, token) of every row with a value, in id order, a batch at a time."""
-    model = column.model
+def _by_model() -> dict[type[peewee.Model], list[tuple[str, peewee.Field]]]:
+    grouped: dict[type[peewee.Model], list[tuple[str, peewee.Field]]] = {}
+    for label, column in ENCRYPTED:
+        grouped.setdefault(column.model, []).append((label, column))
+    return grouped
+
+
+def _rows(
+    model: type[peewee.Model], columns: list[peewee.Field], batch: int
+) -> Iterator[tuple[Any, ...]]:
+    """(id, *tokens) of every row holding any, in id order, ``batch`` rows at a time."""
+    holding = functools.reduce(operator.or_, [column.is_null(False) for column in columns])
     last = 0
     while True:
-        batch = list(
-            model.select(model.id, column)
-            .where(column.is_null(False) & (model.id > last))
+        rows = list(
+            model.select(model.id, *columns)
+            .where(holding & (model.id > last))
             .order_by(model.id)
-            .limit(BATCH)
+            .limit(batch)
             .tuples()
         )
-        if not batch:
+        if not rows:
             return
-        yield from batch
-        last = batch[-1][0]
+        yield from rows
+        last = rows[-1][0]
 
 
 def _opened(operation, token: str, label: str, pk: int) -> str:

@@ -20,7 +20,7 @@ _PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_" + MASK),
     (re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}"), "gAAAAA" + MASK),  # Fernet tokens
     (re.compile(r"\b1000\.[0-9a-f]{16,}\.[0-9a-f]{16,}"), "1000." + MASK),  # Zoho OAuth tokens
-    (re.compile(r"(?i)\b(bearer|basic|zoho-oauthtoken)\s+[^\s\"',;]+"), r"\1 " + MASK),
+    (re.compile(r"(?i)\b(bearer|zoho-oauthtoken)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + MASK),
     (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1" + MASK + "@"),
     (
         re.compile(
@@ -31,14 +31,18 @@ _PATTERNS: list[tuple[re.Pattern, str]] = [
     ),
 ]
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-# E.164 (what the API accepts) and Nigerian national numbers (080..., 070..., 090...)
-_PHONE = re.compile(r"(?<![\w.+])(?:\+[1-9]\d{7,14}|0[789][01]\d{8})(?![\w.])")
+# E.164 (what the API accepts), and Nigerian numbers without the + or national (080..., 070...);
+# not inside an id such as ORD-08031234567, nor a decimal; a full stop may end the sentence.
+_PHONE = re.compile(
+    r"(?<![\w.+/-])(?:\+[1-9]\d{7,14}|234[789][01]\d{8}|0[789][01]\d{8})(?!\w|\.\d)"
+)
 _literals: set[str] = set()
+MIN_LITERAL = 12  # shorter values would mask ordinary words (a password "postgres")
 
 
 def protect(values: Iterable[str | None]) -> None:
     """Mask these exact values (configured secrets) wherever they appear from now on."""
-    _literals.update(v for v in values if v and len(v) >= 8)
+    _literals.update(v for v in values if v and len(v) >= MIN_LITERAL)
 
 
 def redact(text: str) -> str:
