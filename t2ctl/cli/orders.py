@@ -1,15 +1,18 @@
-"""``t2ctl orders``: list, show and retry."""
+"""``t2ctl orders``: list, show, retry, and submit test orders."""
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from t2ctl import clock, db
+from t2ctl import clock, db, partners, products
 from t2ctl.cli import output, webhooks
 from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
-from t2ctl.db.models import ORDER_STATUSES
-from t2ctl.orders import intake, pipeline, records
-from t2ctl.security import audit, masking
+from t2ctl.config import Settings
+from t2ctl.db.models import ORDER_STATUSES, Partner, Product
+from t2ctl.errors import T2Error
+from t2ctl.orders import intake, pipeline, records, smoke
+from t2ctl.security import apikeys, audit, masking
 from t2ctl.webhooks import deliveries
 
 app = typer.Typer(no_args_is_help=True)
@@ -116,3 +119,111 @@ def retry(
         output.emit_json({"partner": order.partner.name, **records.public(order)})
         return
     output.note(f"order {order_id} is {order.status} again; a worker will process it")
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    test: Annotated[bool, typer.Option("--test", help="Required: these are test orders.")] = False,
+    partner: Annotated[
+        str | None, typer.Option("--partner", help="Default: the only partner.")
+    ] = None,
+    product: Annotated[
+        str | None, typer.Option("--product", help="Default: the first active product.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, max=100)] = 1,
+    url: Annotated[
+        str | None, typer.Option("--url", help="The server (default: server.host and .port).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="The partner's key; default: a key minted now that expires within minutes.",
+        ),
+    ] = None,
+    wait: Annotated[
+        str, typer.Option("--wait", help="How long to wait for the outcomes (30s, 5m).")
+    ] = "2m",
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Send test orders through the real HTTP API of a running server and print each one's
+    outcome; exits 1 unless every one is FULFILLED. In Zoho mode each is a real sales order."""
+    if not test:
+        raise typer.BadParameter("the CLI submits test orders only: add --test")
+    try:
+        patience = clock.parse_duration(wait)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--wait") from None
+    current = session(ctx, config)
+    current.connect()
+    owner = partners.get(partner) if partner else _only_partner()
+    item = products.get(product) if product else _first_active_product()
+    orders = smoke.bodies(item, count)
+    with db.transaction():
+        key = api_key or _minted_key(owner, patience)
+        audit.record(
+            "orders.submit-test",
+            owner.name,
+            keyId=apikeys.key_id(key),
+            minted=api_key is None,
+            product=item.product_id,
+            orderIds=[o["orderId"] for o in orders],
+        )
+    if current.settings.zoho.enabled:
+        output.note("Zoho mode: each test order becomes a real, confirmed sales order in Zoho")
+    api = smoke.Api(url or _server_url(current.settings), key)
+    smoke.send(api, orders)
+    shown = smoke.follow(api, [o["orderId"] for o in orders], wait=patience)
+    _report(shown, json=json)
+    if any(o["status"] != "FULFILLED" for o in shown):
+        raise typer.Exit(1)
+
+
+def _only_partner() -> Partner:
+    found = partners.listing()
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none yet"
+        raise T2Error(f"choose the partner with --partner (partners: {names})")
+    return found[0]
+
+
+def _first_active_product() -> Product:
+    active = products.listing(active_only=True)
+    if not active:
+        raise T2Error("the catalogue has no active product: load one with `t2ctl products import`")
+    return active[0]
+
+
+def _minted_key(owner: Partner, patience: timedelta) -> str:
+    """A key just for this run: it outlives the wait by a few minutes, then expires."""
+    return apikeys.issue(
+        owner, expires_at=clock.now() + patience + apikeys.TEST_KEY_LIFETIME
+    ).api_key
+
+
+def _server_url(settings: Settings) -> str:
+    host = settings.server.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.server.port}"
+
+
+def _report(shown: list[dict], *, json: bool) -> None:
+    if json:
+        output.emit_json(shown)
+        return
+    output.table(
+        ["order id", "status", "activation ref", "error"],
+        [
+            (
+                o["orderId"],
+                o["status"],
+                (o.get("fulfilment") or {}).get("activationReference") or "-",
+                (o.get("error") or {}).get("message") or "-",
+            )
+            for o in shown
+        ],
+        title="test orders",
+    )

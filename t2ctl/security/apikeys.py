@@ -15,6 +15,7 @@ from t2ctl.errors import NotFound, Unauthorized
 
 PREFIX = "t2k_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+TEST_KEY_LIFETIME = timedelta(minutes=5)  # beyond the wait of `orders submit --test`
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class IssuedKey:
     key_id: str
     api_key: str
     partner: str
+
+
+def key_id(api_key: str) -> str | None:
+    """The public id inside a key of ours, or None for anything else."""
+    body = api_key.removeprefix(PREFIX)
+    return body.partition("_")[0] if body != api_key and "_" in body else None
 
 
 def digest(api_key: str) -> str:
