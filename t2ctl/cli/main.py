@@ -29,6 +29,8 @@ from t2ctl.cli import db as db_cmd
 from t2ctl.cli.context import ConfigOption, session
 from t2ctl.security import redaction
 
+logger = logging.getLogger("t2ctl")
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -101,7 +103,12 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     redaction.install(logging.getLogger().handlers)
-    app(prog_name="t2ctl")
+    try:
+        app(prog_name="t2ctl")
+    except Exception:  # Click has handled usage errors and exits: this is a bug
+        # Its traceback goes through the log, whose filter masks any secret in it.
+        logger.exception("unexpected error; please report it with this traceback")
+        raise SystemExit(ExitCode.FAILURE) from None
 
 
 __all__ = ["ExitCode", "app", "main"]
