@@ -1,7 +1,7 @@
 """What a command needs from its surroundings, resolved lazily and once per invocation."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +30,14 @@ def since_moment(text: str | None) -> datetime | None:
         return clock.parse_moment(text) if text else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+
+def duration(text: str, option: str) -> timedelta:
+    """A duration option (``--grace 7d``) as a timedelta, or a usage error naming it."""
+    try:
+        return clock.parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 @dataclass

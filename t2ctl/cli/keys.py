@@ -6,7 +6,7 @@ import typer
 
 from t2ctl import clock, db, partners
 from t2ctl.cli import output
-from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.cli.context import ConfigOption, JsonOption, duration, session
 from t2ctl.security import apikeys, audit
 
 app = typer.Typer(no_args_is_help=True)
@@ -45,10 +45,7 @@ def rotate(
 ) -> None:
     """Issue a new API key for a partner and expire its current ones when the grace ends;
     prints the new key once. After a leak, revoke instead: that is immediate."""
-    try:
-        period = clock.parse_duration(grace)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    period = duration(grace, "--grace")
     session(ctx, config).connect()
     with db.transaction():
         rotation = apikeys.rotate(partners.get(partner), grace=period)

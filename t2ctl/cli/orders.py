@@ -7,7 +7,14 @@ import typer
 
 from t2ctl import clock, db, partners, products
 from t2ctl.cli import output, webhooks
-from t2ctl.cli.context import ConfigOption, JsonOption, SinceOption, session, since_moment
+from t2ctl.cli.context import (
+    ConfigOption,
+    JsonOption,
+    SinceOption,
+    duration,
+    session,
+    since_moment,
+)
 from t2ctl.config import Settings
 from t2ctl.db.models import ORDER_STATUSES, Partner, Product
 from t2ctl.errors import T2Error
@@ -152,10 +159,7 @@ def submit(
     outcome; exits 1 unless every one is FULFILLED. In Zoho mode each is a real sales order."""
     if not test:
         raise typer.BadParameter("the CLI submits test orders only: add --test")
-    try:
-        patience = clock.parse_duration(wait)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--wait") from None
+    patience = duration(wait, "--wait")
     current = session(ctx, config)
     current.connect()
     owner = partners.get(partner) if partner else _only_partner()

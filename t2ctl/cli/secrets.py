@@ -6,7 +6,7 @@ import typer
 
 from t2ctl import clock, db, partners
 from t2ctl.cli import output
-from t2ctl.cli.context import ConfigOption, JsonOption, session
+from t2ctl.cli.context import ConfigOption, JsonOption, duration, session
 from t2ctl.errors import T2Error
 from t2ctl.security import atrest, audit, crypto
 
@@ -34,10 +34,7 @@ def rotate_webhook(
 ) -> None:
     """Give a partner a new webhook secret; prints it once. Until the grace ends, every
     delivery carries a signature by each, so the receiver can switch at its own pace."""
-    try:
-        period = clock.parse_duration(grace)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    period = duration(grace, "--grace")
     current = session(ctx, config)
     current.connect()
     with db.transaction():
