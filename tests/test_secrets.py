@@ -8,6 +8,7 @@ import logging
 import re
 from pathlib import Path
 
+import peewee
 import pytest
 import requests
 from cryptography.fernet import Fernet
@@ -15,7 +16,7 @@ from standardwebhooks import Webhook
 
 from t2ctl import db
 from t2ctl.config import Settings
-from t2ctl.db.models import AuditEvent, Order, ZohoToken
+from t2ctl.db.models import MODELS, AuditEvent, Order, ZohoToken
 from t2ctl.errors import T2Error
 from t2ctl.security import atrest, redaction
 from t2ctl.security.crypto import SecretBox, Undecryptable
@@ -181,6 +182,15 @@ def test_a_zoho_flow_leaves_no_secret_or_contact_in_logs_or_the_database(
 
     stored = database_text(settings)
     assert b"T2-LEAK-B" in stored and ZohoToken.select().count() == 1, "the scan sees the data"
+    encrypted = {(column.model, column.name) for _, column in atrest.ENCRYPTED}
+    holding_tokens = {
+        (model, field.name)
+        for model in MODELS
+        for field in model._meta.sorted_fields
+        if isinstance(field, peewee.TextField | peewee.CharField)
+        and model.select().where(field.startswith("gAAAAA")).exists()
+    }
+    assert holding_tokens == encrypted, "every encrypted column is listed for rotation"
     said = "\n".join(logs)
     needles = {
         "first API key": revealed["apiKey"],
