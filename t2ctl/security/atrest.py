@@ -48,10 +48,9 @@ def rotate(box: SecretBox, *, batch: int = BATCH) -> dict[str, int]:
         for model, columns in _by_model().items():
             for pk, *tokens in _rows(model, [column for _, column in columns], batch):
                 fresh = {}
-                for (label, column), token in zip(columns, tokens, strict=True):
-                    if token is not None:
-                        fresh[column] = _opened(box.rotate, token, label, pk)
-                        counts[label] += 1
+                for label, column, token in _present(columns, tokens):
+                    fresh[column] = _opened(box.rotate, token, label, pk)
+                    counts[label] += 1
                 model.update(fresh).where(model.id == pk).execute()
     return counts
 
@@ -72,13 +71,14 @@ def check(box: SecretBox) -> None:
     """Decrypt every partner and Zoho secret and the oldest and newest order's contact;
     T2Error naming the first that fails and the fix. Orders are sampled: a start-up must not
     read a table that grows without end."""
-    for label, column in ENCRYPTED:
-        rows = column.model.select(column.model.id, column).where(column.is_null(False))
-        if column.model is Order:
+    for model, columns in _by_model().items():
+        rows = model.select(model.id, *[column for _, column in columns])
+        if model is Order:
             ends = Order.select(peewee.fn.MIN(Order.id), peewee.fn.MAX(Order.id)).tuples()
             rows = rows.where(Order.id.in_(list(ends.get())))
-        for row in rows.tuples().iterator():
-            _opened(box.decrypt, row[1], label, row[0])
+        for pk, *tokens in rows.tuples().iterator():
+            for label, _, token in _present(columns, tokens):
+                _opened(box.decrypt, token, label, pk)
 
 
 def _by_model() -> dict[type[peewee.Model], list[tuple[str, peewee.Field]]]:
@@ -86,6 +86,15 @@ def _by_model() -> dict[type[peewee.Model], list[tuple[str, peewee.Field]]]:
     for label, column in ENCRYPTED:
         grouped.setdefault(column.model, []).append((label, column))
     return grouped
+
+
+def _present(
+    columns: list[tuple[str, peewee.Field]], tokens: list[str | None]
+) -> Iterator[tuple[str, peewee.Field, str]]:
+    """(label, column, token) for each of a row's encrypted columns that holds a value."""
+    for (label, column), token in zip(columns, tokens, strict=True):
+        if token is not None:
+            yield label, column, token
 
 
 def _rows(

@@ -36,17 +36,19 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PHONE = re.compile(
     r"(?<![\w.+/-])(?:\+[1-9]\d{7,14}|234[789][01]\d{8}|0[789][01]\d{8})(?!\w|\.\d)"
 )
-_literals: set[str] = set()
+_literals: tuple[str, ...] = ()  # longest first, so a secret inside another is not half-masked
 MIN_LITERAL = 12  # shorter values would mask ordinary words (a password "postgres")
 
 
 def protect(values: Iterable[str | None]) -> None:
     """Mask these exact values (configured secrets) wherever they appear from now on."""
-    _literals.update(v for v in values if v and len(v) >= MIN_LITERAL)
+    global _literals
+    kept = {v for v in values if v and len(v) >= MIN_LITERAL}
+    _literals = tuple(sorted(kept.union(_literals), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    for literal in sorted(_literals, key=len, reverse=True):
+    for literal in _literals:
         text = text.replace(literal, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
