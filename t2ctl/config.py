@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -182,6 +182,23 @@ class ScheduleSettings(_Section):
         return name
 
 
+class LogSettings(_Section):
+    # auto: text on a terminal, one JSON object a line elsewhere (journald, files, pipes)
+    format: Literal["auto", "json", "text"] = "auto"
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
+
+
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` on its own listener, apart from the partner API."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     server: ServerSettings = ServerSettings()
@@ -191,6 +208,8 @@ class Settings(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
     source: Path | None = Field(None, exclude=True)
 
     @property

@@ -12,6 +12,7 @@ import signal
 import threading
 from datetime import timedelta
 
+import requests
 import waitress
 
 from t2ctl import wiring
@@ -20,6 +21,7 @@ from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
 from t2ctl.jobs.worker import Pool, Worker, worker_name
+from t2ctl.monitoring import metrics, systemd
 from t2ctl.security import atrest
 from t2ctl.security.crypto import SecretBox
 
@@ -39,6 +41,7 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
     except T2Error as exc:
         raise T2Error(f"refusing to start: {exc}") from None
     server = _http_server(app, settings, host, port) if role in ("all", "api") else None
+    listener = metrics.serve(settings.metrics) if settings.metrics.enabled else None
     background = Background(settings, box) if role in ("all", "worker") else None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
@@ -46,25 +49,41 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
         logger.warning("SANDBOX MODE: provisioning is simulated and no Zoho call is made")
     if background is not None:
         background.start()
+    url = f"http://{_url_host(host)}:{server.effective_port}" if server is not None else None
+    watchdog = Watchdog(url, background)
     try:
+        if listener is not None:
+            logger.info("metrics on %s", listener.url, extra={"action": "metrics_listening"})
         if server is not None:
             logger.info(
-                "listening on http://%s:%s (%s mode, database %s)",
-                host,
-                server.effective_port,
+                "listening on %s (%s mode, database %s)",
+                url,
                 settings.mode,
                 settings.database.redacted_url(),
                 extra={"action": "listening"},
             )
+        watchdog.start()
+        systemd.notify("READY=1", f"STATUS={role} role, {settings.mode} mode, {url or 'no HTTP'}")
+        if server is not None:
             server.run()  # returns once SIGTERM's SystemExit has closed the listener
         else:
             threading.Event().wait()
     except SystemExit:
         pass
     finally:
+        systemd.notify("STOPPING=1")
+        watchdog.stop()
         if background is not None:
             background.stop()
+        if listener is not None:
+            listener.stop()
     logger.info("stopped", extra={"action": "stopped"})
+
+
+def _url_host(host: str) -> str:
+    """The host to reach a listener on ``host`` from this machine, as a URL writes it."""
+    loopback = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{loopback}]" if ":" in loopback else loopback
 
 
 def _http_server(app, settings: Settings, host: str, port: int):
@@ -112,6 +131,50 @@ class Background:
     def stop(self) -> None:
         self.stopping.set()
         self.pool.stop(self.settings.worker.shutdown_grace.total_seconds())
+
+    def alive(self) -> bool:
+        return self.pool.alive() and self.thread.is_alive()
+
+
+class Watchdog:
+    """Sends systemd ``WATCHDOG=1`` while the daemon does its work: its HTTP server answers
+    ``/health/live`` and its worker and scheduler threads run. A hung daemon goes quiet, and
+    systemd restarts it after ``WatchdogSec``. Idle when systemd asks for no watchdog."""
+
+    def __init__(self, url: str | None, background: Background | None):
+        self.probe = f"{url}/t2mobile/health/live" if url else None
+        self.background = background
+        self.interval = systemd.watchdog_interval()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="t2ctl-watchdog", daemon=True)
+
+    def start(self) -> None:
+        if self.interval is not None:
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _run(self) -> None:
+        seconds = self.interval.total_seconds()
+        while not self.stopping.wait(seconds):
+            trouble = self.trouble(timeout=seconds)
+            if trouble is None:
+                systemd.notify("WATCHDOG=1")
+            else:
+                logger.error("watchdog withheld: %s", trouble, extra={"action": "watchdog"})
+
+    def trouble(self, *, timeout: float) -> str | None:
+        """What is wrong, or None when all is well."""
+        if self.background is not None and not self.background.alive():
+            return "a worker or scheduler thread has stopped"
+        if self.probe is None:
+            return None
+        try:
+            requests.get(self.probe, timeout=timeout).raise_for_status()
+        except requests.RequestException as exc:
+            return f"the HTTP server does not answer {self.probe}: {type(exc).__name__}"
+        return None
 
 
 def _stop(signum: int, _frame) -> None:

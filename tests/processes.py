@@ -1,5 +1,7 @@
 """Real ``t2ctl serve`` processes for tests: started, watched through their log, signalled."""
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -16,10 +18,13 @@ WORKER_STARTED = re.compile(r"worker (\S+) started")
 class Daemon:
     """A ``t2ctl serve`` subprocess whose stderr (the log) is read continuously."""
 
-    def __init__(self, cwd: Path, *args: str):
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None):
+        # Metrics on a free port unless told otherwise: tests run several daemons at once.
+        environment = {**os.environ, "T2CTL_METRICS__PORT": "0", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "t2ctl", *args],
             cwd=cwd,
+            env=environment,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -35,6 +40,17 @@ class Daemon:
     @property
     def log(self) -> str:
         return "".join(self._lines)
+
+    @property
+    def records(self) -> list[dict]:
+        """The log so far, a JSON object a line (it is not a terminal); fails on any other."""
+        return [json.loads(line) for line in list(self._lines)]
+
+    def messages(self, **fields: object) -> list[str]:
+        """The messages of the log lines that carry all these fields."""
+        return [
+            r["message"] for r in self.records if all(r.get(k) == v for k, v in fields.items())
+        ]
 
     def wait_for(self, pattern: re.Pattern, timeout: float = 30) -> re.Match:
         deadline = time.monotonic() + timeout
@@ -81,10 +97,12 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
     )
 
 
-def serve(cwd: Path, config: Path | None, *args: str) -> Daemon:
+def serve(
+    cwd: Path, config: Path | None, *args: str, env: dict[str, str] | None = None
+) -> Daemon:
     """Start ``t2ctl serve`` (with ``--config`` when given) and wait until it is ready."""
     prefix = ["--config", str(config)] if config is not None else []
-    daemon = Daemon(cwd, *prefix, "serve", *args)
+    daemon = Daemon(cwd, *prefix, "serve", *args, env=env)
     daemon.wait_for(WORKER_STARTED if "worker" in args else LISTENING)
     return daemon
 

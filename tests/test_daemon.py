@@ -29,7 +29,7 @@ def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_pa
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert daemon.stop(timeout=15) == 0
     assert WORKER_STARTED.search(daemon.log), "role all runs the workers too"
-    assert daemon.log.rstrip().endswith("stopped")
+    assert daemon.records[-1]["message"] == "stopped"
 
 
 def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> None:

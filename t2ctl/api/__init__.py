@@ -32,7 +32,17 @@ def create_app(settings: Settings) -> Flask:
     It points the process's one database handle (``db.database``) at ``settings``: peewee
     binds models to a single handle, so one process serves one database.
     """
-    from t2ctl.api import auth, errors, limits, meta, openapi, orders, products, proxies
+    from t2ctl.api import (
+        auth,
+        errors,
+        limits,
+        meta,
+        observe,
+        openapi,
+        orders,
+        products,
+        proxies,
+    )
 
     # One pool for the process: request threads, job threads, and the engine's own few.
     db.connect(
@@ -48,6 +58,7 @@ def create_app(settings: Settings) -> Flask:
         openapi=json.dumps(openapi.document(t2ctl.__version__)),
     )
     errors.register(app)
+    observe.init(app)  # first: a request refused by authentication has an id too
     app.before_request(auth.authenticate)  # before the limiter, which keys on the API key
     limits.init(app, settings.server.rate_limit_per_minute)
     for blueprint in (meta.bp, products.bp, orders.bp):

@@ -40,7 +40,9 @@ def document(version: str) -> dict[str, Any]:
                 "Outcomes arrive as webhooks signed per the Standard Webhooks specification "
                 "(see `webhooks`); a failed delivery (a 3xx included: redirects are not "
                 "followed) is retried under the same webhook-id, by default after 5 s, 5 min, "
-                "30 min, 2 h, 5 h, 10 h and 10 h, each ±20 %."
+                "30 min, 2 h, 5 h, 10 h and 10 h, each ±20 %. Every response carries an "
+                "`X-Request-ID` header: yours when you send one (1–128 of "
+                "`A-Z a-z 0-9 . _ : / + = @ -`), else a new one; quote it to IconTech support."
             ),
         },
         "servers": [{"url": "/"}],
@@ -117,11 +119,30 @@ def _paths() -> dict[str, Any]:
         f"{BASE}/health": {
             "get": {
                 "operationId": "health",
-                "summary": "Liveness and database reachability.",
+                "summary": "Up, database reachability, and the job queue.",
                 "security": [],
                 "responses": {
                     "200": _json("Up, database reachable.", "Health"),
                     "503": _json("The database cannot be reached.", "Health"),
+                },
+            }
+        },
+        f"{BASE}/health/live": {
+            "get": {
+                "operationId": "liveness",
+                "summary": "Liveness: the process answers HTTP. Reads no database.",
+                "security": [],
+                "responses": {"200": _json("Alive.", "Liveness")},
+            }
+        },
+        f"{BASE}/health/ready": {
+            "get": {
+                "operationId": "readiness",
+                "summary": "Readiness: the database answers and its schema is current.",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready to take requests.", "Readiness"),
+                    "503": _json("Not ready: send traffic elsewhere meanwhile.", "Readiness"),
                 },
             }
         },

@@ -144,11 +144,39 @@ class Order(_Body):
     error: OrderError | None = Field(description="Null unless FAILED.")
 
 
+class QueueDepth(_Body):
+    queued: int = Field(ge=0, description="Jobs waiting to run (due or in a retry backoff).")
+    running: int = Field(ge=0)
+    dead: int = Field(ge=0, description="Jobs out of attempts, waiting for an operator.")
+
+
 class Health(_Body):
+    """The queue fields are present while the database answers."""
+
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
     mode: Literal["sandbox", "zoho"]
     version: str
+    migrations: Literal["ok", "pending"] | None = Field(
+        None, description="pending: the schema is behind this daemon's code."
+    )
+    queue: QueueDepth | None = None
+    oldestPendingSeconds: int | None = Field(
+        None, ge=0, description="How long the oldest due, unclaimed job has waited; null: none."
+    )
+
+
+class Liveness(_Body):
+    status: Literal["ok"]
+
+
+class Readiness(_Body):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    migrations: Literal["ok", "pending", "unknown"]
+    pending: list[str] = Field(
+        description="Migrations this daemon's code has and the database lacks."
+    )
 
 
 class FieldProblem(_Body):
@@ -196,6 +224,8 @@ SCHEMAS: list[type[BaseModel]] = [
     ProductList,
     Order,
     Health,
+    Liveness,
+    Readiness,
     Problem,
     OrderEvent,
     SubscriptionEvent,

@@ -10,6 +10,7 @@ import typer
 from t2ctl import clock, config, db
 from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.monitoring import logs
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox, box_for
 
@@ -50,6 +51,7 @@ class Session:
         if self._settings is None:
             self._settings = config.load(self.config_path)
             redaction.protect(self._settings.secret_values())
+            logs.configure(self._settings.log.format, self._settings.log.level)
         return self._settings
 
     def connect(self, *, require_current: bool = True) -> None:

@@ -27,7 +27,7 @@ from t2ctl.cli import (
 from t2ctl.cli import config as config_cmd
 from t2ctl.cli import db as db_cmd
 from t2ctl.cli.context import ConfigOption, session
-from t2ctl.security import redaction
+from t2ctl.monitoring import logs
 
 logger = logging.getLogger("t2ctl")
 
@@ -99,10 +99,7 @@ app.command("sandbox")(sandbox.run)
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    redaction.install(logging.getLogger().handlers)
+    logs.install()
     try:
         app(prog_name="t2ctl")
     except Exception:  # Click has handled usage errors and exits: this is a bug

@@ -326,6 +326,11 @@ def stats(*, now: datetime) -> Stats:
     return Stats(counts, waiting, Job.run_at.python_value(oldest), by_task)
 
 
+def dead_since(moment: datetime) -> int:
+    """How many jobs have died (run out of attempts) since ``moment``."""
+    return Job.select().where((Job.state == "dead") & (Job.finished_at >= moment)).count()
+
+
 def retry(job_id: int, *, now: datetime) -> Job:
     """Queue a dead or cancelled job again now, as if new: its attempts count from zero and
     its age (which bounds how long some handlers keep retrying) from now."""

@@ -13,15 +13,19 @@ import queue as inbox_queue
 import secrets
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
 from t2ctl.jobs import queue, tasks
+from t2ctl.monitoring import logs, metrics
 
 logger = logging.getLogger(__name__)
 
+# A run's outcome, as the metrics name it: the job's new state (None: another worker had it).
+OUTCOMES = {"done": "done", "queued": "retry", "dead": "dead", None: "lost"}
 IDLE_MIN = 0.05
 IDLE_MAX = 2.0
 
@@ -82,7 +86,16 @@ class Worker:
             job.created_at,
             clock.now(),
         )
-        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempts}
+        with logs.bind(job_id=job.id, task=job.task):
+            started = time.monotonic()
+            state = self._run(job, task, context)
+            metrics.JOBS.labels(job.task, OUTCOMES[state]).observe(time.monotonic() - started)
+        return state
+
+    def _run(
+        self, job: queue.Claimed, task: tasks.Task | None, context: tasks.Context
+    ) -> str | None:
+        extra = {"attempt": job.attempts}
         try:
             if task is None:
                 raise tasks.Retry(f"no handler for task {job.task!r} in this daemon")
@@ -182,6 +195,7 @@ class Pool:
         self._stopping = threading.Event()
         self._closed = threading.Event()  # set after the drain: heartbeats go on until then
         self._claimers: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
         self._heartbeat_thread: threading.Thread | None = None
         self._forget_waker: Callable[[], None] = lambda: None
 
@@ -201,7 +215,12 @@ class Pool:
         # Daemon threads: a handler that outlives the grace period must not hold the exit.
         thread = threading.Thread(target=target, name=f"t2ctl-{role}", daemon=True)
         thread.start()
+        self._threads.append(thread)
         return thread
+
+    def alive(self) -> bool:
+        """Every thread of the pool still runs (a bug that kills one stops its work)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def stop(self, grace: float) -> None:
         """Stop claiming, let running jobs finish for up to ``grace`` seconds, then hand back

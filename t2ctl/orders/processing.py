@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
+from t2ctl.monitoring import logs, metrics
 from t2ctl.orders import intake, pipeline, records, subscriptions
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
@@ -42,6 +43,10 @@ class Processor:
         if started is None:
             return
         order, resume = started
+        with logs.bind(order_id=order.order_id):
+            self._provision(order, resume, context)
+
+    def _provision(self, order: Order, resume: bool, context: tasks.Context) -> None:
         try:
             sales = self.provisioner.provision(self._request(order), resume=resume)
         except provisioning.Rejected as exc:
@@ -163,6 +168,7 @@ def _finish(
             )
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
     if changed:
+        metrics.ORDERS.labels(changes["status"]).inc()
         logger.info("order %s %s", order.order_id, changes["status"], extra=extra)
     else:
         logger.warning("order %s was finished by another run", order.order_id, extra=extra)

@@ -86,3 +86,8 @@ def listing(
     if since is not None:
         query = query.where(Order.created_at >= since)
     return list(query)
+
+
+def failed_since(moment: datetime) -> int:
+    """How many orders have FAILED since ``moment``."""
+    return Order.select().where((Order.status == "FAILED") & (Order.updated_at >= moment)).count()

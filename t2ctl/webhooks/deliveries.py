@@ -2,8 +2,10 @@
 
 from datetime import datetime
 
+from peewee import fn
+
 from t2ctl import clock, db
-from t2ctl.db.models import Partner, WebhookAttempt, WebhookDelivery
+from t2ctl.db.models import DELIVERY_STATUSES, Partner, WebhookAttempt, WebhookDelivery
 from t2ctl.errors import Conflict, NotFound
 from t2ctl.jobs import queue
 from t2ctl.webhooks import outbox
@@ -91,3 +93,19 @@ def prune_attempts(*, before: datetime) -> int:
     """Delete attempts made before ``before``; the deliveries themselves stay."""
     with db.transaction():
         return WebhookAttempt.delete().where(WebhookAttempt.attempted_at < before).execute()
+
+
+def counts() -> dict[str, int]:
+    """Deliveries by status, every status present (zero included)."""
+    found = dict.fromkeys(DELIVERY_STATUSES, 0)
+    query = WebhookDelivery.select(WebhookDelivery.status, fn.COUNT(WebhookDelivery.id))
+    found.update(query.group_by(WebhookDelivery.status).tuples())
+    return found
+
+
+def failed_attempts_since(moment: datetime) -> int:
+    """Delivery attempts since ``moment`` that got no 2xx."""
+    query = WebhookAttempt.select().where(
+        (WebhookAttempt.attempted_at >= moment) & (WebhookAttempt.outcome != "delivered")
+    )
+    return query.count()

@@ -22,6 +22,7 @@ from t2ctl import clock, db
 from t2ctl.config import Settings
 from t2ctl.db.models import WebhookAttempt, WebhookDelivery
 from t2ctl.jobs import tasks
+from t2ctl.monitoring import logs, metrics
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import deliveries, outbox, signing
@@ -154,6 +155,10 @@ class Deliverer:
         delivery = deliveries.find(context.payload["delivery"])
         if delivery is None or delivery.status != "pending":
             return
+        with logs.bind(webhook_id=delivery.webhook_id, order_id=delivery.order_ref):
+            self._attempt(delivery, context)
+
+    def _attempt(self, delivery: WebhookDelivery, context: tasks.Context) -> None:
         now = clock.now()
         secrets = signing.secrets_in_force(delivery.partner, self.box, now=now)
         url = delivery.partner.webhook_url
@@ -226,12 +231,9 @@ def _record(
 def _log(
     delivery: WebhookDelivery, result: Result, status: str | None, wait: timedelta | None
 ) -> None:
-    extra = {
-        "action": f"webhook_{status or 'superseded'}",
-        "webhook_id": delivery.webhook_id,
-        "delivery": delivery.id,
-        "order_id": delivery.order_ref,
-    }
+    extra = {"action": f"webhook_{status or 'superseded'}", "delivery": delivery.id}
+    outcome = {"pending": "retrying", None: "superseded"}.get(status, status)
+    metrics.WEBHOOKS.labels(delivery.event, outcome).inc()
     name = f"{delivery.event} {delivery.webhook_id} to {delivery.partner.name}"
     if status == "delivered":
         logger.info("%s delivered (HTTP %s)", name, result.status_code, extra=extra)

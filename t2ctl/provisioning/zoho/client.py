@@ -17,6 +17,7 @@ import requests
 
 from t2ctl import clock
 from t2ctl.errors import T2Error
+from t2ctl.monitoring import metrics
 from t2ctl.provisioning import Unreachable
 from t2ctl.provisioning.zoho.oauth import AccessToken, TokenCache
 from t2ctl.provisioning.zoho.pace import Pacer
@@ -109,14 +110,18 @@ class Client:
             if before_send is not None:
                 before_send()
             try:
-                response = self.http.request(
+                response = metrics.observe_zoho(
                     method,
-                    self.base(token) + path,
-                    params=query,
-                    json=body,
-                    headers={"Authorization": f"Zoho-oauthtoken {token.value}"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
+                    path,
+                    lambda token=token: self.http.request(
+                        method,
+                        self.base(token) + path,
+                        params=query,
+                        json=body,
+                        headers={"Authorization": f"Zoho-oauthtoken {token.value}"},
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                    ),
                 )
             except requests.RequestException as exc:
                 raise Unreachable(

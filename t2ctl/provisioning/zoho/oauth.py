@@ -19,12 +19,14 @@ import requests
 from t2ctl import clock, db
 from t2ctl.db.models import ZohoToken
 from t2ctl.errors import T2Error
+from t2ctl.monitoring import metrics
 from t2ctl.provisioning import Unreachable
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 
 logger = logging.getLogger(__name__)
 
+TOKEN_PATH = "/oauth/v2/token"
 EARLY = timedelta(minutes=5)  # refresh this long before expiry
 LEASE_MARGIN = timedelta(seconds=10)  # the lease outlasts a mint's connect and read timeouts
 WINDOW = timedelta(minutes=10)
@@ -192,16 +194,20 @@ class TokenCache:
     def _mint(self, now: datetime) -> AccessToken:
         c = self.credentials
         try:
-            response = self.http.post(
-                f"{c.accounts_url.rstrip('/')}/oauth/v2/token",
-                data={
-                    "refresh_token": c.refresh_token,
-                    "client_id": c.client_id,
-                    "client_secret": c.client_secret,
-                    "grant_type": "refresh_token",
-                },
-                timeout=self.timeout,
-                allow_redirects=False,
+            response = metrics.observe_zoho(
+                "POST",
+                TOKEN_PATH,
+                lambda: self.http.post(
+                    c.accounts_url.rstrip("/") + TOKEN_PATH,
+                    data={
+                        "refresh_token": c.refresh_token,
+                        "client_id": c.client_id,
+                        "client_secret": c.client_secret,
+                        "grant_type": "refresh_token",
+                    },
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                ),
             )
         except requests.RequestException as exc:
             raise Unreachable(

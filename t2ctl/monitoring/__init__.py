@@ -1,0 +1,1 @@
+"""Seeing the daemon work: structured logs, Prometheus metrics, health and status, systemd."""

@@ -1,0 +1,113 @@
+"""Log lines: one JSON object a line for journald and log shippers, text for a person at a TTY.
+
+Each line carries the ids of what it is about. ``bind(request_id=...)`` sets them for all the
+code that runs within (a request, a job, an order), and ``extra={...}`` adds more to one line,
+so an operator can find every line of one failing order with ``jq 'select(.order_id == ...)'``.
+"""
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from t2ctl.security import redaction
+
+FORMATS = ("auto", "json", "text")
+_BOUND: ContextVar[dict[str, Any]] = ContextVar("t2ctl_log_fields", default={})  # noqa: B039
+# What every LogRecord has: anything else on a record came from ``extra``.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def push(**fields: Any) -> Token:
+    """Add ``fields`` to every line logged in this thread until ``pop(token)``."""
+    return _BOUND.set({**_BOUND.get(), **fields})
+
+
+def pop(token: Token) -> None:
+    _BOUND.reset(token)
+
+
+@contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """``push`` for the length of a block."""
+    token = push(**fields)
+    try:
+        yield
+    finally:
+        pop(token)
+
+
+def fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ids bound where the record was made, then its own extras; strings masked."""
+    found = {**_BOUND.get()}
+    found.update((k, v) for k, v in vars(record).items() if k not in _STANDARD and k[0] != "_")
+    return {k: redaction.redact(v) if isinstance(v, str) else v for k, v in found.items()}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...ids, "exception"}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **fields(record),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message  key=value...``: the ids, without the machine's ``action``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        shown = " ".join(f"{k}={v}" for k, v in fields(record).items() if k != "action")
+        if not shown:
+            return text
+        head, newline, rest = text.partition("\n")  # ids on the message's line, not the trace's
+        return f"{head}  {shown}{newline}{rest}"
+
+
+class _Handler(logging.StreamHandler):
+    """t2ctl's own handler on the root logger, told apart from any other."""
+
+
+def install(stream: TextIO | None = None) -> None:
+    """Log to ``stream`` (stderr) in the ``auto`` format at INFO, with the redaction filter."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _Handler) for h in root.handlers):
+        handler = _Handler(stream or sys.stderr)
+        redaction.install([handler])
+        root.addHandler(handler)
+    configure()
+
+
+def configure(fmt: str = "auto", level: str = "INFO") -> None:
+    """Apply the ``log`` settings to the handler ``install`` made (none: nothing to do)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, _Handler):
+            tty = getattr(handler.stream, "isatty", lambda: False)()
+            as_json = fmt == "json" or (fmt == "auto" and not tty)
+            handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
+            root.setLevel(level)

@@ -1,0 +1,143 @@
+"""Prometheus metrics, served on their own listener (``metrics.host``/``metrics.port``).
+
+Counters and histograms count what this process did: Prometheus scrapes each daemon and sums.
+Gauges of shared state (jobs by state, deliveries by status) are read from the database at
+each scrape, so every daemon reports the same fleet-wide figures: take ``max`` across them.
+"""
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+import requests
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from t2ctl import db
+from t2ctl.config import MetricsSettings
+from t2ctl.errors import T2Error
+from t2ctl.monitoring import status
+
+# Latency buckets from a cached read (5 ms) to a Zoho call near its timeout (30 s).
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+HTTP_REQUESTS = Histogram(
+    "t2ctl_http_request_duration_seconds",
+    "Partner API requests by route, method and status; _count counts them.",
+    ["route", "method", "status"],
+    buckets=_BUCKETS,
+    registry=None,
+)
+JOBS = Histogram(
+    "t2ctl_job_duration_seconds",
+    "Job runs by task and outcome (done, retry, dead, lost): a failure is any but done.",
+    ["task", "outcome"],
+    buckets=_BUCKETS,
+    registry=None,
+)
+ORDERS = Counter(
+    "t2ctl_orders_finished_total",
+    "Orders this process brought to FULFILLED or FAILED.",
+    ["status"],
+    registry=None,
+)
+WEBHOOKS = Counter(
+    "t2ctl_webhook_attempts_total",
+    "Webhook delivery attempts by event and outcome: delivered, retrying, dead, or superseded "
+    "(an operator acted on the delivery meanwhile).",
+    ["event", "outcome"],
+    registry=None,
+)
+ZOHO = Histogram(
+    "t2ctl_zoho_request_duration_seconds",
+    "Calls to Zoho by method, endpoint (ids as {id}) and HTTP status (error: no answer).",
+    ["method", "endpoint", "status"],
+    buckets=_BUCKETS,
+    registry=None,
+)
+_OWN = (HTTP_REQUESTS, JOBS, ORDERS, WEBHOOKS, ZOHO)
+_ID = re.compile(r"/\d+(?=/|$)")
+
+
+def zoho_endpoint(path: str) -> str:
+    """``/salesorders/4600000123/status/confirmed`` as ``/salesorders/{id}/status/confirmed``:
+    one series per endpoint, not per record."""
+    return _ID.sub("/{id}", path)
+
+
+def observe_zoho(
+    method: str, path: str, send: Callable[[], requests.Response]
+) -> requests.Response:
+    """``send()`` one request to Zoho, counted and timed under its endpoint."""
+    started, status = time.monotonic(), "error"
+    try:
+        response = send()
+        status = str(response.status_code)
+        return response
+    finally:
+        ZOHO.labels(method, zoho_endpoint(path), status).observe(time.monotonic() - started)
+
+
+class DatabaseCollector(Collector):
+    """Reads the shared state at scrape time; a database that is down is reported, not raised."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("t2ctl_database_up", "1 if the database answered this scrape.")
+        try:
+            found = status.depth()
+        except db.DRIVER_ERRORS:
+            up.add_metric([], 0)
+            yield up
+            return
+        finally:
+            db.reset()  # each scrape runs on a thread of its own: give its connection back
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("t2ctl_jobs", "Jobs by task and state.", labels=["task", "state"])
+        for task, counts in sorted(found.jobs.by_task.items()):
+            for state, count in counts.items():
+                jobs.add_metric([task, state], count)
+        yield jobs
+        age = GaugeMetricFamily(
+            "t2ctl_job_oldest_due_age_seconds",
+            "How long the oldest due, unclaimed job has waited (0: none waiting).",
+        )
+        age.add_metric([], found.oldest_due_age.total_seconds() if found.oldest_due_age else 0)
+        yield age
+        deliveries = GaugeMetricFamily(
+            "t2ctl_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
+        )
+        for name, count in found.deliveries.items():
+            deliveries.add_metric([name], count)
+        yield deliveries
+
+
+@dataclass
+class Listener:
+    url: str
+    server: WSGIServer
+    thread: Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve(settings: MetricsSettings) -> Listener:
+    """Start ``/metrics`` on a thread; T2Error if the address cannot be had."""
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in (*_OWN, DatabaseCollector()):
+        registry.register(collector)
+    try:
+        server, thread = start_http_server(settings.port, settings.host, registry)
+    except OSError as exc:
+        raise T2Error(
+            f"cannot listen for metrics on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc} (set metrics.port, or metrics.enabled = false)"
+        ) from exc
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return Listener(f"http://{host}:{server.server_port}/metrics", server, thread)

@@ -1,0 +1,73 @@
+"""The gateway at a glance: what ``health``, ``t2ctl status`` and the metrics report.
+
+Every figure is read from the database, so any daemon (or an operator's terminal) sees the
+whole fleet's queue, not its own share.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from t2ctl import clock, db
+from t2ctl.db import schema
+from t2ctl.errors import Unavailable
+from t2ctl.jobs import queue
+from t2ctl.orders import records
+from t2ctl.webhooks import deliveries
+
+RECENT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether this daemon can take work: the database answers and its schema is current."""
+
+    database: bool
+    pending: tuple[str, ...]
+
+    @property
+    def ready(self) -> bool:
+        return self.database and not self.pending
+
+
+@dataclass(frozen=True)
+class Depth:
+    """What is waiting: jobs by state, how long the oldest due job has waited, deliveries."""
+
+    jobs: queue.Stats
+    oldest_due_age: timedelta | None
+    deliveries: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Failures:
+    """What went wrong since ``since``."""
+
+    since: datetime
+    orders_failed: int
+    jobs_dead: int
+    webhook_attempts_failed: int
+
+
+def readiness() -> Readiness:
+    try:
+        db.ping()
+        return Readiness(True, tuple(schema.pending()))
+    except (Unavailable, *db.DRIVER_ERRORS):
+        return Readiness(False, ())
+
+
+def depth(now: datetime | None = None) -> Depth:
+    now = now or clock.now()
+    jobs = queue.stats(now=now)
+    age = now - jobs.oldest_due if jobs.oldest_due is not None else None
+    return Depth(jobs, age, deliveries.counts())
+
+
+def failures(now: datetime | None = None, window: timedelta = RECENT) -> Failures:
+    since = (now or clock.now()) - window
+    return Failures(
+        since,
+        records.failed_since(since),
+        queue.dead_since(since),
+        deliveries.failed_attempts_since(since),
+    )
