@@ -33,6 +33,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: int(amount)})
 
 
+def approximate(delta: timedelta) -> str:
+    """A duration for people, to its two largest units: ``45s``, ``12m 5s``, ``3d 4h``."""
+    left = max(int(delta.total_seconds()), 0)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
 def parse_moment(text: str, *, reference: datetime | None = None) -> datetime:
     """A point in time for ``--since``: an RFC 3339 / ISO date(-time), or a duration ago."""
     try:

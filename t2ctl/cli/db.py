@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from t2ctl import clock
+from t2ctl import clock, db
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db import schema
@@ -47,4 +47,6 @@ def backup(ctx: typer.Context, path: Path, config: ConfigOption = None) -> None:
     """Copy the live SQLite database to PATH (online; the daemon may keep running)."""
     session(ctx, config).connect(require_current=False)
     schema.backup(path)
+    with db.transaction():  # a copy of customer data: the auditor asks who took it
+        audit.record("db.backup", str(path.resolve()))
     output.note(f"backed up to {path}; keep the master key with it, or it cannot be read")

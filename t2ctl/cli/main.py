@@ -22,6 +22,7 @@ from t2ctl.cli import (
     schedule,
     secrets,
     serve,
+    status,
     webhooks,
 )
 from t2ctl.cli import config as config_cmd
@@ -96,6 +97,7 @@ app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")
 app.add_typer(webhooks.app, name="webhooks", help="Webhook deliveries to partners.")
 app.add_typer(audit.app, name="audit", help="Who changed what, from the CLI, and when.")
 app.command("sandbox")(sandbox.run)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -26,9 +26,12 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def emit_json(data: Any) -> None:
-    """Plain JSON and a newline on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def emit_json(data: Any, *, compact: bool = False) -> None:
+    """Plain JSON and a newline on stdout, nothing else; ``compact``: on one line, so that a
+    stream of them is JSON Lines."""
+    text = json.dumps(data, default=str) if compact else json.dumps(data, indent=2, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def table(

@@ -23,6 +23,7 @@ class Readiness:
 
     database: bool
     pending: tuple[str, ...]
+    problem: str | None = None  # the driver's reason, for operators only (never the API)
 
     @property
     def ready(self) -> bool:
@@ -52,8 +53,10 @@ def readiness() -> Readiness:
     try:
         db.ping()
         return Readiness(True, tuple(schema.pending()))
-    except (Unavailable, *db.DRIVER_ERRORS):
-        return Readiness(False, ())
+    except Unavailable as exc:
+        return Readiness(False, (), " ".join(str(exc.__cause__).split()))
+    except db.DRIVER_ERRORS as exc:
+        return Readiness(False, (), " ".join(str(exc).split()))
 
 
 def depth(now: datetime | None = None) -> Depth:
