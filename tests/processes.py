@@ -48,9 +48,7 @@ class Daemon:
 
     def messages(self, **fields: object) -> list[str]:
         """The messages of the log lines that carry all these fields."""
-        return [
-            r["message"] for r in self.records if all(r.get(k) == v for k, v in fields.items())
-        ]
+        return [r["message"] for r in self.records if all(r.get(k) == v for k, v in fields.items())]
 
     def wait_for(self, pattern: re.Pattern, timeout: float = 30) -> re.Match:
         deadline = time.monotonic() + timeout
@@ -97,9 +95,7 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
     )
 
 
-def serve(
-    cwd: Path, config: Path | None, *args: str, env: dict[str, str] | None = None
-) -> Daemon:
+def serve(cwd: Path, config: Path | None, *args: str, env: dict[str, str] | None = None) -> Daemon:
     """Start ``t2ctl serve`` (with ``--config`` when given) and wait until it is ready."""
     prefix = ["--config", str(config)] if config is not None else []
     daemon = Daemon(cwd, *prefix, "serve", *args, env=env)

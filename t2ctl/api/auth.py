@@ -6,7 +6,7 @@ from t2ctl import clock, partners
 from t2ctl.errors import Forbidden, Unauthorized
 from t2ctl.security import apikeys
 
-PUBLIC_ENDPOINTS = {"meta.health", "meta.openapi"}
+PUBLIC_BLUEPRINT = "meta"  # health, its probes and the OpenAPI document
 
 
 def authenticate() -> None:
@@ -14,7 +14,7 @@ def authenticate() -> None:
 
     Requests that match no route pass through, so they get their 404 or 405.
     """
-    if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+    if request.endpoint is None or request.blueprint == PUBLIC_BLUEPRINT:
         return
     presented = _presented_key()
     if not presented:

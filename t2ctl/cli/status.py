@@ -39,18 +39,18 @@ def status(
     settings = current.settings
     with contextlib.suppress(Unavailable):  # shown on the screen; the exit code says it too
         current.connect(require_current=False)
-    while True:
-        data = _read(settings)
-        if json:
-            output.emit_json(data, compact=watch)
-        else:
-            _show(data, clear=watch)
-        if not watch:
-            raise typer.Exit(0 if _ready(data) else 1)
-        try:
+    try:
+        while True:
+            data = _read(settings)
+            if json:
+                output.emit_json(data, compact=watch)
+            else:
+                _show(data, clear=watch)
+            if not watch:
+                raise typer.Exit(0 if _ready(data) else 1)
             time.sleep(max(every, 0.2))
-        except KeyboardInterrupt:
-            raise typer.Exit(0) from None
+    except KeyboardInterrupt:  # how a watch ends
+        raise typer.Exit(0) from None
 
 
 def _read(settings: Settings) -> dict[str, Any]:
