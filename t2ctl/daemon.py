@@ -62,8 +62,8 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
                 settings.database.redacted_url(),
                 extra={"action": "listening"},
             )
-        watchdog.start()
         systemd.notify("READY=1", f"STATUS={role} role, {settings.mode} mode, {url or 'no HTTP'}")
+        watchdog.start()  # after READY: systemd arms its watchdog once the start is complete
         if server is not None:
             server.run()  # returns once SIGTERM's SystemExit has closed the listener
         else:
@@ -139,26 +139,34 @@ class Background:
 class Watchdog:
     """Sends systemd ``WATCHDOG=1`` while the daemon does its work: its HTTP server answers
     ``/health/live`` and its worker and scheduler threads run. A hung daemon goes quiet, and
-    systemd restarts it after ``WatchdogSec``. Idle when systemd asks for no watchdog."""
+    systemd restarts it after ``WatchdogSec``. Idle when systemd asks for no watchdog.
+
+    It checks five times per ``WatchdogSec``, each probe given a fifth of it: one slow or
+    failed check withholds one ping and the next makes up for it; only a daemon that fails
+    two checks running is restarted."""
+
+    CHECKS_PER_TIMEOUT = 5
 
     def __init__(self, url: str | None, background: Background | None):
         self.probe = f"{url}/t2mobile/health/live" if url else None
         self.background = background
-        self.interval = systemd.watchdog_interval()
+        timeout = systemd.watchdog_timeout()
+        self.every = timeout.total_seconds() / self.CHECKS_PER_TIMEOUT if timeout else None
+        self.http = requests.Session()
+        self.http.trust_env = False  # a proxy set for outbound calls must not stand in between
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="t2ctl-watchdog", daemon=True)
 
     def start(self) -> None:
-        if self.interval is not None:
+        if self.every is not None:
             self.thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
 
     def _run(self) -> None:
-        seconds = self.interval.total_seconds()
-        while not self.stopping.wait(seconds):
-            trouble = self.trouble(timeout=seconds)
+        while not self.stopping.wait(self.every):
+            trouble = self.trouble(timeout=self.every)
             if trouble is None:
                 systemd.notify("WATCHDOG=1")
             else:
@@ -171,7 +179,7 @@ class Watchdog:
         if self.probe is None:
             return None
         try:
-            requests.get(self.probe, timeout=timeout).raise_for_status()
+            self.http.get(self.probe, timeout=timeout).raise_for_status()
         except requests.RequestException as exc:
             return f"the HTTP server does not answer {self.probe}: {type(exc).__name__}"
         return None

@@ -35,6 +35,7 @@ def test_the_log_filter_masks_secrets_and_contacts_but_keeps_ids() -> None:
     log = logging.getLogger("t2ctl.test.redaction")
     log.addHandler(handler)
     log.propagate = False
+    log.setLevel(logging.DEBUG)
     redaction.protect(["my-configured-client-secret"])
     try:
         log.warning("customer %s phone %s / %s", EMAIL, PHONE, "08031234567")
@@ -45,6 +46,7 @@ def test_the_log_filter_masks_secrets_and_contacts_but_keeps_ids() -> None:
         log.warning('{"access_token": "1000.%s.%s"}', "a" * 32, "b" * 32)
         log.warning("header Authorization: Bearer abc.def and postgresql://t2:pw@db/t2")
         log.warning("the client secret is my-configured-client-secret")
+        log.debug("GET /inventory/v1/contacts?email=ada%40example.ng HTTP/1.1 200")  # urllib3
         try:
             raise RuntimeError(f"refused for {EMAIL} with token gAAAAAB{'x' * 40}")
         except RuntimeError:
@@ -67,6 +69,7 @@ def test_the_log_filter_masks_secrets_and_contacts_but_keeps_ids() -> None:
         "x" * 40,
         "2348031234567",
         "09011112222",
+        "ada%40example.ng",
     ):
         assert raw not in text, f"{raw!r} reached the log:\n{text}"
     for kept in (

@@ -49,8 +49,8 @@ def status(
             if not watch:
                 raise typer.Exit(0 if _ready(data) else 1)
             time.sleep(max(every, 0.2))
-    except KeyboardInterrupt:  # how a watch ends
-        raise typer.Exit(0) from None
+    except KeyboardInterrupt:  # how a watch ends; a single read cut short is not a success
+        raise typer.Exit(0 if watch else 130) from None
 
 
 def _read(settings: Settings) -> dict[str, Any]:

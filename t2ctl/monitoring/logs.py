@@ -8,6 +8,7 @@ so an operator can find every line of one failing order with ``jq 'select(.order
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -93,13 +94,27 @@ class _Handler(logging.StreamHandler):
 
 
 def install(stream: TextIO | None = None) -> None:
-    """Log to ``stream`` (stderr) in the ``auto`` format at INFO, with the redaction filter."""
+    """Log to ``stream`` (stderr) in the ``auto`` format at INFO, with the redaction filter;
+    a thread's uncaught exception is logged there too, not printed raw."""
     root = logging.getLogger()
     if not any(isinstance(h, _Handler) for h in root.handlers):
         handler = _Handler(stream or sys.stderr)
         redaction.install([handler])
         root.addHandler(handler)
+        threading.excepthook = _thread_died
     configure()
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as Python's own hook: a thread may end itself that way
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("t2ctl").critical(
+        "thread %s died",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"action": "thread_died"},
+    )
 
 
 def configure(fmt: str = "auto", level: str = "INFO") -> None:

@@ -129,7 +129,7 @@ class Listener:
 
 def serve(settings: MetricsSettings) -> Listener:
     """Start ``/metrics`` on a thread; T2Error if the address cannot be had."""
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=False)  # no database read at registration
     for collector in (*_OWN, DatabaseCollector()):
         registry.register(collector)
     try:

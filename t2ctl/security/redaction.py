@@ -10,6 +10,7 @@ and every configured secret by its exact value.
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 from t2ctl.security import masking
 
@@ -30,7 +31,7 @@ _PATTERNS: list[tuple[re.Pattern, str]] = [
         r"\1" + MASK,
     ),
 ]
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # E.164 (what the API accepts), and Nigerian numbers without the + or national (080..., 070...);
 # not inside an id such as ORD-08031234567, nor a decimal; a full stop may end the sentence.
 _PHONE = re.compile(
@@ -52,7 +53,8 @@ def redact(text: str) -> str:
         text = text.replace(literal, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    text = _EMAIL.sub(lambda m: masking.email(m.group()), text)
+    # urllib3's debug lines quote a query string: ada%40example.ng is an address too
+    text = _EMAIL.sub(lambda m: masking.email(unquote(m.group())), text)
     return _PHONE.sub(lambda m: masking.phone(m.group()), text)
 
 
