@@ -31,10 +31,12 @@ def health():
             body = {
                 "status": "ok",
                 "database": "ok",
-                "migrations": "pending" if ready.pending else "ok",
+                "migrations": ready.migrations,
                 "queue": {name: counts[name] for name in ("queued", "running", "dead")},
                 "oldestPendingSeconds": (
-                    int(depth.oldest_due_age.total_seconds()) if depth.oldest_due_age else None
+                    None
+                    if depth.oldest_due_age is None
+                    else int(depth.oldest_due_age.total_seconds())
                 ),
             }
     except db.DRIVER_ERRORS:  # the database went away between the questions
@@ -54,7 +56,7 @@ def ready():
     body = {
         "status": _word(found.ready),
         "database": _word(found.database),
-        "migrations": ("pending" if found.pending else "ok") if found.database else "unknown",
+        "migrations": found.migrations,
         "pending": list(found.pending),
     }
     return jsonify(body), 200 if found.ready else 503

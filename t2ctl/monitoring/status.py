@@ -29,6 +29,13 @@ class Readiness:
     def ready(self) -> bool:
         return self.database and not self.pending
 
+    @property
+    def migrations(self) -> str:
+        """``ok``, ``pending``, or ``unknown`` while the database cannot be asked."""
+        if not self.database:
+            return "unknown"
+        return "pending" if self.pending else "ok"
+
 
 @dataclass(frozen=True)
 class Depth:
