@@ -53,7 +53,12 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
     watchdog = Watchdog(url, background)
     try:
         if listener is not None:
-            logger.info("metrics on %s", listener.url, extra={"action": "metrics_listening"})
+            logger.info(
+                "metrics on http://%s:%s/metrics",
+                _url_host(settings.metrics.host),
+                listener.port,
+                extra={"action": "metrics_listening"},
+            )
         if server is not None:
             logger.info(
                 "listening on %s (%s mode, database %s)",

@@ -33,11 +33,7 @@ def health():
                 "database": "ok",
                 "migrations": ready.migrations,
                 "queue": {name: counts[name] for name in ("queued", "running", "dead")},
-                "oldestPendingSeconds": (
-                    None
-                    if depth.oldest_due_age is None
-                    else int(depth.oldest_due_age.total_seconds())
-                ),
+                "oldestPendingSeconds": depth.oldest_due_seconds,
             }
     except db.DRIVER_ERRORS:  # the database went away between the questions
         pass

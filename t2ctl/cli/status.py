@@ -79,9 +79,8 @@ def _read(settings: Settings) -> dict[str, Any]:
         "running": counts["running"],
         "dead": counts["dead"],
     }
-    age = depth.oldest_due_age
     data["oldestPending"] = {
-        "seconds": int(age.total_seconds()) if age is not None else None,
+        "seconds": depth.oldest_due_seconds,
         "since": clock.rfc3339(depth.jobs.oldest_due),
     }
     data["failuresLastHour"] = {

@@ -9,7 +9,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 import requests
@@ -118,9 +117,8 @@ class DatabaseCollector(Collector):
 
 @dataclass
 class Listener:
-    url: str
+    port: int
     server: WSGIServer
-    thread: Thread
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -133,11 +131,10 @@ def serve(settings: MetricsSettings) -> Listener:
     for collector in (*_OWN, DatabaseCollector()):
         registry.register(collector)
     try:
-        server, thread = start_http_server(settings.port, settings.host, registry)
+        server, _thread = start_http_server(settings.port, settings.host, registry)
     except OSError as exc:
         raise T2Error(
             f"cannot listen for metrics on {settings.host}:{settings.port}: "
             f"{exc.strerror or exc} (set metrics.port, or metrics.enabled = false)"
         ) from exc
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return Listener(f"http://{host}:{server.server_port}/metrics", server, thread)
+    return Listener(server.server_port, server)

@@ -45,6 +45,11 @@ class Depth:
     oldest_due_age: timedelta | None
     deliveries: dict[str, int]
 
+    @property
+    def oldest_due_seconds(self) -> int | None:
+        """The oldest due job's wait in whole seconds, as health and status show it."""
+        return None if self.oldest_due_age is None else int(self.oldest_due_age.total_seconds())
+
 
 @dataclass(frozen=True)
 class Failures:
