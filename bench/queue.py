@@ -43,8 +43,9 @@ from bench.common import (
     wait_for,
 )
 from t2ctl import daemon, partners, products, wiring
-from t2ctl.db.models import Job, Order
+from t2ctl.db.models import Order
 from t2ctl.jobs import queue, tasks
+from t2ctl.jobs.models import Job
 from t2ctl.orders import intake
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
@@ -53,7 +54,7 @@ Row = tuple[str, str, str, int, float | None, float | None]
 
 
 def t2ctl_noop(url: str, jobs: int) -> Row:
-    fresh(url)
+    settings = fresh(url)
     started = time.perf_counter()
     for n in range(jobs):
         queue.enqueue("noop", {"n": n})
@@ -62,7 +63,7 @@ def t2ctl_noop(url: str, jobs: int) -> Row:
     counted = [0]
     registry = tasks.Registry()
     registry.add("noop", lambda _context: counted.__setitem__(0, next(ran)))
-    seconds = run_pool(registry, lambda: counted[0] >= jobs)
+    seconds = run_pool(settings, registry, lambda: counted[0] >= jobs)
     assert Job.select().where(Job.state == "done").count() == jobs
     return ("t2ctl", backend(url), "no-op", jobs, enqueue_rate, jobs / seconds)
 
@@ -82,7 +83,7 @@ def t2ctl_pipeline(url: str, orders: int) -> Row:
     intake_rate = orders / (time.perf_counter() - started)
     registry = wiring.registry(settings, box=box, schedule=wiring.scheduler(settings))
     fulfilled = Order.select().where(Order.status == "FULFILLED")
-    seconds = run_pool(registry, lambda: fulfilled.count() == orders)
+    seconds = run_pool(settings, registry, lambda: fulfilled.count() == orders)
     return ("t2ctl", backend(url), "sandbox orders", orders, intake_rate, orders / seconds)
 
 

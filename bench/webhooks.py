@@ -30,17 +30,15 @@ import logging
 import tempfile
 import threading
 import time
-from datetime import timedelta
 
 from flask import Flask, Response
 from rich.console import Console
 from rich.table import Table
 
 from bench.common import CONCURRENCY, backend, fresh, postgres_database, run_pool, statements
-from t2ctl import clock, db, partners, sandbox
+from t2ctl import clock, db, partners, sandbox, wiring
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.jobs import tasks
-from t2ctl.jobs.worker import Worker
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import delivery, outbox
 
@@ -94,7 +92,7 @@ def bench(url: str, deliveries: int, sequential: int) -> Row:
         delivered = WebhookDelivery.select().where(WebhookDelivery.status == "delivered")
 
         record(partner.id, sequential)
-        worker = Worker(registry, name="bench-one", lease=timedelta(seconds=30))
+        worker = wiring.worker(settings, registry, name="bench-one")
         with statements() as counted:
             while worker.run_once():
                 pass
@@ -104,7 +102,7 @@ def bench(url: str, deliveries: int, sequential: int) -> Row:
         recorded_rate = record(partner.id, deliveries, offset=sequential)
         total = sequential + deliveries
         with statements() as counted:
-            seconds = run_pool(registry, lambda: delivered.count() == total)
+            seconds = run_pool(settings, registry, lambda: delivered.count() == total)
         pool_per_delivery = counted.count / deliveries
         assert receiver.count == total, receiver.count
     finally:

@@ -10,7 +10,6 @@ at once; jobs still running are retried elsewhere after a lease), and the proces
 import logging
 import signal
 import threading
-from datetime import timedelta
 
 import requests
 import waitress
@@ -20,7 +19,7 @@ from t2ctl.api import create_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
-from t2ctl.jobs.worker import Pool, Worker, worker_name
+from t2ctl.jobs.worker import Pool
 from t2ctl.monitoring import metrics, systemd
 from t2ctl.security import atrest
 from t2ctl.security.crypto import SecretBox
@@ -28,20 +27,21 @@ from t2ctl.security.crypto import SecretBox
 logger = logging.getLogger(__name__)
 
 ROLES = ("all", "api", "worker")
+METRICS_SCRAPES = 2  # scrapes served at once, each on a thread of its own
 
 
 def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> None:
-    app = create_app(settings)  # connects the database and loads the master key
+    box = wiring.connect(settings, connections=connections(settings, role))
     applied = schema.migrate()
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
-    box = app.extensions["t2ctl"].box
     try:  # the wrong master key stops the start, not each order later
         atrest.check(box)
     except T2Error as exc:
         raise T2Error(f"refusing to start: {exc}") from None
-    server = _http_server(app, settings, host, port) if role in ("all", "api") else None
-    listener = metrics.serve(settings.metrics) if settings.metrics.enabled else None
+    serves_http = role in ("all", "api")
+    server = _http_server(create_app(settings, box), settings, host, port) if serves_http else None
+    listener = metrics.serve(settings.metrics, wiring.gauges) if settings.metrics.enabled else None
     background = Background(settings, box) if role in ("all", "worker") else None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
@@ -85,6 +85,19 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
     logger.info("stopped", extra={"action": "stopped"})
 
 
+def connections(settings: Settings, role: str) -> int:
+    """The database pool this process needs: one connection for each thread that may query
+    at once, of those the role runs."""
+    count = 1  # the main thread: migrations and the master key's check
+    if role in ("all", "api"):
+        count += settings.server.threads
+    if role in ("all", "worker"):
+        count += settings.worker.concurrency + Pool.HELPER_THREADS + 1  # and the scheduler
+    if settings.metrics.enabled:
+        count += METRICS_SCRAPES
+    return count
+
+
 def _url_host(host: str) -> str:
     """The host to reach a listener on ``host`` from this machine, as a URL writes it."""
     loopback = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -113,8 +126,7 @@ class Background:
         self.settings = settings
         self.scheduler = wiring.scheduler(settings)
         registry = wiring.registry(settings, box=box, schedule=self.scheduler)
-        lease = timedelta(seconds=settings.worker.lease_seconds)
-        self.worker = Worker(registry, name=worker_name(), lease=lease)
+        self.worker = wiring.worker(settings, registry)
         self.pool = Pool(self.worker, concurrency=settings.worker.concurrency)
         self.stopping = threading.Event()
         self.thread = threading.Thread(

@@ -3,7 +3,7 @@
 import csv
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +129,25 @@ def upsert(entries: list[ProductData]) -> ImportResult:
     return ImportResult(added=len(ids - known), updated=len(known))
 
 
-def sync(entries: list[ProductData], *, keep: frozenset[str] = frozenset()) -> SyncResult:
-    """Make the catalogue match ``entries`` (the system of record's): upsert each, and
-    deactivate every active product not among them or in ``keep`` (ids the source still
-    has but could not map), in one transaction."""
+def sync(items: list[tuple[str, dict[str, Any]]]) -> SyncResult:
+    """Make the catalogue match a system of record's items, each a label to report it by and
+    a product in the API's shape. An item that is not a valid product is skipped and reported,
+    and its product, if there is one, is left as it is rather than deactivated."""
+    entries: list[ProductData] = []
+    skipped: list[FieldError] = []
+    unmapped: set[str] = set()
+    for label, row in items:
+        try:
+            entries.append(entry(row))
+        except ValidationFailed as exc:
+            skipped += [FieldError(label, f"{e.field} {e.message}") for e in exc.errors]
+            unmapped.add(str(row.get("productId") or ""))
+    return replace(_match(entries, keep=frozenset(unmapped)), skipped=skipped)
+
+
+def _match(entries: list[ProductData], *, keep: frozenset[str]) -> SyncResult:
+    """Upsert each of ``entries``, and deactivate every active product not among them or in
+    ``keep`` (ids the source still has but could not map), in one transaction."""
     wanted = {e.product_id: e for e in entries}
     with db.transaction():
         known = {p.product_id: p for p in Product.select()}

@@ -1,12 +1,16 @@
-"""The one place that picks implementations from settings: the provisioner, the handlers a
-worker can run, and the periodic tasks. The daemon and the CLI both build from here."""
+"""The one place that picks implementations from settings and connects the rooms: the start
+of every process (database and secrets), the provisioner, the handlers a worker can run, the
+periodic tasks, and the observers (metrics, redaction) handed to the engine and the Zoho
+client, which know neither. The daemon and the CLI both build from here."""
 
 from datetime import timedelta
 
-from t2ctl import clock
+from t2ctl import clock, db
 from t2ctl.config import Settings
-from t2ctl.jobs import queue, tasks
+from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler
+from t2ctl.jobs.worker import Worker, worker_name
+from t2ctl.monitoring import metrics, status
 from t2ctl.orders import expiry, processing
 from t2ctl.provisioning import Provisioner
 from t2ctl.provisioning.sandbox import SandboxProvisioner
@@ -14,8 +18,19 @@ from t2ctl.provisioning.zoho.client import Client
 from t2ctl.provisioning.zoho.oauth import Credentials, TokenCache
 from t2ctl.provisioning.zoho.pace import Pacer
 from t2ctl.provisioning.zoho.provisioner import ZohoProvisioner
-from t2ctl.security.crypto import SecretBox
+from t2ctl.security import redaction
+from t2ctl.security.crypto import SecretBox, box_for
 from t2ctl.webhooks import deliveries, delivery
+
+
+def connect(settings: Settings, *, connections: int) -> SecretBox:
+    """Start a process, daemon or CLI: point the one database handle at ``database.url``
+    (on PostgreSQL a pool of ``connections``, one per thread that may query at once), check
+    that it answers (Unavailable if not: the first thing an operator must fix), and open the
+    master key, the box every secret at rest is sealed in."""
+    db.connect(settings.database.url, max_connections=connections)
+    db.ping()
+    return box_for(settings)
 
 
 def zoho_client(
@@ -33,6 +48,8 @@ def zoho_client(
         ),
         box=box,
         timeout=zoho.timeout_seconds,
+        observer=metrics.zoho_call,
+        redact=redaction.redact,
     )
     pacer = Pacer(f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per)
     return Client(
@@ -41,6 +58,7 @@ def zoho_client(
         tokens=tokens,
         pacer=pacer,
         timeout=zoho.timeout_seconds,
+        observer=metrics.zoho_call,
     )
 
 
@@ -67,7 +85,7 @@ def scheduler(settings: Settings) -> Scheduler:
     attempts_kept = timedelta(days=settings.webhooks.retention_days)
 
     def prune(as_of):
-        jobs = queue.prune(before=as_of - retention)
+        jobs = admin.prune(before=as_of - retention)
         tries = deliveries.prune_attempts(before=as_of - attempts_kept)
         return (
             f"{jobs} finished job(s) older than {clock.rfc3339(as_of - retention)} and "
@@ -107,3 +125,29 @@ def registry(
     delivery.register(built, settings, box=box)
     schedule.register(built)
     return built
+
+
+def worker(settings: Settings, registry: tasks.Registry, *, name: str | None = None) -> Worker:
+    """The daemon's worker: its runs timed in the metrics, its errors masked before they are
+    stored."""
+    hooks = signals.Signals()
+    hooks.connect(_time_job)
+    return Worker(
+        registry,
+        name=name or worker_name(),
+        lease=timedelta(seconds=settings.worker.lease_seconds),
+        hooks=hooks,
+        redact=redaction.redact,
+    )
+
+
+def _time_job(signal: str, job: queue.Claimed, seconds: float | None) -> None:
+    if seconds is not None:  # a run's end, not its claim
+        metrics.JOBS.labels(job.task, signal).observe(seconds)
+
+
+def gauges() -> metrics.Gauges:
+    """The fleet's queue as the metrics report it at each scrape."""
+    found = status.depth()
+    age = found.oldest_due_age
+    return metrics.Gauges(found.jobs.by_task, age.total_seconds() if age else 0.0, found.deliveries)

@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -30,12 +29,12 @@ from flask import Flask
 from typer.testing import CliRunner
 from werkzeug.serving import make_server
 
-from t2ctl import db, partners, products, sandbox, wiring
+from t2ctl import daemon, db, partners, products, sandbox, wiring
 from t2ctl.api import create_app
 from t2ctl.cli.main import app as cli_app
 from t2ctl.config import Settings
 from t2ctl.db import schema
-from t2ctl.db.models import Job
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline
 from t2ctl.sandbox.zoho import ZohoStandIn
@@ -134,9 +133,10 @@ class LiveServer:
 
 
 def serve_in_thread(settings: Settings) -> tuple[str, Callable[[], None], Flask]:
-    """Start the real app on waitress; return its base URL, a function that stops it, and
-    the app."""
-    app = create_app(settings)
+    """Start the real app on waitress, as ``serve --role api`` starts it; return its base URL,
+    a function that stops it, and the app."""
+    box = wiring.connect(settings, connections=daemon.connections(settings, "api"))
+    app = create_app(settings, box)
     running = sandbox.in_background(app)
     return running.url, running.stop, app
 
@@ -196,7 +196,7 @@ def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worke
     """A worker with the handlers the daemon itself would register for these settings."""
     settings = settings or server.settings
     registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
-    return Worker(registry, name="test-worker", lease=timedelta(seconds=30))
+    return wiring.worker(settings, registry, name="test-worker")
 
 
 def order_job() -> Job:

@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 import requests
 
-from t2ctl import clock, db, partners
+from t2ctl import clock, db, partners, sandbox
+from t2ctl.api import create_app
 from t2ctl.db import schema
 from t2ctl.db.models import Order
 from t2ctl.security import apikeys
@@ -231,7 +232,11 @@ def test_500_carries_an_error_id_and_nothing_internal(partner) -> None:
     "url", ["sqlite:////nonexistent/dir/t2ctl.db", "postgresql://postgres@127.0.0.1:1/none"]
 )
 def test_503_when_the_database_is_unreachable(url: str) -> None:
-    base, stop, _ = serve_in_thread(make_settings(url))
+    """The database went away after the start (a daemon refuses to start without it)."""
+    settings = make_settings(url)
+    db.connect(url)
+    running = sandbox.in_background(create_app(settings, SecretBox(settings.security.master_keys)))
+    base, stop = running.url, running.stop
     try:
         health = requests.get(f"{base}/t2mobile/health")
         assert health.status_code == 503

@@ -4,7 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from t2ctl.db.models import ApiKey, Job, Order
+from t2ctl.db.models import ApiKey, Order
+from t2ctl.jobs.models import Job
 from tests.conftest import LiveServer, order_body
 
 

@@ -5,8 +5,9 @@ from datetime import datetime, timedelta
 
 from t2ctl import clock, provisioning
 from t2ctl.config import SandboxSettings
-from t2ctl.db.models import Job, Order, SandboxSalesOrder
-from t2ctl.jobs import queue, tasks
+from t2ctl.db.models import Order, SandboxSalesOrder
+from t2ctl.jobs import admin, queue, tasks
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline, processing, subscriptions
 from t2ctl.provisioning.sandbox import SandboxProvisioner
@@ -152,4 +153,4 @@ def test_retrying_an_order_whose_job_is_still_winding_up_changes_nothing(
     assert result.exit_code == 1
     assert "order T2-1 is still being wound up; retry in a few seconds" in result.stderr
     assert (Order.get().status, Order.get().error_code) == ("FAILED", "X")
-    assert Job.select().count() == 1 and queue.get(held.id).state == "running"
+    assert Job.select().count() == 1 and admin.get(held.id).state == "running"

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from t2ctl import clock, db
-from t2ctl.db.models import Job
 from t2ctl.errors import Conflict
-from t2ctl.jobs import queue, tasks
+from t2ctl.jobs import admin, queue, tasks
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Pool, Worker
 from tests.conftest import PG_ADMIN_URL, at_once
 from tests.processes import wait_until
@@ -48,7 +48,7 @@ def test_a_job_enqueued_in_a_rolled_back_transaction_does_not_exist(migrated) ->
     assert Job.select().count() == 0
     with db.transaction():
         job_id = queue.enqueue("noop", {"n": 1})
-    assert queue.get(job_id).payload == {"n": 1}
+    assert admin.get(job_id).payload == {"n": 1}
 
 
 def test_a_unique_key_allows_one_pending_job_then_another_once_it_is_done(migrated) -> None:
@@ -58,7 +58,7 @@ def test_a_unique_key_allows_one_pending_job_then_another_once_it_is_done(migrat
     worker = worker_for(("noop", lambda _c: None))
     while worker.run_once():
         pass
-    assert queue.get(first).state == "done"
+    assert admin.get(first).state == "done"
     assert queue.enqueue("noop", {}, unique_key="k") is not None
 
 
@@ -78,7 +78,7 @@ def test_higher_priority_runs_first_then_oldest(migrated) -> None:
     while worker.run_once():
         pass
     assert ran == ["high", "low", "low-later"]
-    assert {queue.get(i).state for i in (low, high, later)} == {"done"}
+    assert {admin.get(i).state for i in (low, high, later)} == {"done"}
 
 
 def test_a_claim_takes_no_more_jobs_than_its_limit(migrated) -> None:
@@ -117,7 +117,7 @@ def test_a_failing_job_backs_off_then_goes_dead_keeping_its_last_error(migrated)
     def attempt(now=None) -> tuple[Job, float]:
         before = clock.now()
         assert worker.run_once(now)
-        job = queue.get(job_id)
+        job = admin.get(job_id)
         return job, (job.run_at - before).total_seconds()
 
     job, first = attempt()
@@ -141,7 +141,7 @@ def test_a_handler_can_ask_for_its_own_retry_delay(migrated) -> None:
     job_id = queue.enqueue("later", {})
     before = clock.now()
     worker_for(("later", later)).run_once()
-    job = queue.get(job_id)
+    job = admin.get(job_id)
     assert job.last_error == "rate limited"
     assert timedelta(minutes=3) <= job.run_at - before < timedelta(minutes=3, seconds=5)
 
@@ -154,17 +154,17 @@ def test_an_expired_lease_is_taken_back_and_the_old_holder_is_fenced_off(migrate
     assert queue.heartbeat("crashed", [job_id], now=now + timedelta(seconds=20), lease=LEASE) == 1
     assert queue.recover(now=now + timedelta(seconds=45)) == 0, "the heartbeat extended it"
     assert queue.recover(now=now + timedelta(seconds=51)) == 1
-    job = queue.get(job_id)
+    job = admin.get(job_id)
     assert job.state == "queued" and job.worker is None
     assert job.last_error == "lease expired: worker crashed stopped heart-beating"
 
     (again,) = queue.claim("rescuer", now=now + timedelta(seconds=52), lease=LEASE)
     assert again.attempts == 2
     queue.claim("crashed", now=now, lease=LEASE, limit=0, finished=[held])
-    assert queue.get(job_id).state == "running", "the first holder's late success is ignored"
+    assert admin.get(job_id).state == "running", "the first holder's late success is ignored"
     assert queue.heartbeat("crashed", [job_id], now=now, lease=LEASE) == 0
     queue.claim("rescuer", now=now, lease=LEASE, limit=0, finished=[again])
-    assert queue.get(job_id).state == "done"
+    assert admin.get(job_id).state == "done"
 
 
 def test_a_lease_expiring_on_the_last_attempt_makes_the_job_dead(migrated) -> None:
@@ -172,7 +172,7 @@ def test_a_lease_expiring_on_the_last_attempt_makes_the_job_dead(migrated) -> No
     now = clock.now()
     queue.claim("crashed", now=now, lease=LEASE)
     assert queue.recover(now=now + timedelta(minutes=1)) == 1
-    job = queue.get(job_id)
+    job = admin.get(job_id)
     assert job.state == "dead" and "lease expired" in job.last_error
 
 
@@ -180,30 +180,30 @@ def test_release_gives_a_job_back_untried(migrated) -> None:
     job_id = queue.enqueue("slow", {})
     (held,) = queue.claim("draining", now=clock.now(), lease=LEASE)
     assert queue.release(held, now=clock.now())
-    job = queue.get(job_id)
+    job = admin.get(job_id)
     assert (job.state, job.attempts, job.worker) == ("queued", 0, None)
 
 
 def test_retry_and_cancel_follow_the_state_rules(migrated) -> None:
     dead = queue.enqueue("flaky", {}, max_attempts=1, unique_key="once")
     worker_for(("flaky", fails("nope"))).run_once()
-    assert queue.get(dead).state == "dead"
+    assert admin.get(dead).state == "dead"
     pending = queue.enqueue("other", {}, run_at=clock.now() + timedelta(hours=1))
 
     with pytest.raises(Conflict, match="only dead or cancelled jobs can be retried"):
-        queue.retry(pending, now=clock.now())
+        admin.retry(pending, now=clock.now())
     blocker = queue.enqueue("flaky", {}, unique_key="once")
     with pytest.raises(Conflict, match="another job with key 'once' is pending"):
-        queue.retry(dead, now=clock.now())
-    assert queue.get(dead).state == "dead", "a refused retry changes nothing"
+        admin.retry(dead, now=clock.now())
+    assert admin.get(dead).state == "dead", "a refused retry changes nothing"
 
-    queue.cancel(blocker, now=clock.now())
-    retried = queue.retry(dead, now=clock.now())
+    admin.cancel(blocker, now=clock.now())
+    retried = admin.retry(dead, now=clock.now())
     assert (retried.state, retried.attempts) == ("queued", 0)
     assert retried.last_error.startswith("RuntimeError: nope"), "the last error is kept"
     (running,) = queue.claim("w", now=clock.now(), lease=LEASE)
     with pytest.raises(Conflict, match="is running; only queued or dead jobs can be cancelled"):
-        queue.cancel(running.id, now=clock.now())
+        admin.cancel(running.id, now=clock.now())
 
 
 def test_prune_removes_old_finished_jobs_and_keeps_dead_ones(migrated) -> None:
@@ -212,10 +212,10 @@ def test_prune_removes_old_finished_jobs_and_keeps_dead_ones(migrated) -> None:
     worker = worker_for(("noop", lambda _c: None), ("flaky", fails("x")))
     while worker.run_once():
         pass
-    assert queue.prune(before=clock.now() - timedelta(days=7)) == 0
-    assert queue.prune(before=clock.now() + timedelta(seconds=1)) == 1
+    assert admin.prune(before=clock.now() - timedelta(days=7)) == 0
+    assert admin.prune(before=clock.now() + timedelta(seconds=1)) == 1
     assert Job.get_or_none(Job.id == done) is None
-    assert queue.get(dead).state == "dead"
+    assert admin.get(dead).state == "dead"
 
 
 def test_stats_count_states_and_the_oldest_due_job(migrated) -> None:
@@ -223,7 +223,7 @@ def test_stats_count_states_and_the_oldest_due_job(migrated) -> None:
     queue.enqueue("a", {}, run_at=now - timedelta(minutes=5))
     queue.enqueue("a", {})
     queue.enqueue("b", {}, run_at=now + timedelta(hours=1))
-    found = queue.stats(now=clock.now())
+    found = admin.stats(now=clock.now())
     assert found.counts == {"queued": 3, "running": 0, "done": 0, "dead": 0, "cancelled": 0}
     assert found.waiting == 1
     assert abs((found.oldest_due - (now - timedelta(minutes=5))).total_seconds()) < 1

@@ -3,8 +3,8 @@
 import json
 from datetime import timedelta
 
-from t2ctl.db.models import Job
-from t2ctl.jobs import queue, tasks
+from t2ctl.jobs import admin, queue, tasks
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from tests.conftest import Cli
 
@@ -37,10 +37,10 @@ def test_a_dead_job_is_found_shown_and_retried_from_the_cli(cli: Cli) -> None:
 
     retried = cli("queue", "retry", str(job_id))
     assert retried.exit_code == 0 and "1 job(s) queued again" in retried.stderr
-    assert (queue.get(job_id).state, queue.get(job_id).attempts) == ("queued", 0)
+    assert (admin.get(job_id).state, admin.get(job_id).attempts) == ("queued", 0)
     outcome.append("ok")
     assert worker.run_once()
-    assert queue.get(job_id).state == "done"
+    assert admin.get(job_id).state == "done"
 
     again = cli("queue", "retry", str(job_id))
     assert again.exit_code == 1
@@ -61,7 +61,7 @@ def test_retry_all_dead_and_cancel(cli: Cli) -> None:
     first = Job.select().order_by(Job.id).first().id
     cancelled = cli("queue", "cancel", str(first))
     assert cancelled.exit_code == 0 and f"job {first} cancelled" in cancelled.stderr
-    assert queue.get(first).state == "cancelled"
+    assert admin.get(first).state == "cancelled"
     listing = cli("queue", "list")
     assert "cancelled" in listing.stdout and "chore" in listing.stdout
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from t2ctl import clock
-from t2ctl.db.models import Job, ScheduleRun, Subscription
-from t2ctl.jobs import queue, tasks
+from t2ctl.db.models import Subscription
+from t2ctl.jobs import admin, tasks
+from t2ctl.jobs.models import Job, ScheduleRun
 from t2ctl.jobs.scheduler import Periodic, Scheduler, claim_tick
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline
@@ -61,7 +62,7 @@ def test_two_daemons_reaching_the_same_tick_run_the_task_once(migrated) -> None:
     daemons[0].register(registry)
     assert Worker(registry, name="w", lease=timedelta(seconds=30)).run_once()
     assert ran == [tick.due_at]
-    assert queue.get(job.id).state == "done"
+    assert admin.get(job.id).state == "done"
 
 
 def test_schedule_list_shows_each_task_in_its_time_zone(cli: Cli) -> None:

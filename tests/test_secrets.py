@@ -18,6 +18,7 @@ from t2ctl import db
 from t2ctl.config import Settings
 from t2ctl.db.models import MODELS, AuditEvent, Order, ZohoToken
 from t2ctl.errors import T2Error
+from t2ctl.jobs import models as job_models
 from t2ctl.security import atrest, redaction
 from t2ctl.security.crypto import SecretBox, Undecryptable
 from tests.conftest import LiveServer, ZohoEnv, order_body, submit, write_config
@@ -188,7 +189,7 @@ def test_a_zoho_flow_leaves_no_secret_or_contact_in_logs_or_the_database(
     encrypted = {(column.model, column.name) for _, column in atrest.ENCRYPTED}
     holding_tokens = {
         (model, field.name)
-        for model in MODELS
+        for model in [*MODELS, *job_models.MODELS]
         for field in model._meta.sorted_fields
         if isinstance(field, peewee.TextField | peewee.CharField)
         and model.select().where(field.startswith("gAAAAA")).exists()

@@ -12,7 +12,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from t2ctl import clock, partners
 from t2ctl.config import SandboxSettings, Settings
-from t2ctl.db.models import Job, Subscription, WebhookAttempt, WebhookDelivery
+from t2ctl.db.models import Subscription, WebhookAttempt, WebhookDelivery
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import expiry
 from t2ctl.webhooks import deliveries, outbox

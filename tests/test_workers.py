@@ -11,7 +11,8 @@ import requests
 
 from t2ctl import clock, partners
 from t2ctl.config import Settings
-from t2ctl.db.models import Job, Order, SandboxSalesOrder
+from t2ctl.db.models import Order, SandboxSalesOrder
+from t2ctl.jobs.models import Job
 from t2ctl.security.crypto import SecretBox
 from tests.conftest import LiveServer, order_body, order_job, write_config
 from tests.processes import LISTENING, serve, wait_until

@@ -10,7 +10,8 @@ import threading
 from datetime import timedelta
 
 from t2ctl import clock, db, wiring
-from t2ctl.db.models import Job, Order, ZohoContact, ZohoSalesOrder, ZohoToken
+from t2ctl.db.models import Order, ZohoContact, ZohoSalesOrder, ZohoToken
+from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import pipeline
 from tests.conftest import (

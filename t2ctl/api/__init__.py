@@ -8,7 +8,7 @@ from flask import Flask, current_app
 import t2ctl
 from t2ctl import db
 from t2ctl.config import Settings
-from t2ctl.security.crypto import SecretBox, box_for
+from t2ctl.security.crypto import SecretBox
 
 MAX_BODY = 64 * 1024
 
@@ -26,10 +26,10 @@ def state() -> AppState:
     return current_app.extensions["t2ctl"]
 
 
-def create_app(settings: Settings) -> Flask:
-    """Build the API for ``settings``; reads no environment.
+def create_app(settings: Settings, box: SecretBox) -> Flask:
+    """Build the API for ``settings``, its secrets sealed in ``box``; reads no environment.
 
-    It points the process's one database handle (``db.database``) at ``settings``: peewee
+    The process's one database handle must already be connected (``wiring.connect``): peewee
     binds models to a single handle, so one process serves one database.
     """
     from t2ctl.api import (
@@ -44,17 +44,12 @@ def create_app(settings: Settings) -> Flask:
         proxies,
     )
 
-    # One pool for the process: request threads, job threads, and the engine's own few.
-    db.connect(
-        settings.database.url,
-        max_connections=settings.server.threads + settings.worker.concurrency + 8,
-    )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     app.extensions["t2ctl"] = AppState(
         settings=settings,
-        box=box_for(settings),
+        box=box,
         openapi=json.dumps(openapi.document(t2ctl.__version__)),
     )
     errors.register(app)

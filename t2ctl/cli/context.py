@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from t2ctl import clock, config, db
+from t2ctl import clock, config, wiring
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.monitoring import logs
 from t2ctl.security import redaction
-from t2ctl.security.crypto import SecretBox, box_for
+from t2ctl.security.crypto import SecretBox
 
 ConfigOption = Annotated[
     Path | None,
@@ -41,10 +41,15 @@ def duration(text: str, option: str) -> timedelta:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
+# The command's own thread and the few a command runs beside it (sandbox servers, progress).
+CONNECTIONS = 4
+
+
 @dataclass
 class Session:
     config_path: Path | None
     _settings: Settings | None = field(default=None, init=False)
+    _box: SecretBox | None = field(default=None, init=False)
 
     @property
     def settings(self) -> Settings:
@@ -55,14 +60,17 @@ class Session:
         return self._settings
 
     def connect(self, *, require_current: bool = True) -> None:
-        """Open the database; refuse a schema that needs ``db migrate`` unless told not to."""
-        db.connect(self.settings.database.url)
-        db.ping()
+        """Open the database and the master key, as the daemon does; refuse a schema that
+        needs ``db migrate`` unless told not to."""
+        self._box = wiring.connect(self.settings, connections=CONNECTIONS)
         if require_current:
             schema.require_current()
 
     def box(self) -> SecretBox:
-        return box_for(self.settings)
+        """The master key opened by ``connect()``, which every command that needs it calls."""
+        if self._box is None:
+            raise RuntimeError("Session.connect() opens the secrets; call it first")
+        return self._box
 
 
 def session(ctx: typer.Context, config_path: Path | None = None) -> Session:

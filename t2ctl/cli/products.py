@@ -82,12 +82,13 @@ def sync(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
         transient=True,
     ) as progress:
         task = progress.add_task("items", total=None)
-        result = catalogue.sync(
+        items = catalogue.read(
             client,
             currency=settings.zoho.currency,
             on_page=lambda count: progress.advance(task, count),
         )
-    # Recorded after the sync, which writes as it reads Zoho: no transaction spans Zoho calls.
+    result = products.sync(items)
+    # Recorded after the sync: no transaction spans the Zoho calls that read the items.
     audit.record(
         "products.sync",
         settings.zoho.organization_id,

@@ -8,9 +8,9 @@ import typer
 from t2ctl import clock, db
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
-from t2ctl.db.models import JOB_STATES, Job
 from t2ctl.errors import Conflict
-from t2ctl.jobs import queue
+from t2ctl.jobs import admin
+from t2ctl.jobs.models import JOB_STATES, Job
 from t2ctl.security import audit
 
 app = typer.Typer(no_args_is_help=True)
@@ -42,7 +42,7 @@ def stats(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fa
     """Jobs by state and task, and how long the oldest due job has waited."""
     session(ctx, config).connect()
     now = clock.now()
-    found = queue.stats(now=now)
+    found = admin.stats(now=now)
     if json:
         output.emit_json(
             {
@@ -84,7 +84,7 @@ def list_(
     if state is not None and state not in JOB_STATES:
         raise typer.BadParameter(f"must be one of {', '.join(JOB_STATES)}", param_hint="--state")
     session(ctx, config).connect()
-    found = queue.listing(state=state, task=task, limit=limit)
+    found = admin.listing(state=state, task=task, limit=limit)
     if json:
         output.emit_json([_public(job) for job in found])
         return
@@ -112,7 +112,7 @@ def show(
 ) -> None:
     """Show one job, with its payload and last error."""
     session(ctx, config).connect()
-    data = _public(queue.get(job_id))
+    data = _public(admin.get(job_id))
     if json:
         output.emit_json(data)
         return
@@ -131,13 +131,13 @@ def retry(
     if (job_id is None) == (not all_dead):
         raise typer.BadParameter("give a JOB_ID or --all-dead, not both")
     session(ctx, config).connect()
-    ids = queue.dead_ids() if all_dead else [job_id]
+    ids = admin.dead_ids() if all_dead else [job_id]
     refused, queued = [], []
     for one in ids:
         try:
             with db.transaction():
-                queue.retry(one, now=clock.now())
-                audit.record("queue.retry", f"job {one}")
+                admin.retry(one, now=clock.now())
+                audit.record("admin.retry", f"job {one}")
             queued.append(one)
         except Conflict as exc:
             if not all_dead:
@@ -155,6 +155,6 @@ def cancel(ctx: typer.Context, job_id: JobArgument, config: ConfigOption = None)
     """Cancel a queued or dead job; a running job cannot be stopped half-way."""
     session(ctx, config).connect()
     with db.transaction():
-        queue.cancel(job_id, now=clock.now())
-        audit.record("queue.cancel", f"job {job_id}")
+        admin.cancel(job_id, now=clock.now())
+        audit.record("admin.cancel", f"job {job_id}")
     output.note(f"job {job_id} cancelled")

@@ -1,51 +1,17 @@
-"""The tables, as peewee models bound to the one database handle.
+"""The domain's tables (partners, catalogue, orders, subscriptions, provisioning, webhooks,
+audit), as peewee models bound to the one database handle; the engine keeps its own in
+``t2ctl.jobs.models``.
 
 Schema changes are never made from here: each one is a numbered script in ``migrations/``
 (``t2ctl db migrate``). These classes must describe the schema the latest migration leaves.
 """
 
-import json
-from datetime import UTC, datetime
-from typing import Any
-
 import peewee
 
-from t2ctl.db import database
+from t2ctl.db.base import BaseModel, JSONTextField, UTCDateTimeField
 
 ORDER_STATUSES = ("PENDING", "PROCESSING", "FULFILLED", "FAILED")
-JOB_STATES = ("queued", "running", "done", "dead", "cancelled")
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
-
-
-class UTCDateTimeField(peewee.DateTimeField):
-    """Stores naive UTC, hands out aware UTC: one meaning on SQLite and Postgres alike."""
-
-    def db_value(self, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return super().db_value(value)
-
-    def python_value(self, value: Any) -> datetime | None:
-        value = super().python_value(value)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-
-class JSONTextField(peewee.TextField):
-    """JSON kept as text, so both databases store it the same way."""
-
-    def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, sort_keys=True)
-
-    def python_value(self, value: str | None) -> Any:
-        return None if value is None else json.loads(value)
-
-
-class BaseModel(peewee.Model):
-    class Meta:
-        database = database
-        legacy_table_names = False
 
 
 class Partner(BaseModel):
@@ -133,49 +99,6 @@ class Order(BaseModel):
 
     class Meta:
         indexes = ((("partner", "order_id"), True), (("status", "created_at"), False))
-
-
-class Job(BaseModel):
-    """A unit of background work; its state machine is owned by ``t2ctl.jobs.queue``.
-
-    queued (``run_at`` says when) → running (held by ``worker`` until ``lease_until``) → done,
-    or back to queued for a retry, or dead after the last attempt; cancelled by an operator.
-    """
-
-    id = peewee.BigAutoField()
-    task = peewee.CharField(max_length=64)
-    payload = JSONTextField()
-    state = peewee.CharField(max_length=16, default="queued")
-    priority = peewee.IntegerField(default=0)  # higher runs first
-    run_at = UTCDateTimeField()
-    attempts = peewee.IntegerField(default=0)
-    max_attempts = peewee.IntegerField()
-    unique_key = peewee.CharField(max_length=200, null=True)  # unique while queued or running
-    worker = peewee.CharField(max_length=128, null=True)
-    lease_until = UTCDateTimeField(null=True)
-    last_error = peewee.TextField(null=True)
-    created_at = UTCDateTimeField()
-    updated_at = UTCDateTimeField()
-    finished_at = UTCDateTimeField(null=True)
-
-    class Meta:
-        indexes = (
-            (("state", "priority", "run_at"), False),
-            (("state", "lease_until"), False),
-            (("state", "finished_at"), False),
-        )
-
-
-class ScheduleRun(BaseModel):
-    """One tick of a periodic task, claimed by exactly one daemon: (task, due_at) is unique."""
-
-    task = peewee.CharField(max_length=64)
-    due_at = UTCDateTimeField()
-    job = peewee.BigIntegerField()
-    created_at = UTCDateTimeField()
-
-    class Meta:
-        indexes = ((("task", "due_at"), True),)
 
 
 class SandboxSalesOrder(BaseModel):
@@ -323,8 +246,6 @@ MODELS = [
     Product,
     Subscription,
     Order,
-    Job,
-    ScheduleRun,
     SandboxSalesOrder,
     ZohoToken,
     RateSlot,

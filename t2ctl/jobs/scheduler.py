@@ -17,9 +17,9 @@ import peewee
 import schedule
 
 from t2ctl import clock, db
-from t2ctl.db.models import Job, ScheduleRun
 from t2ctl.errors import NotFound
 from t2ctl.jobs import queue, tasks
+from t2ctl.jobs.models import Job, ScheduleRun
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
-from t2ctl.jobs import queue, tasks
-from t2ctl.monitoring import logs, metrics
+from t2ctl.jobs import queue, signals, tasks
+from t2ctl.monitoring import logs
 
 logger = logging.getLogger(__name__)
 
-# A run's outcome, as the metrics name it: the job's new state (None: another worker had it).
-OUTCOMES = {"done": "done", "queued": "retry", "dead": "dead", None: "lost"}
+# The signal a run ends with, by the job's new state (None: another worker had taken it).
+ENDINGS = {"done": signals.DONE, "queued": signals.RETRY, "dead": signals.DEAD, None: signals.LOST}
 IDLE_MIN = 0.05
 IDLE_MAX = 2.0
 
@@ -36,12 +36,25 @@ def worker_name() -> str:
 
 
 class Worker:
-    """Claims jobs under one name and runs their handlers; thread-safe."""
+    """Claims jobs under one name and runs their handlers; thread-safe.
 
-    def __init__(self, registry: tasks.Registry, *, name: str, lease: timedelta):
+    ``hooks`` hears of every job claimed and every run's end; ``redact`` masks an error's
+    text before it is stored on the job (the daemon's wiring passes the log redaction)."""
+
+    def __init__(
+        self,
+        registry: tasks.Registry,
+        *,
+        name: str,
+        lease: timedelta,
+        hooks: signals.Signals | None = None,
+        redact: Callable[[str], str] = str,  # str: kept as it is
+    ):
         self.registry = registry
         self.name = name
         self.lease = lease
+        self.hooks = hooks or signals.Signals()
+        self.redact = redact
         self._held: dict[int, queue.Claimed] = {}
         self._lock = threading.Lock()
 
@@ -55,6 +68,8 @@ class Worker:
         self._forget(finished)
         with self._lock:
             self._held.update((job.id, job) for job in jobs)
+        for job in jobs:
+            self.hooks.send(signals.CLAIMED, job)
         return jobs
 
     def _forget(self, jobs: list[queue.Claimed]) -> None:
@@ -89,7 +104,7 @@ class Worker:
         with logs.bind(job_id=job.id, task=job.task):
             started = time.monotonic()
             state = self._run(job, task, context)
-            metrics.JOBS.labels(job.task, OUTCOMES[state]).observe(time.monotonic() - started)
+            self.hooks.send(ENDINGS[state], job, time.monotonic() - started)
         return state
 
     def _run(
@@ -135,7 +150,7 @@ class Worker:
         now = clock.now()
         backoff = task.backoff if task is not None else tasks.Backoff()
         retry_at = now + (after if after is not None else backoff.delay(job.attempts))
-        return queue.fail(job, error, now=now, retry_at=retry_at)
+        return queue.fail(job, self.redact(error), now=now, retry_at=retry_at)
 
     def held(self) -> list[queue.Claimed]:
         with self._lock:
@@ -177,6 +192,10 @@ def _describe(exc: Exception) -> str:
 
 class Pool:
     """Threads around a Worker. ``start()``, then ``stop(grace)`` from the daemon's main thread."""
+
+    # Threads beside the runners, each with a database connection: the dispatcher, the
+    # heartbeat and, on PostgreSQL, the listener.
+    HELPER_THREADS = 3
 
     def __init__(self, worker: Worker, *, concurrency: int):
         self.worker = worker

@@ -6,12 +6,10 @@ each scrape, so every daemon reports the same fleet-wide figures: take ``max`` a
 """
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-import requests
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,7 +17,6 @@ from prometheus_client.registry import Collector
 from t2ctl import db
 from t2ctl.config import MetricsSettings
 from t2ctl.errors import T2Error
-from t2ctl.monitoring import status
 
 # Latency buckets from a cached read (5 ms) to a Zoho call near its timeout (30 s).
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -68,26 +65,30 @@ def zoho_endpoint(path: str) -> str:
     return _ID.sub("/{id}", path)
 
 
-def observe_zoho(
-    method: str, path: str, send: Callable[[], requests.Response]
-) -> requests.Response:
-    """``send()`` one request to Zoho, counted and timed under its endpoint."""
-    started, status = time.monotonic(), "error"
-    try:
-        response = send()
-        status = str(response.status_code)
-        return response
-    finally:
-        ZOHO.labels(method, zoho_endpoint(path), status).observe(time.monotonic() - started)
+def zoho_call(method: str, path: str, status: str, seconds: float) -> None:
+    """Count and time one call to Zoho under its endpoint: the Zoho client's observer."""
+    ZOHO.labels(method, zoho_endpoint(path), status).observe(seconds)
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """The shared state a scrape reports, as the daemon's wiring reads it."""
+
+    jobs_by_task: dict[str, dict[str, int]]  # task → state → count
+    oldest_due_seconds: float  # 0 when no job is waiting
+    deliveries: dict[str, int]  # status → count
 
 
 class DatabaseCollector(Collector):
     """Reads the shared state at scrape time; a database that is down is reported, not raised."""
 
+    def __init__(self, read: Callable[[], Gauges]):
+        self.read = read
+
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("t2ctl_database_up", "1 if the database answered this scrape.")
         try:
-            found = status.depth()
+            found = self.read()
         except db.DRIVER_ERRORS:
             up.add_metric([], 0)
             yield up
@@ -97,7 +98,7 @@ class DatabaseCollector(Collector):
         up.add_metric([], 1)
         yield up
         jobs = GaugeMetricFamily("t2ctl_jobs", "Jobs by task and state.", labels=["task", "state"])
-        for task, counts in sorted(found.jobs.by_task.items()):
+        for task, counts in sorted(found.jobs_by_task.items()):
             for state, count in counts.items():
                 jobs.add_metric([task, state], count)
         yield jobs
@@ -105,7 +106,7 @@ class DatabaseCollector(Collector):
             "t2ctl_job_oldest_due_age_seconds",
             "How long the oldest due, unclaimed job has waited (0: none waiting).",
         )
-        age.add_metric([], found.oldest_due_age.total_seconds() if found.oldest_due_age else 0)
+        age.add_metric([], found.oldest_due_seconds)
         yield age
         deliveries = GaugeMetricFamily(
             "t2ctl_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
@@ -125,10 +126,11 @@ class Listener:
         self.server.server_close()
 
 
-def serve(settings: MetricsSettings) -> Listener:
-    """Start ``/metrics`` on a thread; T2Error if the address cannot be had."""
+def serve(settings: MetricsSettings, gauges: Callable[[], Gauges]) -> Listener:
+    """Start ``/metrics`` on a thread, reading the database's figures with ``gauges()`` at
+    each scrape; T2Error if the address cannot be had."""
     registry = CollectorRegistry(auto_describe=False)  # no database read at registration
-    for collector in (*_OWN, DatabaseCollector()):
+    for collector in (*_OWN, DatabaseCollector(gauges)):
         registry.register(collector)
     try:
         server, _thread = start_http_server(settings.port, settings.host, registry)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from t2ctl import clock, db
 from t2ctl.db import schema
 from t2ctl.errors import Unavailable
-from t2ctl.jobs import queue
+from t2ctl.jobs import admin
 from t2ctl.orders import records
 from t2ctl.webhooks import deliveries
 
@@ -41,7 +41,7 @@ class Readiness:
 class Depth:
     """What is waiting: jobs by state, how long the oldest due job has waited, deliveries."""
 
-    jobs: queue.Stats
+    jobs: admin.Stats
     oldest_due_age: timedelta | None
     deliveries: dict[str, int]
 
@@ -73,7 +73,7 @@ def readiness() -> Readiness:
 
 def depth(now: datetime | None = None) -> Depth:
     now = now or clock.now()
-    jobs = queue.stats(now=now)
+    jobs = admin.stats(now=now)
     age = now - jobs.oldest_due if jobs.oldest_due is not None else None
     return Depth(jobs, age, deliveries.counts())
 
@@ -83,6 +83,6 @@ def failures(now: datetime | None = None, window: timedelta = RECENT) -> Failure
     return Failures(
         since,
         records.failed_since(since),
-        queue.dead_since(since),
+        admin.dead_since(since),
         deliveries.failed_attempts_since(since),
     )

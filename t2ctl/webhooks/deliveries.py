@@ -7,7 +7,7 @@ from peewee import fn
 from t2ctl import clock, db
 from t2ctl.db.models import DELIVERY_STATUSES, Partner, WebhookAttempt, WebhookDelivery
 from t2ctl.errors import Conflict, NotFound
-from t2ctl.jobs import queue
+from t2ctl.jobs import admin
 from t2ctl.webhooks import outbox
 
 
@@ -80,7 +80,7 @@ def resend(delivery_id: int) -> WebhookDelivery:
         )
         if not changed:
             raise Conflict(f"delivery {delivery_id} changed while resending it; look again")
-        if outbox.schedule(delivery.id, trigger="manual") is None and not queue.bring_forward(
+        if outbox.schedule(delivery.id, trigger="manual") is None and not admin.bring_forward(
             outbox.job_key(delivery.id), outbox.job_payload(delivery.id, "manual"), now=now
         ):
             raise Conflict(

@@ -4,17 +4,13 @@ Each item maps to a Product: ``sku`` → productId, ``name``, ``description``, `
 price in ``zoho.currency``, ``status`` active → active, and termMonths from the custom field
 labelled ``Term Months`` (12 when absent; read from ``custom_fields`` or from the
 ``cf_term_months`` key that list answers carry). Item ids are cached by sku on the way, so
-orders need no item look-up. An item that cannot be mapped is skipped and reported, and its
-product, if there is one, is left as it is rather than deactivated.
+orders need no item look-up. The products service makes the catalogue match what this reads.
 """
 
 from collections.abc import Callable
-from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from t2ctl import products
-from t2ctl.errors import FieldError, ValidationFailed
 from t2ctl.provisioning.zoho.client import Client
 from t2ctl.provisioning.zoho.provisioner import remember_items
 
@@ -22,30 +18,31 @@ TERM_FIELD = "Term Months"
 TERM_KEY = "cf_term_months"  # the same custom field as Zoho flattens it into list answers
 DEFAULT_TERM = 12
 
+Item = tuple[str, dict[str, Any]]
+"""An item as a report names it (``item 4600000123 (Norton 360)``), and the Product (API
+shape, still to be validated by the products service) it stands for."""
 
-def sync(
+
+def read(
     client: Client, *, currency: str, on_page: Callable[[int], None] = lambda _count: None
-) -> products.SyncResult:
-    """Read every item, page by page (``on_page`` is told how many each brought), then make
-    the catalogue match in one transaction. Items that cannot be products are skipped."""
-    entries: list[products.ProductData] = []
-    skipped: list[FieldError] = []
-    unmapped: set[str] = set()
+) -> list[Item]:
+    """Every item, page by page (``on_page`` is told how many each brought), as the Product
+    it stands for. Item ids are cached by sku on the way, so orders need no item look-up."""
+    items: list[Item] = []
     ids: dict[str, str] = {}
     for page in client.pages("/items", "items"):
         for item in page:
-            label = f"item {item.get('item_id')} ({item.get('name', '?')})"
-            try:
-                entry = products.entry(as_product(item, currency))
-            except ValidationFailed as exc:
-                skipped += [FieldError(label, f"{e.field} {e.message}") for e in exc.errors]
-                unmapped.add(str(item.get("sku") or ""))
-                continue
-            entries.append(entry)
-            ids[entry.product_id] = str(item["item_id"])
+            items.append(
+                (
+                    f"item {item.get('item_id')} ({item.get('name', '?')})",
+                    as_product(item, currency),
+                )
+            )
+            if item.get("sku") and item.get("item_id"):
+                ids[str(item["sku"])] = str(item["item_id"])
         on_page(len(page))
     remember_items(client.organization_id, ids)
-    return replace(products.sync(entries, keep=frozenset(unmapped)), skipped=skipped)
+    return items
 
 
 def as_product(item: dict[str, Any], currency: str) -> dict[str, Any]:

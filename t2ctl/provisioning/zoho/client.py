@@ -17,8 +17,8 @@ import requests
 
 from t2ctl import clock
 from t2ctl.errors import T2Error
-from t2ctl.monitoring import metrics
 from t2ctl.provisioning import Unreachable
+from t2ctl.provisioning.zoho import calls
 from t2ctl.provisioning.zoho.oauth import AccessToken, TokenCache
 from t2ctl.provisioning.zoho.pace import Pacer
 
@@ -47,7 +47,8 @@ class TurnedAway(Unreachable):
 
 
 class Client:
-    """One organization's Zoho Inventory API. Thread-safe; holds no per-call state."""
+    """One organization's Zoho Inventory API. Thread-safe; holds no per-call state.
+    ``observer`` is told of every call (the daemon's wiring passes the metrics)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Client:
         pacer: Pacer,
         http: requests.Session | None = None,
         timeout: float = 30,
+        observer: calls.Observer = calls.unobserved,
     ):
         self.api_url = api_url.rstrip("/")
         self.organization_id = organization_id
@@ -65,6 +67,7 @@ class Client:
         self.pacer = pacer
         self.http = http or requests.Session()
         self.timeout = timeout
+        self.observer = observer
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.call("GET", path, params=params)
@@ -110,7 +113,8 @@ class Client:
             if before_send is not None:
                 before_send()
             try:
-                response = metrics.observe_zoho(
+                response = calls.timed(
+                    self.observer,
                     method,
                     path,
                     lambda token=token: self.http.request(

@@ -11,6 +11,7 @@ takes the refresh lease. Every attempt, failed or not, is counted in the row, an
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,9 +20,8 @@ import requests
 from t2ctl import clock, db
 from t2ctl.db.models import ZohoToken
 from t2ctl.errors import T2Error
-from t2ctl.monitoring import metrics
 from t2ctl.provisioning import Unreachable
-from t2ctl.security import redaction
+from t2ctl.provisioning.zoho import calls
 from t2ctl.security.crypto import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class AccessToken:
 
 
 class TokenCache:
-    """The shared access token; ``get()`` is thread-safe and cheap while the token is fresh."""
+    """The shared access token; ``get()`` is thread-safe and cheap while the token is fresh.
+    ``observer`` is told of every call to the accounts server; ``redact`` masks the error
+    text kept in the shared row (the daemon's wiring passes the metrics and the redaction)."""
 
     def __init__(
         self,
@@ -78,12 +80,16 @@ class TokenCache:
         box: SecretBox,
         http: requests.Session | None = None,
         timeout: float = 30,
+        observer: calls.Observer = calls.unobserved,
+        redact: Callable[[str], str] = str,  # str: kept as it is
     ):
         self.credentials = credentials
         self.key = f"{credentials.accounts_url.rstrip('/')}#{credentials.client_id}"
         self.box = box
         self.http = http or requests.Session()
         self.timeout = timeout
+        self.observer = observer
+        self.redact = redact
         # Held while minting; a process that dies frees it once its call has surely ended.
         self.lease = timedelta(seconds=2 * timeout) + LEASE_MARGIN
         self._memory: AccessToken | None = None
@@ -171,9 +177,9 @@ class TokenCache:
             token = self._mint(now)
         except Unreachable as exc:
             with db.transaction():
-                ZohoToken.update(
-                    last_error=redaction.redact(str(exc)), refresh_lease_until=None
-                ).where(held_by_us).execute()
+                ZohoToken.update(last_error=self.redact(str(exc)), refresh_lease_until=None).where(
+                    held_by_us
+                ).execute()
             raise
         with db.transaction():
             ZohoToken.update(
@@ -194,7 +200,8 @@ class TokenCache:
     def _mint(self, now: datetime) -> AccessToken:
         c = self.credentials
         try:
-            response = metrics.observe_zoho(
+            response = calls.timed(
+                self.observer,
                 "POST",
                 TOKEN_PATH,
                 lambda: self.http.post(
