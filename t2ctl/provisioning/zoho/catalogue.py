@@ -16,7 +16,7 @@ from typing import Any
 from t2ctl import products
 from t2ctl.errors import FieldError, ValidationFailed
 from t2ctl.provisioning.zoho.client import Client
-from t2ctl.provisioning.zoho.provisioner import remember_items
+from t2ctl.provisioning.zoho.ids import remember_items
 
 TERM_FIELD = "Term Months"
 TERM_KEY = "cf_term_months"  # the same custom field as Zoho flattens it into list answers
