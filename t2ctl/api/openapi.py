@@ -114,66 +114,82 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    text = {"schema": {"type": "string"}}
+    """Every route: the public ones first (health, this document), then the partner's."""
+    return {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders()}
+
+
+_TEXT = {"schema": {"type": "string"}}
+
+
+def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A GET that needs no API key: probes and this document."""
     return {
-        f"{BASE}/health": {
-            "get": {
-                "operationId": "health",
-                "summary": "Up, database reachability, and the job queue.",
-                "security": [],
-                "responses": {
-                    "200": _json("Up, database reachable.", "Health"),
-                    "503": _json("The database cannot be reached.", "Health"),
-                },
-            }
-        },
-        f"{BASE}/health/live": {
-            "get": {
-                "operationId": "liveness",
-                "summary": "Liveness: the process answers HTTP. Reads no database.",
-                "security": [],
-                "responses": {"200": _json("Alive.", "Liveness")},
-            }
-        },
-        f"{BASE}/health/ready": {
-            "get": {
-                "operationId": "readiness",
-                "summary": "Readiness: the database answers and its schema is current.",
-                "security": [],
-                "responses": {
-                    "200": _json("Ready to take requests.", "Readiness"),
-                    "503": _json("Not ready: send traffic elsewhere meanwhile.", "Readiness"),
-                },
-            }
-        },
-        f"{BASE}/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI 3.1 document.",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            "responses": responses,
+        }
+    }
+
+
+def _health() -> dict[str, Any]:
+    return {
+        f"{BASE}/health": _public(
+            "health",
+            "Up, database reachability, and the job queue.",
+            {
+                "200": _json("Up, database reachable.", "Health"),
+                "503": _json("The database cannot be reached.", "Health"),
+            },
+        ),
+        f"{BASE}/health/live": _public(
+            "liveness",
+            "Liveness: the process answers HTTP. Reads no database.",
+            {"200": _json("Alive.", "Liveness")},
+        ),
+        f"{BASE}/health/ready": _public(
+            "readiness",
+            "Readiness: the database answers and its schema is current.",
+            {
+                "200": _json("Ready to take requests.", "Readiness"),
+                "503": _json("Not ready: send traffic elsewhere meanwhile.", "Readiness"),
+            },
+        ),
+    }
+
+
+def _openapi() -> dict[str, Any]:
+    document = {
+        "description": "The OpenAPI 3.1 document.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    return {f"{BASE}/openapi.json": _public("openapi", "This document.", {"200": document})}
+
+
+def _products() -> dict[str, Any]:
+    headers = {**_ETAG, **_RATE_HEADERS}
+    return {
         f"{BASE}/products": {
             "get": {
                 "operationId": "listProducts",
                 "summary": "The active products.",
-                "parameters": [{"name": "If-None-Match", "in": "header", **text}],
+                "parameters": [{"name": "If-None-Match", "in": "header", **_TEXT}],
                 "responses": {
-                    "200": _json("The catalogue.", "ProductList", {**_ETAG, **_RATE_HEADERS}),
+                    "200": _json("The catalogue.", "ProductList", headers),
                     "304": {
                         "description": "Unchanged since the ETag in If-None-Match; no body.",
-                        "headers": {**_ETAG, **_RATE_HEADERS},
+                        "headers": headers,
                     },
                     **_problems(*_AUTHED),
                 },
             }
-        },
+        }
+    }
+
+
+def _fulfilment() -> dict[str, Any]:
+    return {
         f"{BASE}/fulfilment": {
             "post": {
                 "operationId": "submitFulfilment",
@@ -183,34 +199,44 @@ def _paths() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("FulfilmentRequest")}},
                 },
                 "responses": {
-                    "202": _json(
-                        "Accepted; it will be processed.",
-                        "Order",
-                        {"Location": _header("Where to poll the order."), **_RATE_HEADERS},
-                    ),
-                    "200": _json(
-                        "Already submitted with this body: the current order, unchanged.",
-                        "Order",
-                        {
-                            "Idempotent-Replayed": _header("Always true.", {"const": "true"}),
-                            **_RATE_HEADERS,
-                        },
-                    ),
+                    **_submitted(),
                     **_problems(400, 409, 413, 415, 422, *_AUTHED),
                 },
             }
-        },
+        }
+    }
+
+
+def _submitted() -> dict[str, Any]:
+    """202 for a new order; 200 for a replay of the same body (idempotency)."""
+    replayed = {"Idempotent-Replayed": _header("Always true.", {"const": "true"})}
+    return {
+        "202": _json(
+            "Accepted; it will be processed.",
+            "Order",
+            {"Location": _header("Where to poll the order."), **_RATE_HEADERS},
+        ),
+        "200": _json(
+            "Already submitted with this body: the current order, unchanged.",
+            "Order",
+            {**replayed, **_RATE_HEADERS},
+        ),
+    }
+
+
+def _orders() -> dict[str, Any]:
+    return {
         f"{BASE}/orders/{{orderId}}": {
             "get": {
                 "operationId": "getOrder",
                 "summary": "One of your orders.",
-                "parameters": [{"name": "orderId", "in": "path", "required": True, **text}],
+                "parameters": [{"name": "orderId", "in": "path", "required": True, **_TEXT}],
                 "responses": {
                     "200": _json("The order.", "Order", _RATE_HEADERS),
                     **_problems(404, *_AUTHED),
                 },
             }
-        },
+        }
     }
 
 

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from t2ctl.provisioning.zoho.client import Client
-from t2ctl.provisioning.zoho.provisioner import remember_items
+from t2ctl.provisioning.zoho.ids import remember_items
 
 TERM_FIELD = "Term Months"
 TERM_KEY = "cf_term_months"  # the same custom field as Zoho flattens it into list answers

@@ -13,22 +13,19 @@ surely ended (three times the client's timeout): another attempt that finds the 
 beside it. Every change of the row is conditional on the attempt that owns it, and a take-
 over on the deadline it saw. The look-up asks for the contact the create was sent with.
 
-Contact ids (by a keyed digest of the email) and item ids (by sku) are cached, so a
-returning customer's order costs two calls: create and confirm.
+The contact and item ids a create needs come from ``ids``, which caches them.
 """
 
-import hashlib
-import hmac
 import logging
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from t2ctl import clock, db
-from t2ctl.db.models import ZohoContact, ZohoItem, ZohoSalesOrder
+from t2ctl.db.models import ZohoSalesOrder
 from t2ctl.provisioning import Rejected, Request, SalesOrder, Unreachable
 from t2ctl.provisioning.zoho.client import Client, TurnedAway, ZohoError
+from t2ctl.provisioning.zoho.ids import Id, IdCache
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +47,11 @@ MISSING = {1002}  # Zoho's "does not exist": a cached id may have gone stale
 DEADLINE_TIMEOUTS = 3  # connect and read are timed apart; the rest is margin
 
 
-@dataclass(frozen=True)
-class _Id:
-    value: str
-    cached: bool
-
-
 class ZohoProvisioner:
     def __init__(self, client: Client, *, digest_key: bytes):
         self.client = client
         self.org = client.organization_id
-        self.digest_key = digest_key
+        self.ids = IdCache(client, digest_key=digest_key)
         self.grace = timedelta(seconds=client.timeout * DEADLINE_TIMEOUTS)
 
     def provision(self, request: Request, *, resume: bool) -> SalesOrder:
@@ -103,7 +94,7 @@ class ZohoProvisioner:
             if progress.contact_id is not None:  # the create may have been sent
                 found = self._find(request.order_id, progress.contact_id)
         if found is None:
-            found = self._create(request, self.contact(request), attempt)
+            found = self._create(request, self.ids.contact(request), attempt)
         self._write(
             request,
             attempt,
@@ -113,8 +104,8 @@ class ZohoProvisioner:
         )
         return self._progress(request)
 
-    def _create(self, request: Request, contact: _Id, attempt: str) -> dict[str, Any]:
-        item = self.item(request.product_id)
+    def _create(self, request: Request, contact: Id, attempt: str) -> dict[str, Any]:
+        item = self.ids.item(request.product_id)
         # Right before each send, "creating" is written: a crash or a lost answer from then
         # on makes the next attempt look the sales order up before it creates one.
         try:
@@ -141,7 +132,7 @@ class ZohoProvisioner:
                 and exc.code in MISSING
                 and (contact.cached or item.cached)
             ):
-                self._drop_cached(request, contact, item)
+                self.ids.drop(request, contact, item)
                 raise Unreachable("Zoho no longer knows a cached id; looking it up again") from exc
             raise
         return body["salesorder"]
@@ -272,98 +263,6 @@ class ZohoProvisioner:
                 self._key(request) & (ZohoSalesOrder.attempt == attempt)
             ).execute()
 
-    # -- contacts and items --------------------------------------------------------------
-
-    def contact(self, request: Request) -> _Id:
-        """The customer's contact id: cached, found by email, or created."""
-        digest = self._digest(request.customer_email)
-        cached = ZohoContact.get_or_none(
-            (ZohoContact.organization_id == self.org) & (ZohoContact.email_digest == digest)
-        )
-        if cached is not None:
-            return _Id(cached.contact_id, cached=True)
-        contact_id = self._find_contact(request.customer_email)
-        if contact_id is None:
-            try:
-                contact_id = self._create_contact(request)
-            except ZohoError:
-                # Perhaps a concurrent order of the same customer created it first, and
-                # Zoho's search does not show it yet: try again later rather than fail.
-                contact_id = self._find_contact(request.customer_email)
-                if contact_id is None:
-                    raise Unreachable(
-                        "the customer's contact could not be created or found"
-                    ) from None
-        with db.transaction():
-            ZohoContact.insert(
-                organization_id=self.org,
-                email_digest=digest,
-                contact_id=contact_id,
-                created_at=clock.now(),
-            ).on_conflict_ignore().execute()
-        return _Id(contact_id, cached=False)
-
-    def _find_contact(self, email: str) -> str | None:
-        contacts = self.client.get("/contacts", email=email).get("contacts", [])
-        for contact in contacts:
-            if str(contact.get("email", "")).lower() == email.lower():
-                return str(contact["contact_id"])
-        return None
-
-    def _create_contact(self, request: Request) -> str:
-        first, _, last = request.customer_name.rpartition(" ")
-        person = {
-            "first_name": first or last,
-            "last_name": last if first else "",
-            "email": request.customer_email,
-            "is_primary_contact": True,
-        }
-        if request.customer_phone:
-            person["mobile"] = request.customer_phone
-        body = self.client.post(
-            "/contacts",
-            {
-                # Zoho wants contact names unique; T2Mobile's customer id makes them so.
-                "contact_name": f"{request.customer_name} ({request.customer_id})",
-                "contact_type": "customer",
-                "contact_persons": [person],
-            },
-        )
-        return str(body["contact"]["contact_id"])
-
-    def item(self, sku: str) -> _Id:
-        """The item id for a productId: cached (``products sync`` fills it) or looked up."""
-        cached = ZohoItem.get_or_none(
-            (ZohoItem.organization_id == self.org) & (ZohoItem.sku == sku)
-        )
-        if cached is not None:
-            return _Id(cached.item_id, cached=True)
-        items = [
-            i for i in self.client.get("/items", sku=sku).get("items", []) if i.get("sku") == sku
-        ]
-        if not items:
-            raise Rejected(
-                "PRODUCT_UNAVAILABLE", "The product is not available in the inventory system."
-            )
-        remember_items(self.org, {sku: str(items[0]["item_id"])})
-        return _Id(str(items[0]["item_id"]), cached=False)
-
-    def _drop_cached(self, request: Request, contact: _Id, item: _Id) -> None:
-        with db.transaction():
-            if contact.cached:
-                ZohoContact.delete().where(
-                    (ZohoContact.organization_id == self.org)
-                    & (ZohoContact.email_digest == self._digest(request.customer_email))
-                ).execute()
-            if item.cached:
-                ZohoItem.delete().where(
-                    (ZohoItem.organization_id == self.org) & (ZohoItem.sku == request.product_id)
-                ).execute()
-
-    def _digest(self, email: str) -> str:
-        """A keyed digest: the cache finds a customer without holding their address."""
-        return hmac.new(self.digest_key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
-
 
 def _state(order: dict[str, Any]) -> str:
     """Our progress state for a Zoho status: confirmed, void, or draft (still to confirm)."""
@@ -371,16 +270,3 @@ def _state(order: dict[str, Any]) -> str:
     if status in CONFIRMED:
         return "confirmed"
     return "void" if status in VOID else "draft"
-
-
-def remember_items(organization_id: str, ids: dict[str, str]) -> None:
-    """Cache item ids by sku (from ``products sync`` or a look-up)."""
-    now = clock.now()
-    with db.transaction():
-        for sku, item_id in ids.items():
-            ZohoItem.insert(
-                organization_id=organization_id, sku=sku, item_id=item_id, updated_at=now
-            ).on_conflict(
-                conflict_target=[ZohoItem.organization_id, ZohoItem.sku],
-                update={ZohoItem.item_id: item_id, ZohoItem.updated_at: now},
-            ).execute()
