@@ -80,7 +80,7 @@ def show(
     """Show one order, with the customer's contact details masked."""
     current = session(ctx, config)
     current.connect()
-    order = records.find(order_id, partner)
+    order = records.get_by_order_id(order_id, partner)
     data = {"partner": order.partner.name, **records.public(order)}
     if json:
         output.emit_json(data)

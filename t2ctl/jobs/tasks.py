@@ -62,7 +62,7 @@ class Registry:
             raise ValueError(f"task {name!r} is already registered")
         self._tasks[name] = Task(name, handler, backoff or Backoff())
 
-    def get(self, name: str) -> Task | None:
+    def find(self, name: str) -> Task | None:
         return self._tasks.get(name)
 
     def names(self) -> list[str]:

@@ -91,7 +91,7 @@ class Worker:
         """Run the job's handler. A failure is recorded at once; success is left for the
         caller to record with ``claim(finished=...)``, in the commit that takes the next jobs.
         Return the job's new state, or None if this worker had lost it."""
-        task = self.registry.get(job.task)
+        task = self.registry.find(job.task)
         context = tasks.Context(
             job.id,
             job.task,

@@ -32,7 +32,7 @@ def schedule(order: Order) -> int | None:
 
 def retry(order_id: str, partner_name: str | None = None) -> Order:
     """Run a FAILED order again: back to PENDING, with a new job, in one commit."""
-    order = records.find(order_id, partner_name)
+    order = records.get_by_order_id(order_id, partner_name)
     if order.status != "FAILED":
         raise Conflict(f"order {order_id} is {order.status}; only FAILED orders can be retried")
     with db.transaction():
@@ -51,4 +51,4 @@ def retry(order_id: str, partner_name: str | None = None) -> Order:
     logger.info(
         "order %s queued again", order_id, extra={"action": "order_retried", "order_id": order_id}
     )
-    return records.find(order_id, order.partner.name)
+    return records.get_by_order_id(order_id, order.partner.name)

@@ -115,7 +115,7 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
             .where((Order.id == pk) & (Order.status == "PENDING"))
             .execute()
         )
-    order = records.load(pk)
+    order = records.find(pk)
     if order is None or order.status != "PROCESSING":
         return None
     return order, not moved
@@ -162,7 +162,7 @@ def _finish(
             outbox.record(
                 order.partner_id,
                 f"order.{changes['status'].lower()}",
-                records.public(records.load(order.id)),
+                records.public(records.find(order.id)),
                 occurred_at=now,
                 order_ref=order.order_id,
             )

@@ -44,8 +44,8 @@ def _query():
     return Order.select(Order, Product, Partner).join(Product).switch(Order).join(Partner)
 
 
-def load(pk: int) -> Order | None:
-    """An order by its row id, as it stands now, ready for ``public``."""
+def find(pk: int) -> Order | None:
+    """An order by its row id, as it stands now, ready for ``public``; None if it is gone."""
     return _query().where(Order.id == pk).first()
 
 
@@ -57,7 +57,7 @@ def get(partner: Partner, order_id: str) -> Order:
     return order
 
 
-def find(order_id: str, partner_name: str | None = None) -> Order:
+def get_by_order_id(order_id: str, partner_name: str | None = None) -> Order:
     """An order by id for operators; ambiguous ids across partners need the partner named."""
     query = _query().where(Order.order_id == order_id)
     if partner_name is not None:
