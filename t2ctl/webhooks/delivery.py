@@ -177,7 +177,7 @@ class Deliverer:
         or None when there is none."""
         if result.outcome in ("delivered", "gone") or tried > len(self.schedule):
             return None
-        step = self.schedule[tried - 1] * (1 - JITTER + 2 * JITTER * self.rng())
+        step = tasks.jittered(self.schedule[tried - 1], JITTER, rng=self.rng)
         if result.retry_after is not None:
             step = max(step, result.retry_after)
         return step
