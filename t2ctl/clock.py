@@ -74,3 +74,9 @@ def retry_after(text: str | None) -> timedelta | None:
         return min(max(timedelta(0), parsedate_to_datetime(text) - now()), RETRY_AFTER_CAP)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def retry_wait(asked: timedelta | None, backoff: timedelta) -> timedelta:
+    """The wait before trying a server again: our backoff, or longer if its ``Retry-After``
+    asked; never shorter, so a ``Retry-After: 0`` cannot turn retries into a hammering."""
+    return backoff if asked is None else max(asked, backoff)

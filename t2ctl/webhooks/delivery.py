@@ -178,9 +178,7 @@ class Deliverer:
         if result.outcome in ("delivered", "gone") or tried > len(self.schedule):
             return None
         step = tasks.jittered(self.schedule[tried - 1], JITTER, rng=self.rng)
-        if result.retry_after is not None:
-            step = max(step, result.retry_after)
-        return step
+        return clock.retry_wait(result.retry_after, step)
 
 
 def _record(
