@@ -250,7 +250,7 @@ class Settings(_Section):
                 data[section][key] = "********"
         data["database"]["url"] = self.database.redacted_url()
         data["webhooks"]["retry_schedule"] = [
-            _format_duration(d) for d in self.webhooks.retry_schedule
+            clock.format_duration(d) for d in self.webhooks.retry_schedule
         ]
         for section, key in (
             ("zoho", "retry_for"),
@@ -258,18 +258,8 @@ class Settings(_Section):
             ("worker", "job_retention"),
             ("sandbox", "provision_delay"),
         ):
-            data[section][key] = _format_duration(getattr(getattr(self, section), key))
+            data[section][key] = clock.format_duration(getattr(getattr(self, section), key))
         return data
-
-
-def _format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
