@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from t2ctl import clock
+from t2ctl import clock, urls
 from t2ctl.errors import ConfigError
 
 ENV_PREFIX = "T2CTL_"
@@ -60,12 +60,14 @@ class DatabaseSettings(_Section):
 
     @property
     def is_sqlite(self) -> bool:
-        return self.url.startswith("sqlite:")
+        return urls.sqlite_path(self.url) is not None
 
     @property
-    def sqlite_path(self) -> Path:
-        """The SQLite file, relative to the working directory unless the URL has four slashes."""
-        return Path(self.url.removeprefix("sqlite:///"))
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, relative to the working directory unless the URL has four slashes;
+        None on PostgreSQL."""
+        path = urls.sqlite_path(self.url)
+        return Path(path) if path is not None else None
 
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
