@@ -13,7 +13,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -71,17 +71,7 @@ class DatabaseSettings(_Section):
 
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
-        if self.is_sqlite:
-            return self.url  # a path, no credentials (and urlunsplit would drop a slash)
-        parts = urlsplit(self.url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = netloc.replace(f":{parts.password}@", ":********@")
-        query = urlencode(
-            [(k, "********" if k == "password" else v) for k, v in parse_qsl(parts.query)],
-            safe="*",
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        return urls.scrubbed(self.url, dsn=True)
 
 
 class ServerSettings(_Section):
