@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SIZES = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))  # how durations are written
 
 
 def now() -> datetime:
@@ -33,11 +34,21 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[unit]: int(amount)})
 
 
+def format_duration(delta: timedelta) -> str:
+    """The inverse of ``parse_duration``: exact, in the largest unit that divides it (``90m``,
+    ``1d``), so a setting shown can be written back as it is."""
+    seconds = int(delta.total_seconds())
+    for unit, size in _SIZES:
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"  # zero
+
+
 def approximate(delta: timedelta) -> str:
     """A duration for people, to its two largest units: ``45s``, ``12m 5s``, ``3d 4h``."""
     left = max(int(delta.total_seconds()), 0)
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in _SIZES:
         if left >= size or (unit == "s" and not parts):
             parts.append(f"{left // size}{unit}")
             left %= size
@@ -74,3 +85,9 @@ def retry_after(text: str | None) -> timedelta | None:
         return min(max(timedelta(0), parsedate_to_datetime(text) - now()), RETRY_AFTER_CAP)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def retry_wait(asked: timedelta | None, backoff: timedelta) -> timedelta:
+    """The wait before trying a server again: our backoff, or longer if its ``Retry-After``
+    asked; never shorter, so a ``Retry-After: 0`` cannot turn retries into a hammering."""
+    return backoff if asked is None else max(asked, backoff)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from t2ctl import clock
+from t2ctl import clock, urls
 from t2ctl.errors import ConfigError
 
 ENV_PREFIX = "T2CTL_"
@@ -60,26 +60,18 @@ class DatabaseSettings(_Section):
 
     @property
     def is_sqlite(self) -> bool:
-        return self.url.startswith("sqlite:")
+        return urls.sqlite_path(self.url) is not None
 
     @property
-    def sqlite_path(self) -> Path:
-        """The SQLite file, relative to the working directory unless the URL has four slashes."""
-        return Path(self.url.removeprefix("sqlite:///"))
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, relative to the working directory unless the URL has four slashes;
+        None on PostgreSQL."""
+        path = urls.sqlite_path(self.url)
+        return Path(path) if path is not None else None
 
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
-        if self.is_sqlite:
-            return self.url  # a path, no credentials (and urlunsplit would drop a slash)
-        parts = urlsplit(self.url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = netloc.replace(f":{parts.password}@", ":********@")
-        query = urlencode(
-            [(k, "********" if k == "password" else v) for k, v in parse_qsl(parts.query)],
-            safe="*",
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        return urls.scrubbed(self.url, dsn=True)
 
 
 class ServerSettings(_Section):
@@ -250,7 +242,7 @@ class Settings(_Section):
                 data[section][key] = "********"
         data["database"]["url"] = self.database.redacted_url()
         data["webhooks"]["retry_schedule"] = [
-            _format_duration(d) for d in self.webhooks.retry_schedule
+            clock.format_duration(d) for d in self.webhooks.retry_schedule
         ]
         for section, key in (
             ("zoho", "retry_for"),
@@ -258,18 +250,8 @@ class Settings(_Section):
             ("worker", "job_retention"),
             ("sandbox", "provision_delay"),
         ):
-            data[section][key] = _format_duration(getattr(getattr(self, section), key))
+            data[section][key] = clock.format_duration(getattr(getattr(self, section), key))
         return data
-
-
-def _format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:

@@ -4,12 +4,11 @@ from typing import Annotated
 
 import typer
 
-from t2ctl import clock, db, partners
+from t2ctl import clock, db, partners, urls
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.db.models import Partner
 from t2ctl.security import audit
-from t2ctl.webhooks.delivery import shown_url
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -40,7 +39,7 @@ def add(
             name, webhook_url, box=current.box(), sandbox=current.settings.sandbox_mode
         )
         audit.record(
-            "partners.add", name, webhookUrl=shown_url(webhook_url), keyId=created.key.key_id
+            "partners.add", name, webhookUrl=urls.scrubbed(webhook_url), keyId=created.key.key_id
         )
     if json:
         output.emit_json(
@@ -124,7 +123,7 @@ def set_(
             rate_limit=rate_limit,
         )
         changed = {
-            "webhookUrl": shown_url(webhook_url) if webhook_url is not None else None,
+            "webhookUrl": urls.scrubbed(webhook_url) if webhook_url is not None else None,
             "allowedIps": partner.allowed_ips if allow_ips is not None else None,
             "rateLimit": rate_limit,
         }

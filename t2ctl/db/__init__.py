@@ -16,6 +16,7 @@ import psycopg
 from playhouse import db_url
 from playhouse.pool import PooledPostgresqlDatabase
 
+from t2ctl import urls
 from t2ctl.errors import Unavailable
 
 database = peewee.DatabaseProxy()
@@ -31,8 +32,8 @@ DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 def connect(url: str, *, max_connections: int = 32) -> peewee.Database:
     """Build the database for ``url`` and make it the one every model uses."""
-    if url.startswith("sqlite:"):
-        path = url.removeprefix("sqlite:///")
+    path = urls.sqlite_path(url)
+    if path is not None:
         built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=15)
     else:
         params = db_url.parse(url, unquote_password=True, unquote_user=True)

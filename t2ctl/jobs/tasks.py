@@ -7,6 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 
+def jittered(
+    delay: timedelta, jitter: float, *, rng: Callable[[], float] = random.random
+) -> timedelta:
+    """``delay`` ±``jitter`` (a fraction of it), drawn evenly: retries that failed together
+    spread out instead of coming back together."""
+    return delay * (1 - jitter + 2 * jitter * rng())
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter: ``base × 2^(attempt-1)``, at most ``cap``, ±``jitter``."""
@@ -17,7 +25,7 @@ class Backoff:
 
     def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> timedelta:
         exact = min(self.cap, self.base * 2 ** max(0, min(attempt - 1, 30)))
-        return exact * (1 - self.jitter + 2 * self.jitter * rng())
+        return jittered(exact, self.jitter, rng=rng)
 
 
 class Retry(Exception):

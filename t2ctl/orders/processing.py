@@ -55,7 +55,9 @@ class Processor:
         except Exception as exc:
             if context.now - context.enqueued_at < self.retry_for:
                 if isinstance(exc, provisioning.Unreachable):
-                    raise tasks.Retry(str(exc), after=self._wait(exc, context)) from exc
+                    backoff = pipeline.BACKOFF.delay(context.attempt)
+                    after = clock.retry_wait(exc.retry_after, backoff)
+                    raise tasks.Retry(str(exc), after=after) from exc
                 raise
             code, message = next(v for k, v in GAVE_UP.items() if isinstance(exc, k))
             logger.error(
@@ -68,14 +70,6 @@ class Processor:
             _finish(order, failure=(code, message))
             return
         _finish(order, sales=sales)
-
-    @staticmethod
-    def _wait(exc: provisioning.Unreachable, context: tasks.Context) -> timedelta | None:
-        """The backoff, or longer if the service asked: a ``Retry-After: 0`` must not turn
-        into a retry every second."""
-        if exc.retry_after is None:
-            return None
-        return max(exc.retry_after, pipeline.BACKOFF.delay(context.attempt))
 
     def _request(self, order: Order) -> provisioning.Request:
         stored = intake.stored_request(order, self.box)

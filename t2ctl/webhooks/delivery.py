@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from t2ctl import clock, db
+from t2ctl import clock, db, urls
 from t2ctl.config import Settings
 from t2ctl.db.models import WebhookAttempt, WebhookDelivery
 from t2ctl.jobs import tasks
@@ -126,17 +126,6 @@ def _reason(exc: requests.RequestException) -> str:
     return f"{prefix}: {str(cause).rpartition('>: ')[2]}"[:300]
 
 
-def shown_url(url: str) -> str:
-    """The URL without credentials or query, either of which may carry a receiver's token:
-    for logs and records."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc, query="…" if parts.query else "", fragment=""))
-
-
 class Deliverer:
     def __init__(
         self,
@@ -177,10 +166,8 @@ class Deliverer:
         or None when there is none."""
         if result.outcome in ("delivered", "gone") or tried > len(self.schedule):
             return None
-        step = self.schedule[tried - 1] * (1 - JITTER + 2 * JITTER * self.rng())
-        if result.retry_after is not None:
-            step = max(step, result.retry_after)
-        return step
+        step = tasks.jittered(self.schedule[tried - 1], JITTER, rng=self.rng)
+        return clock.retry_wait(result.retry_after, step)
 
 
 def _record(
@@ -204,7 +191,7 @@ def _record(
             delivery=delivery.id,
             attempted_at=now,
             trigger=trigger,
-            url=shown_url(url),
+            url=urls.scrubbed(url),
             status_code=result.status_code,
             latency_ms=result.latency_ms,
             outcome=result.outcome,
