@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import psycopg
 from cryptography.fernet import Fernet
 
-from t2ctl import db, wiring
+from t2ctl import db, urls, wiring
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.jobs import tasks
@@ -44,7 +44,7 @@ def fresh(url: str) -> Settings:
 
 
 def backend(url: str) -> str:
-    return "sqlite" if url.startswith("sqlite:") else "postgres"
+    return "sqlite" if urls.sqlite_path(url) is not None else "postgres"
 
 
 def wait_for(done: Callable[[], bool], timeout: float = 600) -> None:
