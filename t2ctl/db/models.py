@@ -43,6 +43,12 @@ class JSONTextField(peewee.TextField):
 
 
 class BaseModel(peewee.Model):
+    # Annotations for the type checker only (quoted: peewee's fields are not generic at run
+    # time), of what peewee makes itself. ``id``: the auto-increment key peewee adds to a
+    # model that declares none (some declare a BigAutoField). ``x_id`` beside a foreign key
+    # ``x``: the raw key on a row, read without a query, and the ForeignKeyField on the class.
+    id: "peewee.AutoField[int]"
+
     class Meta:
         database = database
         legacy_table_names = False
@@ -63,6 +69,7 @@ class ApiKey(BaseModel):
 
     key_id = peewee.CharField(max_length=32, unique=True)  # public handle, part of the key
     partner = peewee.ForeignKeyField(Partner, backref="api_keys", on_delete="CASCADE")
+    partner_id: "peewee.ForeignKeyField[int]"
     key_hash = peewee.CharField(max_length=64, unique=True)
     created_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(null=True)
@@ -91,6 +98,8 @@ class Subscription(BaseModel):
 
     partner = peewee.ForeignKeyField(Partner, backref="subscriptions", on_delete="RESTRICT")
     product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
+    product_id: "peewee.ForeignKeyField[int]"
     customer_id = peewee.CharField(max_length=64)
     starts_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(index=True)
@@ -106,9 +115,11 @@ class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
     partner = peewee.ForeignKeyField(Partner, backref="orders", on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
     order_id = peewee.CharField(max_length=64)
     status = peewee.CharField(max_length=16, default="PENDING")
     product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    product_id: "peewee.ForeignKeyField[int]"
     quantity = peewee.IntegerField()
     customer_id = peewee.CharField(max_length=64)
     customer_name = peewee.CharField(max_length=200)
@@ -126,6 +137,7 @@ class Order(BaseModel):
     subscription = peewee.ForeignKeyField(
         Subscription, null=True, backref="orders", on_delete="RESTRICT"
     )
+    subscription_id: "peewee.ForeignKeyField[int | None]"
     error_code = peewee.CharField(max_length=64, null=True)
     error_message = peewee.TextField(null=True)
     created_at = UTCDateTimeField()
@@ -258,6 +270,7 @@ class RetiredWebhookSecret(BaseModel):
     ``Partner``) until ``signs_until``: the grace of a rotation."""
 
     partner = peewee.ForeignKeyField(Partner, backref="retired_secrets", on_delete="CASCADE")
+    partner_id: "peewee.ForeignKeyField[int]"
     secret = peewee.TextField()  # Fernet token under the master key
     retired_at = UTCDateTimeField()
     signs_until = UTCDateTimeField()
@@ -271,6 +284,7 @@ class WebhookDelivery(BaseModel):
     id = peewee.BigAutoField()
     webhook_id = peewee.CharField(max_length=64, unique=True)
     partner = peewee.ForeignKeyField(Partner, backref="deliveries", on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
     event = peewee.CharField(max_length=64)
     order_ref = peewee.CharField(max_length=64, null=True)  # the partner's orderId
     body = peewee.TextField()
@@ -293,6 +307,7 @@ class WebhookAttempt(BaseModel):
 
     id = peewee.BigAutoField()
     delivery = peewee.ForeignKeyField(WebhookDelivery, backref="tries", on_delete="CASCADE")
+    delivery_id: "peewee.ForeignKeyField[int]"
     attempted_at = UTCDateTimeField(index=True)
     trigger = peewee.CharField(max_length=16)  # scheduled or manual
     url = peewee.TextField()
