@@ -6,6 +6,8 @@ work (database reachable, schema current): a balancer sends traffic elsewhere me
 ``/health`` is the contract's summary, with the queue for a person or a dashboard.
 """
 
+from typing import Any
+
 from flask import Blueprint, current_app, jsonify
 
 import t2ctl
@@ -22,7 +24,7 @@ def _word(good: bool) -> str:
 
 @bp.get("/health")
 def health():
-    body = {"status": "unavailable", "database": "unavailable"}
+    body: dict[str, Any] = {"status": "unavailable", "database": "unavailable"}
     try:
         ready = status.readiness()
         if ready.database:

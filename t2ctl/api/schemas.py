@@ -1,10 +1,12 @@
 """The partner API's bodies as pydantic models: they validate requests and, through
 ``openapi.py``, are the OpenAPI document's schemas, so the two cannot drift apart."""
 
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, get_args
 
 import email_validator
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic_core import ErrorDetails
 
 from t2ctl import values
 from t2ctl.db.models import ORDER_STATUSES
@@ -16,6 +18,9 @@ Timestamp = Annotated[
 ]
 MetadataValue = str | int | float | bool | None
 Text = Annotated[str, Field(pattern=values.TEXT_PATTERN)]
+# ORDER_STATUSES as a type: a type checker reads a Literal only when it is spelled out.
+OrderStatus = Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED"]
+assert get_args(OrderStatus) == ORDER_STATUSES
 
 
 def _valid_email(address: str) -> str:
@@ -132,7 +137,7 @@ class OrderError(_Body):
 
 class Order(_Body):
     orderId: str
-    status: Literal[ORDER_STATUSES]
+    status: OrderStatus
     productId: str
     quantity: int
     customer: CustomerRef
@@ -232,7 +237,7 @@ SCHEMAS: list[type[BaseModel]] = [
 ]
 
 
-def field_errors(errors: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def field_errors(errors: Iterable[ErrorDetails]) -> list[tuple[str, str]]:
     """Pydantic's errors as (dotted field, message) pairs worded for the partner's developers."""
     pairs = []
     for err in errors:

@@ -1,6 +1,6 @@
 """``t2ctl serve``: the daemon."""
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -8,7 +8,16 @@ import typer
 from t2ctl import daemon
 from t2ctl.cli.context import ConfigOption, session
 
-Role = Enum("Role", {role: role for role in daemon.ROLES}, type=str)
+
+class Role(StrEnum):
+    """daemon.ROLES, as --role's choices (spelled out: a type checker cannot read them)."""
+
+    all = "all"
+    api = "api"
+    worker = "worker"
+
+
+assert tuple(Role) == daemon.ROLES
 
 
 def serve(

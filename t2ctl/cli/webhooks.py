@@ -164,7 +164,7 @@ def resend(
         raise typer.BadParameter("--since goes with --dead", param_hint="--since")
     moment = since_moment(since)
     session(ctx, config).connect()
-    if not dead:
+    if delivery_id is not None:  # the same as not --dead, checked above
         delivery = _resend(delivery_id)
         output.note(f"delivery {delivery.id} ({delivery.webhook_id}) queued to be sent again")
         return

@@ -40,6 +40,12 @@ class JSONTextField(peewee.TextField):
 
 
 class BaseModel(peewee.Model):
+    # Annotations for the type checker only (quoted: peewee's fields are not generic at run
+    # time), of what peewee makes itself. ``id``: the auto-increment key peewee adds to a
+    # model that declares none (some declare a BigAutoField). ``x_id`` beside a foreign key
+    # ``x``: the raw key on a row, read without a query, and the ForeignKeyField on the class.
+    id: "peewee.AutoField[int]"
+
     class Meta:
         database = database
         legacy_table_names = False

@@ -29,6 +29,7 @@ class ApiKey(BaseModel):
 
     key_id = peewee.CharField(max_length=32, unique=True)  # public handle, part of the key
     partner = peewee.ForeignKeyField(Partner, backref="api_keys", on_delete="CASCADE")
+    partner_id: "peewee.ForeignKeyField[int]"
     key_hash = peewee.CharField(max_length=64, unique=True)
     created_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(null=True)
@@ -57,6 +58,8 @@ class Subscription(BaseModel):
 
     partner = peewee.ForeignKeyField(Partner, backref="subscriptions", on_delete="RESTRICT")
     product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
+    product_id: "peewee.ForeignKeyField[int]"
     customer_id = peewee.CharField(max_length=64)
     starts_at = UTCDateTimeField()
     expires_at = UTCDateTimeField(index=True)
@@ -72,9 +75,11 @@ class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
     partner = peewee.ForeignKeyField(Partner, backref="orders", on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
     order_id = peewee.CharField(max_length=64)
     status = peewee.CharField(max_length=16, default="PENDING")
     product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    product_id: "peewee.ForeignKeyField[int]"
     quantity = peewee.IntegerField()
     customer_id = peewee.CharField(max_length=64)
     customer_name = peewee.CharField(max_length=200)
@@ -92,6 +97,7 @@ class Order(BaseModel):
     subscription = peewee.ForeignKeyField(
         Subscription, null=True, backref="orders", on_delete="RESTRICT"
     )
+    subscription_id: "peewee.ForeignKeyField[int | None]"
     error_code = peewee.CharField(max_length=64, null=True)
     error_message = peewee.TextField(null=True)
     created_at = UTCDateTimeField()
@@ -181,6 +187,7 @@ class RetiredWebhookSecret(BaseModel):
     ``Partner``) until ``signs_until``: the grace of a rotation."""
 
     partner = peewee.ForeignKeyField(Partner, backref="retired_secrets", on_delete="CASCADE")
+    partner_id: "peewee.ForeignKeyField[int]"
     secret = peewee.TextField()  # Fernet token under the master key
     retired_at = UTCDateTimeField()
     signs_until = UTCDateTimeField()
@@ -194,6 +201,7 @@ class WebhookDelivery(BaseModel):
     id = peewee.BigAutoField()
     webhook_id = peewee.CharField(max_length=64, unique=True)
     partner = peewee.ForeignKeyField(Partner, backref="deliveries", on_delete="RESTRICT")
+    partner_id: "peewee.ForeignKeyField[int]"
     event = peewee.CharField(max_length=64)
     order_ref = peewee.CharField(max_length=64, null=True)  # the partner's orderId
     body = peewee.TextField()
@@ -216,6 +224,7 @@ class WebhookAttempt(BaseModel):
 
     id = peewee.BigAutoField()
     delivery = peewee.ForeignKeyField(WebhookDelivery, backref="tries", on_delete="CASCADE")
+    delivery_id: "peewee.ForeignKeyField[int]"
     attempted_at = UTCDateTimeField(index=True)
     trigger = peewee.CharField(max_length=16)  # scheduled or manual
     url = peewee.TextField()

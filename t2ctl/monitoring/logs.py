@@ -109,10 +109,11 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return  # as Python's own hook: a thread may end itself that way
     name = args.thread.name if args.thread is not None else "?"
+    error = args.exc_value  # None only from a hand-made call: a crash hands over the object
     logging.getLogger("t2ctl").critical(
         "thread %s died",
         name,
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        exc_info=(args.exc_type, error, args.exc_traceback) if error is not None else None,
         extra={"action": "thread_died"},
     )
 

@@ -81,7 +81,10 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
             pipeline.schedule(order)
     except peewee.IntegrityError:
         # A concurrent submission of the same orderId committed first: answer as a replay.
-        return _replay(_existing(partner, request.order_id), request, box)
+        existing = _existing(partner, request.order_id)
+        if existing is None:  # the conflict was over something else
+            raise
+        return _replay(existing, request, box)
     logger.info(
         "order %s accepted from %s",
         order.order_id,
@@ -143,16 +146,15 @@ def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
                 FieldError("amount", f"must equal price × quantity: {due}, not {request.amount}")
             )
     if request.renewal_of is not None:
-        problems += _check_renewal(partner, request, product)
+        problems += _check_renewal(partner, request.renewal_of, product)
     if problems:
         raise ValidationFailed(problems)
+    assert product is not None  # a missing product is one of the problems
     return product
 
 
-def _check_renewal(
-    partner: Partner, request: FulfilmentRequest, product: Product | None
-) -> list[FieldError]:
-    earlier = _existing(partner, request.renewal_of)
+def _check_renewal(partner: Partner, renewal_of: str, product: Product | None) -> list[FieldError]:
+    earlier = _existing(partner, renewal_of)
     if earlier is None or earlier.status != "FULFILLED":
         return [FieldError("renewalOf", "must name an earlier FULFILLED order of yours")]
     if product is not None and earlier.product_id != product.id:

@@ -133,6 +133,7 @@ def _finish(
             "activation_reference": sales.activation_reference,
         }
     else:
+        assert failure is not None, "_finish is given sales or a failure"
         code, message = failure
         # A remote service's message may quote the customer's contact: the partner and the
         # database get it masked.
@@ -153,10 +154,12 @@ def _finish(
                 Order.id == order.id
             ).execute()
         if changed:
+            finished = records.find(order.id)
+            assert finished is not None  # this transaction has just changed it
             outbox.record(
                 order.partner_id,
                 f"order.{changes['status'].lower()}",
-                records.public(records.find(order.id)),
+                records.public(finished),
                 occurred_at=now,
                 order_ref=order.order_id,
             )

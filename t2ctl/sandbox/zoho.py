@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class ZohoStandIn:
 
     def app(self) -> Flask:
         app = Flask(__name__)
+        assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, unless one is set
         app.json.sort_keys = False
         app.add_url_rule("/oauth/v2/token", view_func=self._token, methods=["POST"])
         app.before_request(self._before)

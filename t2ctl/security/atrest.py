@@ -7,13 +7,13 @@ stored, so a daemon with the wrong key refuses to start instead of failing order
 
 import functools
 import operator
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import peewee
 
 from t2ctl import db
-from t2ctl.db.models import Order, Partner, RetiredWebhookSecret, ZohoToken
+from t2ctl.db.models import BaseModel, Order, Partner, RetiredWebhookSecret, ZohoToken
 from t2ctl.errors import T2Error
 from t2ctl.security.crypto import SecretBox, Undecryptable
 
@@ -75,14 +75,15 @@ def check(box: SecretBox) -> None:
         rows = model.select(model.id, *[column for _, column in columns])
         if model is Order:
             ends = Order.select(peewee.fn.MIN(Order.id), peewee.fn.MAX(Order.id)).tuples()
-            rows = rows.where(Order.id.in_(list(ends.get())))
+            # The stubs type a .tuples() query's rows as models.
+            rows = rows.where(Order.id.in_(list(cast("tuple[int | None, ...]", ends.get()))))
         for pk, *tokens in rows.tuples().iterator():
             for label, _, token in _present(columns, tokens):
                 _opened(box.decrypt, token, label, pk)
 
 
-def _by_model() -> dict[type[peewee.Model], list[tuple[str, peewee.Field]]]:
-    grouped: dict[type[peewee.Model], list[tuple[str, peewee.Field]]] = {}
+def _by_model() -> dict[type[BaseModel], list[tuple[str, peewee.Field]]]:
+    grouped: dict[type[BaseModel], list[tuple[str, peewee.Field]]] = {}
     for label, column in ENCRYPTED:
         grouped.setdefault(column.model, []).append((label, column))
     return grouped
@@ -98,19 +99,20 @@ def _present(
 
 
 def _rows(
-    model: type[peewee.Model], columns: list[peewee.Field], batch: int
+    model: type[BaseModel], columns: list[peewee.Field], batch: int
 ) -> Iterator[tuple[Any, ...]]:
     """(id, *tokens) of every row holding any, in id order, ``batch`` rows at a time."""
     holding = functools.reduce(operator.or_, [column.is_null(False) for column in columns])
     last = 0
     while True:
-        rows = list(
+        query = (
             model.select(model.id, *columns)
             .where(holding & (model.id > last))
             .order_by(model.id)
             .limit(batch)
             .tuples()
         )
+        rows = list(cast("Iterable[tuple[Any, ...]]", query))  # the stubs say models
         if not rows:
             return
         yield from rows

@@ -1,5 +1,7 @@
 """Masks for personal data shown in logs and tables."""
 
+from typing import overload
+
 
 def email(address: str) -> str:
     """``ada@example.ng`` becomes ``a***@example.ng``."""
@@ -7,6 +9,10 @@ def email(address: str) -> str:
     return f"{local[:1]}***{at}{domain}" if at else "***"
 
 
+@overload
+def phone(number: str) -> str: ...
+@overload
+def phone(number: None) -> None: ...
 def phone(number: str | None) -> str | None:
     """``+2348031234567`` becomes ``+234*******567``."""
     if not number:

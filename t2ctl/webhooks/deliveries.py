@@ -1,6 +1,8 @@
 """What operators read and do with deliveries: list, show with attempts, resend, prune."""
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
 from peewee import fn
 
@@ -99,7 +101,8 @@ def counts() -> dict[str, int]:
     """Deliveries by status, every status present (zero included)."""
     found = dict.fromkeys(DELIVERY_STATUSES, 0)
     query = WebhookDelivery.select(WebhookDelivery.status, fn.COUNT(WebhookDelivery.id))
-    found.update(query.group_by(WebhookDelivery.status).tuples())
+    rows = query.group_by(WebhookDelivery.status).tuples()
+    found.update(cast("Iterable[tuple[str, int]]", rows))  # the stubs type the rows as models
     return found
 
 

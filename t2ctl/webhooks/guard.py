@@ -8,6 +8,7 @@ moment ago) and to a private one now is refused, and nothing is sent.
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import ClassVar
 
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
@@ -39,7 +40,8 @@ class Guard:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise Refused(f"{host} could not be resolved: {exc}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        # An IP address as text: the int form is only for IPv6 on a Python built without it.
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for text in addresses:
             kind = self.forbidden(ipaddress.ip_address(text.split("%")[0]))
             if kind is not None:
@@ -101,24 +103,31 @@ def guarded_adapter(guard: Guard) -> HTTPAdapter:
     return adapter
 
 
-def _pool(pool: type, guard: Guard) -> type:
+class _GuardedConnection(HTTPConnection):
+    """Put before HTTPConnection or HTTPSConnection, with ``guard`` set, by ``_pool``."""
+
+    guard: ClassVar[Guard]
+
+    def _new_conn(self) -> socket.socket:
+        """Connect to the first checked address that answers; TLS still checks the
+        certificate against the URL's name."""
+        name = self._dns_host
+        failure: Exception | None = None
+        try:
+            for address in self.guard.check(name, self.port):
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (NewConnectionError, ConnectTimeoutError) as exc:
+                    failure = exc
+        finally:
+            self._dns_host = name
+        if failure is None:  # not expected: getaddrinfo gives an address or raises
+            raise NewConnectionError(self, f"{name} resolved to no address")
+        raise failure
+
+
+def _pool(pool: type[HTTPConnectionPool], guard: Guard) -> type[HTTPConnectionPool]:
     base = HTTPSConnection if pool is HTTPSConnectionPool else HTTPConnection
-
-    class GuardedConnection(base):
-        def _new_conn(self) -> socket.socket:
-            """Connect to the first checked address that answers; TLS still checks the
-            certificate against the URL's name."""
-            name = self._dns_host
-            failure: Exception | None = None
-            try:
-                for address in guard.check(name, self.port):
-                    self._dns_host = address
-                    try:
-                        return super()._new_conn()
-                    except (NewConnectionError, ConnectTimeoutError) as exc:
-                        failure = exc
-            finally:
-                self._dns_host = name
-            raise failure
-
-    return type(f"Guarded{pool.__name__}", (pool,), {"ConnectionCls": GuardedConnection})
+    connection = type("GuardedConnection", (_GuardedConnection, base), {"guard": guard})
+    return type(f"Guarded{pool.__name__}", (pool,), {"ConnectionCls": connection})

@@ -7,7 +7,15 @@ FULFILLED get their subscriptions here, renewals joining the subscription they r
 
 from datetime import UTC, datetime
 
-from peewee import CharField, DateTimeField, ForeignKeyField, IntegerField, Model, TextField
+from peewee import (
+    AutoField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 
 
 def up(migrator, db):
@@ -23,6 +31,7 @@ def up(migrator, db):
         pass
 
     class Subscription(Base):
+        id: "AutoField[int]"  # peewee's implicit key, named for the type checker
         partner = ForeignKeyField(Partner, on_delete="RESTRICT")
         product = ForeignKeyField(Product, on_delete="RESTRICT")
         customer_id = CharField(max_length=64)
