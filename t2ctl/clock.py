@@ -47,7 +47,7 @@ def format_duration(delta: timedelta) -> str:
 def approximate(delta: timedelta) -> str:
     """A duration for people, to its two largest units: ``45s``, ``12m 5s``, ``3d 4h``."""
     left = max(int(delta.total_seconds()), 0)
-    parts = []
+    parts: list[str] = []
     for unit, size in _SIZES:
         if left >= size or (unit == "s" and not parts):
             parts.append(f"{left // size}{unit}")

@@ -182,8 +182,10 @@ class Watchdog:
         self.stopping.set()
 
     def _run(self) -> None:
-        while not self.stopping.wait(self.every):
-            trouble = self.trouble(timeout=self.every)
+        every = self.every
+        assert every is not None  # start() runs this thread only under a systemd watchdog
+        while not self.stopping.wait(every):
+            trouble = self.trouble(timeout=every)
             if trouble is None:
                 systemd.notify("WATCHDOG=1")
             else:

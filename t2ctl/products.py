@@ -215,7 +215,8 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
             rows.append((reader.line_num, {"_columns": True}))
             continue
         price = {"value": row.pop("price"), "currency": row.pop("currency")}
-        rows.append((reader.line_num, {**row, "price": price}))
+        product: dict[str, Any] = {**row, "price": price}
+        rows.append((reader.line_num, product))
     return rows
 
 

@@ -26,8 +26,8 @@ def scrubbed(url: str, *, dsn: bool = False) -> str:
         netloc = parts.netloc
         if parts.password is not None:
             netloc = netloc.replace(f":{parts.password}@", f":{MASK}@")
-        query = [(k, MASK if k == "password" else v) for k, v in parse_qsl(parts.query)]
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+        pairs = [(k, MASK if k == "password" else v) for k, v in parse_qsl(parts.query)]
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(pairs, safe="*")))
     host = parts.hostname or ""
     netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
     query = "…" if parts.query else ""

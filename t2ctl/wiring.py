@@ -5,8 +5,11 @@ client, which know neither. The daemon and the CLI both build from here."""
 
 from datetime import timedelta
 
+from pydantic import SecretStr
+
 from t2ctl import clock, db
 from t2ctl.config import Settings
+from t2ctl.errors import ConfigError
 from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler
 from t2ctl.jobs.worker import Worker, worker_name
@@ -42,9 +45,9 @@ def zoho_client(
     tokens = TokenCache(
         Credentials(
             accounts_url=zoho.accounts_url,
-            client_id=zoho.client_id,
-            client_secret=zoho.client_secret.get_secret_value(),
-            refresh_token=zoho.refresh_token.get_secret_value(),
+            client_id=_required(zoho.client_id, "client_id"),
+            client_secret=_secret(zoho.client_secret, "client_secret"),
+            refresh_token=_secret(zoho.refresh_token, "refresh_token"),
         ),
         box=box,
         timeout=zoho.timeout_seconds,
@@ -54,7 +57,7 @@ def zoho_client(
     pacer = Pacer(f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per)
     return Client(
         api_url=zoho.api_url,
-        organization_id=zoho.organization_id,
+        organization_id=_required(zoho.organization_id, "organization_id"),
         tokens=tokens,
         pacer=pacer,
         timeout=zoho.timeout_seconds,
@@ -65,8 +68,20 @@ def zoho_client(
 def zoho_provisioner(settings: Settings, client: Client) -> ZohoProvisioner:
     # The client secret keys the contact cache's email digests: it never enters the database.
     return ZohoProvisioner(
-        client, digest_key=settings.zoho.client_secret.get_secret_value().encode()
+        client, digest_key=_secret(settings.zoho.client_secret, "client_secret").encode()
     )
+
+
+def _required(value: str | None, key: str) -> str:
+    """A Zoho setting the settings require whenever Zoho is enabled, the only time a Zoho
+    client is built; its absence here is a configuration error, said as one."""
+    if value is None:
+        raise ConfigError([f"zoho.{key} is required to reach Zoho Inventory"])
+    return value
+
+
+def _secret(value: SecretStr | None, key: str) -> str:
+    return _required(None if value is None else value.get_secret_value(), key)
 
 
 def settings_provisioner(settings: Settings, box: SecretBox) -> Provisioner:

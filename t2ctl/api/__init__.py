@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 
 from flask import Flask, current_app
+from flask.json.provider import DefaultJSONProvider
 
 import t2ctl
 from t2ctl import db
@@ -46,6 +47,7 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, unless replaced here
     app.json.sort_keys = False
     app.extensions["t2ctl"] = AppState(
         settings=settings,
@@ -59,7 +61,9 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
     for blueprint in (meta.bp, products.bp, orders.bp):
         app.register_blueprint(blueprint, url_prefix="/t2mobile")
     app.teardown_appcontext(_close_db)
-    app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.server.trusted_proxies)
+    app.wsgi_app = proxies.ClientAddress(  # type: ignore[method-assign]
+        app.wsgi_app, settings.server.trusted_proxies
+    )  # Flask's documented way to add WSGI middleware
     return app
 
 

@@ -91,7 +91,7 @@ def sync(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
     # Recorded after the sync: no transaction spans the Zoho calls that read the items.
     audit.record(
         "products.sync",
-        settings.zoho.organization_id,
+        client.organization_id,
         added=result.added,
         updated=result.updated,
         deactivated=result.deactivated,

@@ -131,13 +131,13 @@ def retry(
     if (job_id is None) == (not all_dead):
         raise typer.BadParameter("give a JOB_ID or --all-dead, not both")
     session(ctx, config).connect()
-    ids = admin.dead_ids() if all_dead else [job_id]
+    ids = admin.dead_ids() if job_id is None else [job_id]
     refused, queued = [], []
     for one in ids:
         try:
             with db.transaction():
                 admin.retry(one, now=clock.now())
-                audit.record("admin.retry", f"job {one}")
+                audit.record("queue.retry", f"job {one}")
             queued.append(one)
         except Conflict as exc:
             if not all_dead:
@@ -156,5 +156,5 @@ def cancel(ctx: typer.Context, job_id: JobArgument, config: ConfigOption = None)
     session(ctx, config).connect()
     with db.transaction():
         admin.cancel(job_id, now=clock.now())
-        audit.record("admin.cancel", f"job {job_id}")
+        audit.record("queue.cancel", f"job {job_id}")
     output.note(f"job {job_id} cancelled")

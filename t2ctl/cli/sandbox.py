@@ -60,7 +60,7 @@ def run(
 def _seed(current: Session) -> list[tuple[str, str, float, int]]:
     """Items for the stand-in: the local catalogue's products when there are any."""
     database = current.settings.database
-    if database.is_sqlite and not database.sqlite_path.exists():
+    if database.sqlite_path is not None and not database.sqlite_path.exists():
         return SAMPLE_ITEMS  # no catalogue here, and no empty database file left behind
     try:
         current.connect()

@@ -8,7 +8,7 @@ half-way; on Postgres it is an ordinary transaction.
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import peewee
@@ -33,6 +33,7 @@ DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 def connect(url: str, *, max_connections: int = 32) -> peewee.Database:
     """Build the database for ``url`` and make it the one every model uses."""
     path = urls.sqlite_path(url)
+    built: peewee.Database
     if path is not None:
         built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=15)
     else:
@@ -102,7 +103,7 @@ def notify(channel: str) -> None:
         database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
 
 
-def listen(channel: str, *, timeout: float) -> Iterator[bool]:
+def listen(channel: str, *, timeout: float) -> Generator[bool, None, None]:
     """Postgres ``LISTEN`` on this thread's connection: yields True for each notification, or
     False after ``timeout`` seconds of quiet, so the caller can check whether to stop. Waiting
     sends no query; closing the generator unlistens and hands the connection back."""

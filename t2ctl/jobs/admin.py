@@ -5,9 +5,10 @@ Each change is conditional on the state it was read in, as the claim protocol's 
 (``queue``), so an operator and a worker acting at once cannot both win.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -48,7 +49,9 @@ def stats(*, now: datetime) -> Stats:
     counts = dict.fromkeys(JOB_STATES, 0)
     by_task: dict[str, dict[str, int]] = {}
     rows = Job.select(Job.task, Job.state, peewee.fn.COUNT(Job.id)).group_by(Job.task, Job.state)
-    for task, state, count in rows.tuples():
+    for task, state, count in cast(
+        "Iterable[tuple[str, str, int]]", rows.tuples()
+    ):  # stubs: models
         counts[state] = counts.get(state, 0) + count
         by_task.setdefault(task, dict.fromkeys(JOB_STATES, 0))[state] = count
     queued = Job.select().where(Job.state == "queued")

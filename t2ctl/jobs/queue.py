@@ -10,7 +10,7 @@ them lives in ``admin``.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,6 +121,13 @@ def _moment(value: datetime):
     return Job.run_at.db_value(value)
 
 
+def _utc(stored: Any) -> datetime:
+    """A NOT NULL moment as the driver returned it, aware UTC as the models hand it out."""
+    moment = Job.created_at.python_value(stored)
+    assert moment is not None
+    return moment
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A job as its worker holds it: what the handler needs, and what fences its outcome."""
@@ -141,7 +148,7 @@ def claim(
     now: datetime,
     lease: timedelta,
     limit: int = 1,
-    finished: list[Claimed] = (),
+    finished: Sequence[Claimed] = (),
 ) -> list[Claimed]:
     """Take up to ``limit`` due jobs for ``worker``, highest priority and oldest first, and
     in the same commit mark ``finished`` (jobs this worker ran to success) done.
@@ -164,7 +171,7 @@ def claim(
             priority,
             attempts,
             max_attempts,
-            Job.created_at.python_value(created_at),
+            _utc(created_at),
             worker,
         )
         for job_id, task, payload, priority, attempts, max_attempts, created_at in rows
@@ -172,7 +179,7 @@ def claim(
     return sorted(claimed, key=lambda job: (-job.priority, job.id))  # RETURNING has no order
 
 
-def _complete(worker: str, jobs: list[Claimed], now: datetime) -> int:
+def _complete(worker: str, jobs: Sequence[Claimed], now: datetime) -> int:
     params = [_moment(now), _moment(now), worker]
     for job in jobs:
         params += (job.id, job.attempts)
@@ -222,10 +229,11 @@ def fail(job: Claimed, error: str, *, now: datetime, retry_at: datetime | None) 
         "last_error": error[:ERROR_LIMIT],
         "updated_at": now,
     }
+    state = "dead" if dead else "queued"
     changes.update({"finished_at": now} if dead else {"run_at": retry_at})
     with db.transaction():
         changed = Job.update(**changes).where(_held(job)).execute()
-    return changes["state"] if changed else None
+    return state if changed else None
 
 
 def release(job: Claimed, *, now: datetime) -> bool:

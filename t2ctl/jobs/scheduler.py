@@ -161,10 +161,12 @@ class Scheduler:
                 .objects()
                 .first()
             )
+            next_run = self._jobs[name].next_run
+            assert next_run is not None  # every job was given its time in __init__
             planned.append(
                 Planned(
                     task,
-                    self._jobs[name].next_run.astimezone(UTC),
+                    next_run.astimezone(UTC),
                     last.due_at if last else None,
                     getattr(last, "state", None) if last else None,
                 )

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from t2ctl import clock, db
@@ -59,7 +59,7 @@ class Worker:
         self._lock = threading.Lock()
 
     def claim(
-        self, limit: int, now: datetime | None = None, *, finished: list[queue.Claimed] = ()
+        self, limit: int, now: datetime | None = None, *, finished: Sequence[queue.Claimed] = ()
     ) -> list[queue.Claimed]:
         """Take up to ``limit`` jobs, recording ``finished`` ones done in the same commit."""
         jobs = queue.claim(
@@ -72,7 +72,7 @@ class Worker:
             self.hooks.send(signals.CLAIMED, job)
         return jobs
 
-    def _forget(self, jobs: list[queue.Claimed]) -> None:
+    def _forget(self, jobs: Sequence[queue.Claimed]) -> None:
         """Stop holding these jobs; the same job claimed again since is a new hold."""
         with self._lock:
             for job in jobs:

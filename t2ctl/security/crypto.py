@@ -67,6 +67,7 @@ def generate_key() -> str:
 
 def sandbox_key_file(settings: Settings) -> Path:
     path = settings.database.sqlite_path
+    assert path is not None, "settings require security.master_key off SQLite"
     return path.with_name(path.name + ".key")
 
 

@@ -203,7 +203,7 @@ def _record(
                 status=status,
                 attempts=WebhookDelivery.attempts + 1,
                 failures=0 if status == "delivered" else WebhookDelivery.failures + 1,
-                next_attempt_at=now + wait if status == "pending" else None,
+                next_attempt_at=now + wait if wait is not None and status == "pending" else None,
                 last_status=result.status_code,
                 last_error=error,
                 updated_at=now,

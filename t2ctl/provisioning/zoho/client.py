@@ -10,6 +10,7 @@ Zoho's reset.
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +118,8 @@ class Client:
                     self.observer,
                     method,
                     path,
-                    lambda token=token: self.http.request(
+                    partial(
+                        self.http.request,
                         method,
                         self.base(token) + path,
                         params=query,
@@ -192,7 +194,7 @@ def retry_after(headers: Any) -> timedelta | None:
         return after
     reset = headers.get("X-Rate-Limit-Reset")
     if reset and reset.strip().isdigit():
-        value = int(reset)
+        value: float = int(reset)
         if value > 10**12:
             value = value / 1000 - clock.now().timestamp()
         elif value > 10**9:

@@ -78,8 +78,7 @@ class ZohoProvisioner:
                 "The subscription could not be provisioned: the order was refused by the "
                 "inventory system.",
             ) from exc
-        number = progress.salesorder_number
-        return SalesOrder(progress.salesorder_id, number, number)
+        return _sales_order(progress)
 
     # -- the sales order ---------------------------------------------------------------
 
@@ -102,7 +101,7 @@ class ZohoProvisioner:
             salesorder_id=str(found["salesorder_id"]),
             salesorder_number=str(found["salesorder_number"]),
         )
-        return self._progress(request)
+        return self._written(request)
 
     def _create(self, request: Request, contact: Id, attempt: str) -> dict[str, Any]:
         item = self.ids.item(request.product_id)
@@ -189,6 +188,10 @@ class ZohoProvisioner:
     def _progress(self, request: Request) -> ZohoSalesOrder | None:
         return ZohoSalesOrder.get_or_none(self._key(request))
 
+    def _written(self, request: Request) -> ZohoSalesOrder:
+        """The progress row this attempt has just written."""
+        return ZohoSalesOrder.get(self._key(request))
+
     def _begin(self, request: Request, attempt: str, contact_id: str) -> None:
         """Write ``creating``, owned by this attempt, just before the create is sent."""
         now = clock.now()
@@ -270,3 +273,11 @@ def _state(order: dict[str, Any]) -> str:
     if status in CONFIRMED:
         return "confirmed"
     return "void" if status in VOID else "draft"
+
+
+def _sales_order(progress: ZohoSalesOrder) -> SalesOrder:
+    """A confirmed row as the provisioner's answer; its number is the activation reference."""
+    if progress.salesorder_id is None or progress.salesorder_number is None:
+        raise AssertionError(f"sales order row {progress.id} is confirmed without its ids")
+    number = progress.salesorder_number
+    return SalesOrder(progress.salesorder_id, number, number)
