@@ -9,7 +9,7 @@ import pytest
 
 from t2ctl import clock, db
 from t2ctl.errors import Conflict
-from t2ctl.jobs import admin, queue, tasks
+from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Pool, Worker
 from tests.conftest import PG_ADMIN_URL, at_once
@@ -174,6 +174,52 @@ def test_a_lease_expiring_on_the_last_attempt_makes_the_job_dead(migrated) -> No
     assert queue.recover(now=now + timedelta(minutes=1)) == 1
     job = admin.get(job_id)
     assert job.state == "dead" and "lease expired" in job.last_error
+
+
+def test_a_worker_signals_each_claim_and_how_each_run_ended(migrated) -> None:
+    """What the daemon's metrics hear: claimed, then done, retry, dead or lost, with the run's
+    seconds; a listener that raises is logged and the worker carries on."""
+    heard: list[tuple[str, str, bool]] = []
+    hooks = signals.Signals()
+    hooks.connect(lambda *_args: 1 / 0)  # a broken listener first
+    hooks.connect(lambda signal, job, seconds: heard.append((signal, job.task, seconds is None)))
+    registry = tasks.Registry()
+    registry.add("fine", lambda _context: None)
+    registry.add("flaky", fails("boom"))
+    worker = Worker(registry, name="w1", lease=LEASE, hooks=hooks)
+
+    queue.enqueue("fine", {})
+    assert worker.run_once()
+    queue.enqueue("flaky", {}, max_attempts=2)
+    assert worker.run_once()
+    assert worker.run_once(clock.now() + timedelta(minutes=1))
+    assert heard == [
+        ("claimed", "fine", True),
+        ("done", "fine", False),
+        ("claimed", "flaky", True),
+        ("retry", "flaky", False),
+        ("claimed", "flaky", True),
+        ("dead", "flaky", False),
+    ]
+
+    heard.clear()
+    queue.enqueue("flaky", {})
+    (held,) = worker.claim(1)
+    queue.recover(now=clock.now() + 2 * LEASE)  # the lease ran out meanwhile
+    assert worker.run(held) is None
+    assert heard == [("claimed", "flaky", True), ("lost", "flaky", False)]
+
+
+def test_a_worker_stores_a_failure_as_its_redactor_masks_it(migrated) -> None:
+    job_id = queue.enqueue("leaky", {})
+    registry = tasks.Registry()
+    registry.add("leaky", fails("token=abc123 refused"))
+    worker = Worker(
+        registry, name="w1", lease=LEASE, redact=lambda text: text.replace("abc123", "***")
+    )
+    assert worker.run_once()
+    error = admin.get(job_id).last_error
+    assert "token=*** refused" in error and "abc123" not in error
 
 
 def test_release_gives_a_job_back_untried(migrated) -> None:

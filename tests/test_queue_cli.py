@@ -6,6 +6,7 @@ from datetime import timedelta
 from t2ctl.jobs import admin, queue, tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
+from t2ctl.security import audit
 from tests.conftest import Cli
 
 
@@ -64,6 +65,8 @@ def test_retry_all_dead_and_cancel(cli: Cli) -> None:
     assert admin.get(first).state == "cancelled"
     listing = cli("queue", "list")
     assert "cancelled" in listing.stdout and "chore" in listing.stdout
+    actions = {event.action for event in audit.listing(limit=10)}
+    assert {"queue.retry", "queue.cancel"} <= actions, "the audit names what the operator ran"
 
 
 def test_queue_commands_refuse_bad_input_plainly(cli: Cli) -> None:
