@@ -81,6 +81,7 @@ def enqueue(
 
 
 def wake_local() -> None:
+    """Wake this process's own workers (see ``on_enqueue``); call it once the job committed."""
     for waker in list(_local_wakers):
         waker()
 
@@ -222,14 +223,14 @@ def fail(job: Claimed, error: str, *, now: datetime, retry_at: datetime | None) 
     or no attempt left. Return the new state, or None if the worker had lost the job.
     ``error`` is stored as given: the worker has already masked it."""
     dead = retry_at is None or job.attempts >= job.max_attempts
+    state = "dead" if dead else "queued"
     changes = {
-        "state": "dead" if dead else "queued",
+        "state": state,
         "worker": None,
         "lease_until": None,
         "last_error": error[:ERROR_LIMIT],
         "updated_at": now,
     }
-    state = "dead" if dead else "queued"
     changes.update({"finished_at": now} if dead else {"run_at": retry_at})
     with db.transaction():
         changed = Job.update(**changes).where(_held(job)).execute()

@@ -18,7 +18,6 @@ DONE: Final = "done"  # the handler succeeded (recorded in the worker's next cla
 RETRY: Final = "retry"  # the attempt failed and the job is queued again
 DEAD: Final = "dead"  # the last attempt failed, or the handler refused a retry
 LOST: Final = "lost"  # another worker had taken the job back: this outcome is dropped
-SIGNALS = (CLAIMED, DONE, RETRY, DEAD, LOST)
 
 Listener = Callable[[str, Claimed, float | None], None]
 
