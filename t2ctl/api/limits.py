@@ -11,9 +11,10 @@ from 1 s again), on the back of a request, until it answers. That beats ``swallo
 alone, which serves every request unlimited while Redis is down. ``swallow_errors`` is on as
 well for the one gap the fallback leaves: a request already waiting on Redis when another
 thread switched to memory re-raises instead of falling back, and would be a 500; swallowed, it
-is served uncounted and the library logs it. This module logs the switch both ways, once, and
-counts it in ``t2ctl_rate_limit_*`` (``monitoring.metrics``); flask-limiter's own, vaguer
-lines about the same switch are dropped.
+is served uncounted, and flask-limiter logs "Failed to rate limit. Swallowing error" with the
+Redis error (at most ``server.threads`` - 1 such lines an outage, when it starts). This module
+logs the switch both ways, once, and counts it in ``t2ctl_rate_limit_*``
+(``monitoring.metrics``); flask-limiter's own, vaguer lines about the same switch are dropped.
 """
 
 import logging
