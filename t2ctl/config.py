@@ -6,6 +6,7 @@ Nothing else in t2ctl reads the environment or the config file.
 """
 
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -79,8 +80,38 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     threads: int = Field(8, ge=1, le=256)
     rate_limit_per_minute: int = Field(100, ge=1)
+    # Where the rate limits are counted: memory:// (each process alone) or redis://… (shared).
+    rate_limit_storage: str = "memory://"
     # Reverse proxies whose X-Forwarded-For is believed; from anyone else it is ignored.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_storage(cls, uri: str) -> str:
+        """memory://, or a Redis URI redis-py can read; never echoed, as it may hold a password."""
+        if uri == "memory://":
+            return uri
+        parts = urlsplit(uri)
+        try:
+            host, _port = parts.hostname, parts.port  # the port raises if not a number in range
+        except ValueError:
+            raise ValueError("the port in the redis:// URI is not a port number") from None
+        if parts.scheme not in ("redis", "rediss") or not host:
+            raise ValueError("must be memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
+        if not re.fullmatch(r"/?\d*", parts.path):
+            raise ValueError("the database in the redis:// URI must be a number, as in /0")
+        return uri
+
+    @property
+    def shares_rate_limits(self) -> bool:
+        """True when every daemon pointed at this storage shares one count per key."""
+        return self.rate_limit_storage != "memory://"
+
+    def redacted_rate_limit_storage(self) -> str:
+        """The storage URI with any password replaced."""
+        if not self.shares_rate_limits:
+            return self.rate_limit_storage
+        return urls.scrubbed(self.rate_limit_storage, dsn=True)
 
 
 class WorkerSettings(_Section):
@@ -230,8 +261,11 @@ class Settings(_Section):
             secret = getattr(getattr(self, section), key)
             if secret is not None and dotted != "security.master_key":
                 values.append(secret.get_secret_value())
-        password = urlsplit(self.database.url).password
-        return values + ([password, unquote(password)] if password else [])
+        for url in (self.database.url, self.server.rate_limit_storage):
+            parts = urlsplit(url)
+            values += [v for k, v in parse_qsl(parts.query) if k == "password"]
+            values += [parts.password, unquote(parts.password)] if parts.password else []
+        return values
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, every secret replaced by a marker."""
@@ -241,6 +275,7 @@ class Settings(_Section):
             if data[section][key] is not None:
                 data[section][key] = "********"
         data["database"]["url"] = self.database.redacted_url()
+        data["server"]["rate_limit_storage"] = self.server.redacted_rate_limit_storage()
         data["webhooks"]["retry_schedule"] = [
             clock.format_duration(d) for d in self.webhooks.retry_schedule
         ]

@@ -15,7 +15,7 @@ import requests
 import waitress
 
 from t2ctl import wiring
-from t2ctl.api import create_app
+from t2ctl.api import create_app, limits
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
@@ -66,6 +66,9 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
                 settings.mode,
                 settings.database.redacted_url(),
                 extra={"action": "listening"},
+            )
+            logger.info(
+                "%s", limits.describe(settings.server), extra={"action": "rate_limit_storage"}
             )
         systemd.notify("READY=1", f"STATUS={role} role, {settings.mode} mode, {url or 'no HTTP'}")
         watchdog.start()  # after READY: systemd arms its watchdog once the start is complete

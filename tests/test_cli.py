@@ -192,3 +192,14 @@ def test_config_check_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert "t2ctl: error: The database cannot be reached: unable to open database file" in (
         result.stderr
     )
+
+
+def test_config_show_hides_the_rate_limit_storage_password(migrated, tmp_path: Path) -> None:
+    storage = '\n[server]\nrate_limit_storage = "redis://:hunter2@cache.internal:6379/0"\n'
+    show = Cli(write_config(tmp_path / "config.toml", migrated, storage))
+    table, as_json = show("config", "show"), show("config", "show", "--json")
+    assert "hunter2" not in table.stdout + table.stderr + as_json.stdout
+    assert json.loads(as_json.stdout)["server"]["rate_limit_storage"] == (
+        "redis://:********@cache.internal:6379/0"
+    )
+    assert "redis://:********@cache.internal:6379/0" in table.stdout

@@ -180,3 +180,34 @@ def test_a_password_in_the_url_query_is_redacted_too() -> None:
 def test_a_sqlite_url_is_shown_as_written() -> None:
     for url in ("sqlite:///t2ctl.db", "sqlite:////var/lib/t2ctl/t2ctl.db"):
         assert config.DatabaseSettings(url=url).redacted_url() == url
+
+
+def test_rate_limit_storage_is_memory_or_redis_and_a_bad_one_is_named_not_echoed() -> None:
+    assert config.load(None, env={}).server.rate_limit_storage == "memory://"
+    for good in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380/2", "redis://c"):
+        env = {"T2CTL_SERVER__RATE_LIMIT_STORAGE": good}
+        assert config.load(None, env=env).server.rate_limit_storage == good
+    for bad in (
+        "memcached://:hunter2@cache:11211",
+        "hunter2",
+        "redis://:hunter2@cache:99999/0",
+        "redis://:hunter2@cache:6379/zero",
+        "redis://:hunter2@/0",
+    ):
+        with pytest.raises(ConfigError) as caught:
+            config.load(None, env={"T2CTL_SERVER__RATE_LIMIT_STORAGE": bad})
+        (problem,) = caught.value.problems
+        assert problem.startswith("server.rate_limit_storage: "), problem
+        assert problem.endswith("(from T2CTL_SERVER__RATE_LIMIT_STORAGE)"), problem
+        assert "hunter2" not in problem
+    assert "must be memory:// or redis://HOST:PORT/DB" in str(caught.value)
+
+
+def test_a_redis_password_is_redacted_and_masked_in_logs() -> None:
+    settings = config.load(
+        None, env={"T2CTL_SERVER__RATE_LIMIT_STORAGE": "redis://t2:hunter2@cache:6379/0"}
+    )
+    shown = settings.redacted()["server"]["rate_limit_storage"]
+    assert shown == "redis://t2:********@cache:6379/0"
+    assert "hunter2" in settings.secret_values()
+    assert config.ServerSettings().redacted_rate_limit_storage() == "memory://"

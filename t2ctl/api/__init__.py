@@ -57,7 +57,7 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
     errors.register(app)
     observe.init(app)  # first: a request refused by authentication has an id too
     app.before_request(auth.authenticate)  # before the limiter, which keys on the API key
-    limits.init(app, settings.server.rate_limit_per_minute)
+    limits.init(app, settings.server)
     for blueprint in (meta.bp, products.bp, orders.bp):
         app.register_blueprint(blueprint, url_prefix="/t2mobile")
     app.teardown_appcontext(_close_db)

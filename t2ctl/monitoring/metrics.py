@@ -1,6 +1,7 @@
 """Prometheus metrics, served on their own listener (``metrics.host``/``metrics.port``).
 
 Counters and histograms count what this process did: Prometheus scrapes each daemon and sums.
+``t2ctl_rate_limit_storage_up`` is this process's view of the rate-limit storage.
 Gauges of shared state (jobs by state, deliveries by status) are read from the database at
 each scrape, so every daemon reports the same fleet-wide figures: take ``max`` across them.
 """
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -55,7 +56,20 @@ ZOHO = Histogram(
     buckets=_BUCKETS,
     registry=None,
 )
-_OWN = (HTTP_REQUESTS, JOBS, ORDERS, WEBHOOKS, ZOHO)
+RATE_LIMIT_STORAGE_UP = Gauge(
+    "t2ctl_rate_limit_storage_up",
+    "1 while this process counts rate limits in server.rate_limit_storage; 0 while that is "
+    "unreachable and it counts each key alone, in memory (always 1 with memory://).",
+    registry=None,
+)
+RATE_LIMIT_STORAGE_UP.set(1)  # until a request finds it unreachable
+RATE_LIMIT_FALLBACK = Counter(
+    "t2ctl_rate_limit_fallback_requests_total",
+    "Partner API requests whose rate limit this process counted alone, in memory, because "
+    "server.rate_limit_storage was unreachable.",
+    registry=None,
+)
+_OWN = (HTTP_REQUESTS, JOBS, ORDERS, WEBHOOKS, ZOHO, RATE_LIMIT_STORAGE_UP, RATE_LIMIT_FALLBACK)
 _ID = re.compile(r"/\d+(?=/|$)")
 
 
