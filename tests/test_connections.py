@@ -316,3 +316,25 @@ def test_a_request_in_flight_is_never_shed(tmp_path: Path, db_url: str) -> None:
         f"\n{len(idle)} idle, limit {LIMIT}, one request in flight: live in {waited:.3f}s, "
         f"{shed} shed; the stalled one answered {time.monotonic() - released:.3f}s after the lock"
     )
+
+
+def test_the_daemon_fits_its_open_file_limit_to_its_connection_limit(tmp_path: Path) -> None:
+    """Each connection is an open file: a low soft limit is raised to fit the default limit of
+    1000 connections; a hard limit too low for it (systemd's LimitNOFILE) lowers the number of
+    connections served, and the log says so, rather than accept() failing under load."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 1000 + httpserver.RESERVED_FILES
+
+    def files(soft: int, hard: int):
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    with Daemon(tmp_path, "serve", "--port", "0", preexec=files(600, hard)) as daemon:
+        daemon.wait_for(LISTENING)
+        limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+        soft = int(re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE).group(1))
+    assert soft == (needed if hard == resource.RLIM_INFINITY else min(needed, hard))
+    with Daemon(tmp_path, "serve", "--port", "0", preexec=files(600, 600)) as daemon:
+        daemon.wait_for(LISTENING)
+        warning = f"needs {needed} open files but this process may open 600 (raise LimitNOFILE)"
+        assert warning in daemon.log
+        assert f"serving at most {600 - httpserver.RESERVED_FILES} connections" in daemon.log
