@@ -95,7 +95,8 @@ class ProblemTask(ErrorTask):
 
     def execute(self) -> None:
         error = self.request.error
-        body = problem(error.code, error.reason, error.body)
+        # Waitress quotes a malformed header line, which may hold a key: keep only the words.
+        body = problem(error.code, error.reason, error.body.partition(' "')[0])
         self.status = f"{error.code} {error.reason}"
         self.channel.refused = True
         self.response_headers.append(("Content-Type", "application/problem+json"))
@@ -134,7 +135,7 @@ class Channel(HTTPChannel):
 
     @property
     def closing(self) -> bool:
-        return bool(self.will_close or self.close_when_flushed or self.lingering_since)
+        return bool(self.will_close or self.close_when_flushed) or self.lingering_since is not None
 
     def readable(self) -> bool:
         return self.lingering_since is not None or super().readable()
@@ -270,7 +271,7 @@ class Server(TcpWSGIServer):
     def _note_full(self, full: bool) -> None:
         if full and not self.full:
             logger.warning(
-                "all %d connections are busy: new connections wait until one finishes",
+                "all %d connections are in use and none may be closed yet: new connections wait",
                 self.limit,
                 extra={"action": "connections_full"},
             )
