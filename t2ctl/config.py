@@ -84,6 +84,21 @@ class ServerSettings(_Section):
     rate_limit_storage: str = "memory://"
     # Reverse proxies whose X-Forwarded-For is believed; from anyone else it is ignored.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    # Open connections; at the limit the idle and slow ones are closed to make room.
+    connection_limit: int = Field(1000, ge=1, le=100_000)
+    # Silence allowed on a connection (between requests, or in the middle of one).
+    idle_timeout: Duration = timedelta(seconds=30)
+    # Time allowed from a request's first byte until its headers and body have all arrived.
+    read_timeout: Duration = timedelta(seconds=30)
+    # The request line and headers together; more is answered 431.
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+
+    @field_validator("idle_timeout", "read_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
     @field_validator("rate_limit_storage")
     @classmethod
@@ -280,6 +295,8 @@ class Settings(_Section):
             clock.format_duration(d) for d in self.webhooks.retry_schedule
         ]
         for section, key in (
+            ("server", "idle_timeout"),
+            ("server", "read_timeout"),
             ("zoho", "retry_for"),
             ("worker", "shutdown_grace"),
             ("worker", "job_retention"),

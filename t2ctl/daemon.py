@@ -2,7 +2,7 @@
 
 ``--role api`` serves HTTP only, ``--role worker`` runs workers and the scheduler only, and
 ``all`` (the default) runs everything in one process. SIGTERM and SIGINT raise SystemExit in
-the main thread: waitress stops accepting and finishes the requests in flight, the workers
+the main thread: the HTTP server stops accepting and finishes the requests in flight, the workers
 stop claiming and get ``worker.shutdown_grace`` to finish their jobs (jobs not started go back
 at once; jobs still running are retried elsewhere after a lease), and the process exits 0.
 """
@@ -12,9 +12,8 @@ import signal
 import threading
 
 import requests
-import waitress
 
-from t2ctl import wiring
+from t2ctl import httpserver, wiring
 from t2ctl.api import create_app, limits
 from t2ctl.config import Settings
 from t2ctl.db import schema
@@ -40,7 +39,17 @@ def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> Non
     except T2Error as exc:
         raise T2Error(f"refusing to start: {exc}") from None
     serves_http = role in ("all", "api")
-    server = _http_server(create_app(settings, box), settings, host, port) if serves_http else None
+    server = (
+        httpserver.build(
+            create_app(settings, box),
+            settings.server,
+            host=host,
+            port=port,
+            observer=metrics.connections_closed,
+        )
+        if serves_http
+        else None
+    )
     listener = metrics.serve(settings.metrics, wiring.gauges) if settings.metrics.enabled else None
     background = Background(settings, box) if role in ("all", "worker") else None
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,21 +114,6 @@ def _url_host(host: str) -> str:
     """The host to reach a listener on ``host`` from this machine, as a URL writes it."""
     loopback = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"[{loopback}]" if ":" in loopback else loopback
-
-
-def _http_server(app, settings: Settings, host: str, port: int):
-    try:
-        return waitress.create_server(
-            app,
-            host=host,
-            port=port,
-            threads=settings.server.threads,
-            ident="t2ctl",
-            max_request_body_size=1024 * 1024,
-            clear_untrusted_proxy_headers=False,  # the app judges them: t2ctl.api.proxies
-        )
-    except OSError as exc:
-        raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 class Background:

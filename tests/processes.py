@@ -18,7 +18,13 @@ WORKER_STARTED = re.compile(r"worker (\S+) started")
 class Daemon:
     """A ``t2ctl serve`` subprocess whose stderr (the log) is read continuously."""
 
-    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cwd: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ):
         # Metrics on a free port unless told otherwise: tests run several daemons at once.
         environment = {**os.environ, "T2CTL_METRICS__PORT": "0", **(env or {})}
         self.proc = subprocess.Popen(
@@ -28,6 +34,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            preexec_fn=preexec,  # in the child, before t2ctl starts: a resource limit, say
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -211,3 +211,24 @@ def test_a_redis_password_is_redacted_and_masked_in_logs() -> None:
     assert shown == "redis://t2:********@cache:6379/0"
     assert "hunter2" in settings.secret_values()
     assert config.ServerSettings().redacted_rate_limit_storage() == "memory://"
+
+
+def test_connection_handling_has_internet_defaults_shown_as_written() -> None:
+    server = config.load(None, env={}).server
+    assert (server.connection_limit, server.max_header_bytes) == (1000, 16384)
+    assert server.idle_timeout == server.read_timeout == timedelta(seconds=30)
+    shown = config.load(None, env={"T2CTL_SERVER__READ_TIMEOUT": "1m"}).redacted()["server"]
+    assert (shown["idle_timeout"], shown["read_timeout"]) == ("30s", "1m")
+
+
+def test_bad_connection_settings_are_refused_with_the_key_named(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nconnection_limit = 0\nidle_timeout = "0s"\nmax_header_bytes = 10\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, env={"T2CTL_SERVER__READ_TIMEOUT": "soon"})
+    text = str(caught.value)
+    assert "server.connection_limit: Input should be greater than or equal to 1" in text
+    assert f"server.idle_timeout: must be at least 1s (from {path})" in text
+    assert "server.max_header_bytes: Input should be greater than or equal to 1024" in text
+    assert "server.read_timeout: 'soon' is not a duration" in text
+    assert "(from T2CTL_SERVER__READ_TIMEOUT)" in text

@@ -14,8 +14,8 @@ _PROBLEMS = {
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
     409: "This orderId was already used with a different body; nothing was changed.",
-    413: "The body is larger than 64 KiB. (A body over 1 MiB is refused by the HTTP server "
-    "itself, before the API, with a plain-text 413.)",
+    413: "The body is larger than 64 KiB. (One announced over 1 MiB is refused by the HTTP "
+    "server before the API reads it, with the same problem.)",
     415: "The body is not sent as application/json.",
     422: "The request is well-formed but invalid: see `errors`. Includes an unknown or inactive "
     "product and an amount that is not price × quantity.",

@@ -69,7 +69,24 @@ RATE_LIMIT_FALLBACK = Counter(
     "server.rate_limit_storage was unreachable.",
     registry=None,
 )
-_OWN = (HTTP_REQUESTS, JOBS, ORDERS, WEBHOOKS, ZOHO, RATE_LIMIT_STORAGE_UP, RATE_LIMIT_FALLBACK)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "t2ctl_http_connections_closed_total",
+    "Connections the HTTP server closed to keep answering others: idle or slow (sending a "
+    "request) at server.connection_limit, or read_timeout (a request slower than "
+    "server.read_timeout).",
+    ["reason"],
+    registry=None,
+)
+_OWN = (
+    HTTP_REQUESTS,
+    HTTP_CONNECTIONS_CLOSED,
+    JOBS,
+    ORDERS,
+    WEBHOOKS,
+    ZOHO,
+    RATE_LIMIT_STORAGE_UP,
+    RATE_LIMIT_FALLBACK,
+)
 _ID = re.compile(r"/\d+(?=/|$)")
 
 
@@ -82,6 +99,11 @@ def zoho_endpoint(path: str) -> str:
 def zoho_call(method: str, path: str, status: str, seconds: float) -> None:
     """Count and time one call to Zoho under its endpoint: the Zoho client's observer."""
     ZOHO.labels(method, zoho_endpoint(path), status).observe(seconds)
+
+
+def connections_closed(reason: str, count: int) -> None:
+    """Count connections the HTTP server closed to protect itself: its observer."""
+    HTTP_CONNECTIONS_CLOSED.labels(reason).inc(count)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import waitress
 from flask import Flask
 
+from t2ctl import httpserver
+from t2ctl.config import ServerSettings
 from t2ctl.sandbox.receiver import Receiver
 from t2ctl.sandbox.zoho import ZohoStandIn
 
@@ -27,20 +28,16 @@ class Running:
 
 
 def in_background(app: Flask, *, host: str = "127.0.0.1", port: int = 0) -> Running:
-    """Serve ``app`` on waitress from a thread; ``stop()`` closes its sockets and threads."""
-    # The partner API judges X-Forwarded-For itself (t2ctl.api.proxies), as the daemon does.
-    server = waitress.create_server(
-        app, host=host, port=port, threads=8, clear_untrusted_proxy_headers=False
-    )
+    """Serve ``app`` from a thread on the daemon's HTTP server with the default ``server.*``
+    settings; ``stop()`` closes its sockets and threads."""
+    server = httpserver.build(app, ServerSettings(threads=8), host=host, port=port)
     stopping = threading.Event()
-
-    def run() -> None:
-        # waitress's own loop, a step at a time, so the sockets are closed by this thread.
-        while not stopping.is_set():
-            waitress.wasyncore.loop(timeout=0.05, map=server._map, count=1)
-        waitress.wasyncore.close_all(server._map)
-
-    thread = threading.Thread(target=run, daemon=True, name=f"http-{server.effective_port}")
+    thread = threading.Thread(
+        target=server.serve_until,
+        args=(stopping,),
+        daemon=True,
+        name=f"http-{server.effective_port}",
+    )
     thread.start()
 
     def stop() -> None:

@@ -1,0 +1,362 @@
+"""The HTTP server of the partner API: waitress, made to keep answering on the internet.
+
+Waitress alone stops accepting once ``connection_limit`` sockets are open and closes a socket
+only after two minutes of silence, so idle keep-alive clients, a slow-loris or many customers
+behind one NAT lock every other caller out; and a client that sends a byte every few seconds is
+never silent long enough to be cut off. This server, built the one way by ``build``:
+
+- closes a connection silent for ``server.idle_timeout`` (between requests or within one);
+- answers 408 and closes a connection whose request has been arriving for longer than
+  ``server.read_timeout``, however steadily it trickles in (slow headers or slow body);
+- at ``server.connection_limit`` makes room instead of refusing everyone: it closes the
+  connections doing nothing useful, oldest first: idle ones (silent for ``IDLE_GRACE``),
+  then those sending a request for longer than ``SLOW_GRACE``; never one whose request the
+  app is handling or whose response is still being sent;
+- answers its own refusals (headers over ``server.max_header_bytes``: 431, a malformed request:
+  400, a body over ``TRANSPORT_BODY_LIMIT``: 413) in problem+json, as the API answers;
+- waits on ``poll()``, not ``select()``, so more than 1024 sockets work, and raises the
+  process's open-file limit to fit the connection limit.
+
+Everything here runs on waitress's event-loop thread, the only one that reads from sockets
+and creates requests: a channel found with no request queued cannot gain one, or be handed to
+a worker thread, until this thread reads again.
+"""
+
+import json
+import logging
+import resource
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask
+
+from t2ctl.config import ServerSettings
+from t2ctl.errors import T2Error
+
+logger = logging.getLogger(__name__)
+
+# Waitress's own cap on a request body. The API refuses bodies over 64 KiB itself (413
+# problem+json, CONTRACT); this cap only bounds what a client can make the server buffer, and
+# must stay above the API's so that the API, not the transport, gives that answer.
+TRANSPORT_BODY_LIMIT = 1024 * 1024
+# At the connection limit, a connection silent for IDLE_GRACE, or sending one request for
+# SLOW_GRACE, may be closed to make room. Not at once: one just accepted may not have been
+# read yet (a client sends its request with the handshake's last packet), and a request on a
+# slow link takes a moment.
+IDLE_GRACE = 0.25
+SLOW_GRACE = 1.0
+# At the limit, close enough connections to get this far below it, so that a flood of new
+# connections is not met by one search of every channel each.
+HEADROOM = 0.1
+# How long a connection closed after a refusal goes on reading what the client still sends.
+LINGER = 2.0
+# How often the timeouts are checked, and the loop wakes at least this often to check them
+# (waitress's own wait, asyncore_loop_timeout, is a whole second).
+CHECK_EVERY = 0.25
+# Open files the process needs besides its client sockets: database files, the listeners,
+# outbound calls to Zoho and partners, temporary files of large bodies, logs.
+RESERVED_FILES = 256
+# Warnings about closed connections are summed over this many seconds: one line, not a flood.
+LOG_EVERY = 10.0
+
+# Why a connection was closed to protect the server: the label of the metric.
+Observer = Callable[[str, int], None]
+IDLE, SLOW, READ_TIMEOUT = "idle", "slow", "read_timeout"
+
+_SLUGS = {
+    400: "malformed-request",
+    408: "request-timeout",
+    413: "payload-too-large",
+    431: "headers-too-large",
+}
+
+
+def problem(status: int, title: str, detail: str) -> bytes:
+    """An RFC 9457 body, as ``t2ctl.api.errors`` writes them."""
+    body = {
+        "type": f"urn:t2ctl:problem:{_SLUGS.get(status, 'http-error')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    return json.dumps(body).encode()
+
+
+class ProblemTask(ErrorTask):
+    """Waitress's refusal of a request it could not parse, as problem+json."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        # Waitress quotes a malformed header line, which may hold a key: keep only the words.
+        body = problem(error.code, error.reason, error.body.partition(' "')[0])
+        self.status = f"{error.code} {error.reason}"
+        self.channel.refused = True
+        self.response_headers.append(("Content-Type", "application/problem+json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class Channel(HTTPChannel):
+    """One client connection, knowing since when its current request has been arriving.
+
+    A connection closed after a refusal (408, 431, ...) lingers: the server stops sending,
+    then reads and drops what the client still sends, for up to ``LINGER`` seconds. Closing at
+    once, with the rest of the request unread, would send a reset that can destroy the
+    refusal before the client reads it."""
+
+    error_task_class = ProblemTask
+    request: Any = None  # waitress's parser of the request arriving, as in HTTPChannel
+    arriving_since: float | None = None  # time.time() of the current request's first byte
+    _arriving: object = None  # the parser that time belongs to
+    refused = False  # the answer sent is a refusal: linger on closing
+    lingering_since: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        first_byte = time.time()
+        result = super().received(data)
+        if self.request is not self._arriving:  # a request completed, or a new one began
+            self._arriving = self.request
+            self.arriving_since = None if self.request is None else first_byte
+        return result
+
+    @property
+    def busy(self) -> bool:
+        """The app has a request of this connection, or its response is still being sent."""
+        return bool(self.requests or self.total_outbufs_len)
+
+    @property
+    def closing(self) -> bool:
+        return bool(self.will_close or self.close_when_flushed) or self.lingering_since is not None
+
+    def readable(self) -> bool:
+        return self.lingering_since is not None or super().readable()
+
+    def writable(self) -> bool:
+        return self.lingering_since is None and super().writable()
+
+    def handle_read(self) -> None:
+        if self.lingering_since is None:
+            super().handle_read()
+        else:
+            self.recv(self.adj.recv_bytes)  # dropped; on the client's close, closes
+
+    def handle_close(self) -> None:
+        if self.refused and self.lingering_since is None and not self.total_outbufs_len:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+                self.lingering_since = time.time()
+                return
+            except OSError:  # the client is gone already
+                pass
+        super().handle_close()
+
+    def time_out(self, detail: str) -> None:
+        """Answer 408 to the request still arriving, and close once that is written."""
+        body = problem(408, "Request Timeout", detail)
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+            f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        if self.request is not None:
+            self.request.close()  # its body buffer, perhaps a temporary file
+            self.request = None
+        with self.outbuf_lock:
+            self.outbufs[-1].append(head.encode() + body)
+            self.total_outbufs_len += len(head) + len(body)
+        self.refused = True
+        self.will_close = True  # flushed, then closed, on this loop pass
+
+
+class Server(TcpWSGIServer):
+    """Waitress's TCP server with the timeouts and the connection shedding described above."""
+
+    channel_class = Channel
+
+    def __init__(
+        self,
+        app,
+        settings: ServerSettings,
+        *,
+        host: str,
+        port: int,
+        connection_limit: int,
+        observer: Observer | None = None,
+    ):
+        self.limit = connection_limit
+        self.idle_timeout = settings.idle_timeout.total_seconds()
+        self.read_timeout = settings.read_timeout.total_seconds()
+        self.tally = _Tally(observer)
+        self.full = False
+        self.next_check = 0.0
+        adj = Adjustments(
+            host=host,
+            port=port,
+            threads=settings.threads,
+            ident="t2ctl",
+            connection_limit=connection_limit,
+            channel_timeout=int(self.idle_timeout),
+            max_request_header_size=settings.max_header_bytes,
+            max_request_body_size=TRANSPORT_BODY_LIMIT,
+            asyncore_use_poll=True,
+            clear_untrusted_proxy_headers=False,  # the app judges them: t2ctl.api.proxies
+        )
+        adj.asyncore_loop_timeout = CHECK_EVERY  # Adjustments takes whole seconds only
+        super().__init__(app, map={}, adj=adj, sockinfo=adj.listen[0])
+
+    def readable(self) -> bool:
+        """Called by the loop before each wait: check the timeouts, then say whether to accept
+        (making room first at the limit)."""
+        now = time.time()
+        checking = now >= self.next_check
+        if checking:
+            self.next_check = now + CHECK_EVERY
+            self.check(now)
+        if not self.accepting:
+            return False
+        room = self.limit - len(self.active_channels)
+        if room <= 0 and (checking or not self.full):  # full: look again at the next check
+            room += self.make_room(now)
+        self._note_full(room <= 0)
+        return room > 0
+
+    def check(self, now: float) -> None:
+        """Close the connections silent for ``idle_timeout``; time out the requests arriving
+        for longer than ``read_timeout``."""
+        for channel in list(self.active_channels.values()):
+            if channel.lingering_since is not None and now - channel.lingering_since > LINGER:
+                channel.handle_close()
+            if channel.requests or channel.closing:
+                continue
+            since = channel.arriving_since
+            if since is not None and now - since > self.read_timeout:
+                channel.time_out(f"the request did not arrive within {self.read_timeout:g}s")
+                self.tally.add(READ_TIMEOUT, 1, now)
+            elif now - channel.last_activity > self.idle_timeout:
+                channel.will_close = True
+        self.tally.flush(now)
+
+    def make_room(self, now: float) -> int:
+        """Close the idle connections, oldest first, then those slowly sending a request;
+        return how many. Those the app is serving are never closed."""
+        wanted = len(self.active_channels) - self.limit + 1 + int(self.limit * HEADROOM)
+        idle: list[Channel] = []
+        slow: list[Channel] = []
+        for channel in self.active_channels.values():
+            if channel.busy or channel.closing:
+                continue
+            if channel.arriving_since is None:
+                if now - channel.last_activity > IDLE_GRACE:
+                    idle.append(channel)
+            elif now - channel.arriving_since > SLOW_GRACE:
+                slow.append(channel)
+        idle.sort(key=lambda c: c.last_activity)
+        slow.sort(key=lambda c: c.arriving_since or 0.0)
+        closing = (idle + slow)[:wanted]
+        for channel in closing:
+            channel.will_close = True  # writable now: the loop closes it on this pass
+        shed_idle = min(len(idle), len(closing))
+        self.tally.add(IDLE, shed_idle, now)
+        self.tally.add(SLOW, len(closing) - shed_idle, now)
+        return len(closing)
+
+    def _note_full(self, full: bool) -> None:
+        if full and not self.full:
+            logger.warning(
+                "all %d connections are in use and none may be closed yet: new connections wait",
+                self.limit,
+                extra={"action": "connections_full"},
+            )
+        elif self.full and not full:
+            logger.info("accepting connections again", extra={"action": "connections_full"})
+        self.full = full
+
+    def serve_until(self, stopping: threading.Event) -> None:
+        """Run the loop on this thread until ``stopping`` is set, then close every socket."""
+        while not stopping.is_set():
+            wasyncore.loop(timeout=CHECK_EVERY, map=self._map, use_poll=True, count=1)
+        wasyncore.close_all(self._map)
+
+
+class _Tally:
+    """Connections closed to protect the server: counted at once, logged at most every
+    ``LOG_EVERY`` seconds as one line."""
+
+    def __init__(self, observer: Observer | None):
+        self.observer = observer
+        self.counts: Counter[str] = Counter()
+        self.next_log = 0.0
+
+    def add(self, reason: str, count: int, now: float) -> None:
+        if count:
+            self.counts[reason] += count
+            if self.observer is not None:
+                self.observer(reason, count)
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        if not self.counts or now < self.next_log:
+            return
+        logger.warning(
+            "closed connections to keep answering: %d idle and %d slow at the connection "
+            "limit, %d past server.read_timeout",
+            self.counts[IDLE],
+            self.counts[SLOW],
+            self.counts[READ_TIMEOUT],
+            extra={
+                "action": "connections_closed",
+                **{f"closed_{reason}": n for reason, n in self.counts.items()},
+            },
+        )
+        self.counts.clear()
+        self.next_log = now + LOG_EVERY
+
+
+def build(
+    app, settings: ServerSettings, *, host: str, port: int, observer: Observer | None = None
+) -> Server:
+    """The HTTP server for ``app``, listening; ``observer(reason, count)`` hears of every
+    connection closed to protect it. T2Error when the address cannot be had."""
+    limit = _fit_open_files(settings.connection_limit)
+    try:
+        return Server(
+            app, settings, host=host, port=port, connection_limit=limit, observer=observer
+        )
+    except OSError as exc:
+        raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _fit_open_files(limit: int) -> int:
+    """Raise the open-file limit to hold ``limit`` connections and the rest of the process;
+    if the hard limit (systemd's LimitNOFILE) forbids it, serve fewer connections and say so:
+    accept() failing for want of a file would spin the loop."""
+    needed = limit + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (OSError, ValueError):  # a seccomp filter may forbid it: keep what we have
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return limit
+    fitted = max(soft - RESERVED_FILES, 1)
+    logger.warning(
+        "server.connection_limit %d needs %d open files but this process may open %d "
+        "(raise LimitNOFILE): serving at most %d connections",
+        limit,
+        needed,
+        soft,
+        fitted,
+        extra={"action": "open_files"},
+    )
+    return fitted
