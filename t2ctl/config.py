@@ -49,6 +49,12 @@ class _Section(BaseModel):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///t2ctl.db"
+    # PostgreSQL only. A direct session for LISTEN when ``url`` goes through a pooler in
+    # transaction mode; empty: LISTEN on ``url`` (not attempted when ``url`` is a pooler's).
+    listen_url: str = ""
+    # False behind PgBouncer in transaction mode before 1.21 (or without
+    # max_prepared_statements): there psycopg's prepared statements break.
+    prepared_statements: bool = True
 
     @field_validator("url")
     @classmethod
@@ -57,6 +63,17 @@ class DatabaseSettings(_Section):
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @model_validator(mode="after")
+    def _listen_on_postgres(self) -> "DatabaseSettings":
+        if self.listen_url and (
+            self.is_sqlite or urlsplit(self.listen_url).scheme not in ("postgresql", "postgres")
+        ):
+            raise ValueError(
+                "database.listen_url must be a postgresql:// URL, beside a PostgreSQL "
+                "database.url (leave it empty on SQLite)"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:
@@ -72,6 +89,18 @@ class DatabaseSettings(_Section):
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
         return urls.scrubbed(self.url, dsn=True)
+
+    def redacted_listen_url(self) -> str:
+        return urls.scrubbed(self.listen_url, dsn=True) if self.listen_url else ""
+
+    def passwords(self) -> list[str]:
+        """The passwords in ``url`` and ``listen_url``, as written and decoded."""
+        found = []
+        for url in (self.url, self.listen_url):
+            password = urlsplit(url).password
+            if password:
+                found += [password, unquote(password)]
+        return found
 
 
 class ServerSettings(_Section):
@@ -230,8 +259,7 @@ class Settings(_Section):
             secret = getattr(getattr(self, section), key)
             if secret is not None and dotted != "security.master_key":
                 values.append(secret.get_secret_value())
-        password = urlsplit(self.database.url).password
-        return values + ([password, unquote(password)] if password else [])
+        return values + self.database.passwords()
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, every secret replaced by a marker."""
@@ -241,6 +269,7 @@ class Settings(_Section):
             if data[section][key] is not None:
                 data[section][key] = "********"
         data["database"]["url"] = self.database.redacted_url()
+        data["database"]["listen_url"] = self.database.redacted_listen_url()
         data["webhooks"]["retry_schedule"] = [
             clock.format_duration(d) for d in self.webhooks.retry_schedule
         ]

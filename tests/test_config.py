@@ -99,6 +99,7 @@ def test_redacted_view_hides_every_secret() -> None:
         env={
             "T2CTL_SECURITY__MASTER_KEY": key,
             "T2CTL_DATABASE__URL": "postgresql://t2:hunter2@db.internal:5432/t2ctl",
+            "T2CTL_DATABASE__LISTEN_URL": "postgresql://t2:direct%2Fpass@db.direct:5432/t2ctl",
             "T2CTL_ZOHO__ENABLED": "true",
             "T2CTL_ZOHO__CLIENT_ID": "1000.ABC",
             "T2CTL_ZOHO__CLIENT_SECRET": "zoho-client-secret",
@@ -107,11 +108,13 @@ def test_redacted_view_hides_every_secret() -> None:
         },
     )
     shown = str(settings.redacted())
-    for secret in (key, "hunter2", "zoho-client-secret", "1000.refresh"):
+    for secret in (key, "hunter2", "direct%2Fpass", "direct/pass", "zoho-client-secret"):
         assert secret not in shown
-    assert (
-        settings.redacted()["database"]["url"] == "postgresql://t2:********@db.internal:5432/t2ctl"
-    )
+        assert secret in settings.secret_values(), "the log filter masks it too"
+    assert "1000.refresh" not in shown
+    database = settings.redacted()["database"]
+    assert database["url"] == "postgresql://t2:********@db.internal:5432/t2ctl"
+    assert database["listen_url"] == "postgresql://t2:********@db.direct:5432/t2ctl"
     assert settings.redacted()["webhooks"]["retry_schedule"] == [
         "5s",
         "5m",
@@ -180,3 +183,16 @@ def test_a_password_in_the_url_query_is_redacted_too() -> None:
 def test_a_sqlite_url_is_shown_as_written() -> None:
     for url in ("sqlite:///t2ctl.db", "sqlite:////var/lib/t2ctl/t2ctl.db"):
         assert config.DatabaseSettings(url=url).redacted_url() == url
+
+
+def test_a_listen_url_needs_postgresql_on_both_sides() -> None:
+    for env in (
+        {"T2CTL_DATABASE__LISTEN_URL": "postgresql://db.direct/t2ctl"},  # url is SQLite
+        {
+            "T2CTL_DATABASE__URL": "postgresql://pgbouncer:6432/t2ctl",
+            "T2CTL_DATABASE__LISTEN_URL": "db.direct:5432",
+            "T2CTL_SECURITY__MASTER_KEY": Fernet.generate_key().decode(),
+        },
+    ):
+        with pytest.raises(ConfigError, match=r"database\.listen_url must be a postgresql://"):
+            config.load(None, env=env)
