@@ -14,7 +14,7 @@ from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -50,6 +50,12 @@ class _Section(BaseModel):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///t2ctl.db"
+    # PostgreSQL only. A direct session for LISTEN when ``url`` goes through a pooler in
+    # transaction mode; empty: LISTEN on ``url`` (not attempted when ``url`` is a pooler's).
+    listen_url: str = ""
+    # False behind PgBouncer in transaction mode before 1.21 (or without
+    # max_prepared_statements): there psycopg's prepared statements break.
+    prepared_statements: bool = True
 
     @field_validator("url")
     @classmethod
@@ -58,6 +64,17 @@ class DatabaseSettings(_Section):
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @model_validator(mode="after")
+    def _listen_on_postgres(self) -> "DatabaseSettings":
+        if self.listen_url and (
+            self.is_sqlite or urlsplit(self.listen_url).scheme not in ("postgresql", "postgres")
+        ):
+            raise ValueError(
+                "database.listen_url must be a postgresql:// URL, beside a PostgreSQL "
+                "database.url (leave it empty on SQLite)"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:
@@ -73,6 +90,9 @@ class DatabaseSettings(_Section):
     def redacted_url(self) -> str:
         """The URL with any password, in the user part or the query, replaced."""
         return urls.scrubbed(self.url, dsn=True)
+
+    def redacted_listen_url(self) -> str:
+        return urls.scrubbed(self.listen_url, dsn=True) if self.listen_url else ""
 
 
 class ServerSettings(_Section):
@@ -276,10 +296,8 @@ class Settings(_Section):
             secret = getattr(getattr(self, section), key)
             if secret is not None and dotted != "security.master_key":
                 values.append(secret.get_secret_value())
-        for url in (self.database.url, self.server.rate_limit_storage):
-            parts = urlsplit(url)
-            values += [v for k, v in parse_qsl(parts.query) if k == "password"]
-            values += [parts.password, unquote(parts.password)] if parts.password else []
+        for url in (self.database.url, self.database.listen_url, self.server.rate_limit_storage):
+            values += urls.passwords(url)
         return values
 
     def redacted(self) -> dict[str, Any]:
@@ -290,6 +308,7 @@ class Settings(_Section):
             if data[section][key] is not None:
                 data[section][key] = "********"
         data["database"]["url"] = self.database.redacted_url()
+        data["database"]["listen_url"] = self.database.redacted_listen_url()
         data["server"]["rate_limit_storage"] = self.server.redacted_rate_limit_storage()
         data["webhooks"]["retry_schedule"] = [
             clock.format_duration(d) for d in self.webhooks.retry_schedule

@@ -3,7 +3,7 @@
 Below config and db, which both read database URLs; it imports nothing of t2ctl.
 """
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "********"
 
@@ -32,3 +32,11 @@ def scrubbed(url: str, *, dsn: bool = False) -> str:
     netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
     query = "…" if parts.query else ""
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+
+
+def passwords(url: str) -> list[str]:
+    """The passwords a DSN carries, in its user part or its query, as written and decoded:
+    what the log filter must mask wherever either form turns up."""
+    parts = urlsplit(url)
+    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
+    return found + ([parts.password, unquote(parts.password)] if parts.password else [])

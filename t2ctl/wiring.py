@@ -3,6 +3,7 @@ of every process (database and secrets), the provisioner, the handlers a worker 
 periodic tasks, and the observers (metrics, redaction) handed to the engine and the Zoho
 client, which know neither. The daemon and the CLI both build from here."""
 
+import logging
 from datetime import timedelta
 
 from pydantic import SecretStr
@@ -25,14 +26,31 @@ from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox, box_for
 from t2ctl.webhooks import deliveries, delivery
 
+logger = logging.getLogger(__name__)
+
 
 def connect(settings: Settings, *, connections: int) -> SecretBox:
     """Start a process, daemon or CLI: point the one database handle at ``database.url``
     (on PostgreSQL a pool of ``connections``, one per thread that may query at once), check
     that it answers (Unavailable if not: the first thing an operator must fix), and open the
-    master key, the box every secret at rest is sealed in."""
-    db.connect(settings.database.url, max_connections=connections)
+    master key, the box every secret at rest is sealed in. Warns when the database is
+    reached through a pooler with prepared statements on, the likeliest cause of
+    "prepared statement ... does not exist" errors behind PgBouncer."""
+    database = settings.database
+    db.connect(
+        database.url,
+        max_connections=connections,
+        listen_url=database.listen_url or None,
+        prepared_statements=database.prepared_statements,
+    )
     db.ping()
+    if database.prepared_statements and not database.is_sqlite and db.behind_pooler():
+        logger.warning(
+            "database.url reaches PostgreSQL through a connection pooler with "
+            "database.prepared_statements = true: behind PgBouncer in transaction mode "
+            "(before 1.21, or without max_prepared_statements) set it to false",
+            extra={"action": "prepared_statements_pooled"},
+        )
     return box_for(settings)
 
 

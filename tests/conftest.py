@@ -2,20 +2,28 @@
 test, the real API on waitress over loopback, and the real CLI.
 
 Every test that takes ``db_url`` (directly or through ``settings``/``server``) runs twice, on
-SQLite and on PostgreSQL. Under CI (``CI=true``) an unreachable PostgreSQL fails those tests;
-elsewhere it skips them, and the summary says so.
+SQLite and on PostgreSQL. A core marked ``@THROUGH_PGBOUNCER`` runs a third time, through a
+PgBouncer in transaction pooling mode in front of the same PostgreSQL. Under CI (``CI=true``)
+an unreachable PostgreSQL or a missing PgBouncer fails those tests; elsewhere it skips them,
+and the summary says so.
 """
 
 import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -55,14 +63,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def _unavailable(message: str) -> None:
+    """A service the test needs is missing: a failure under CI, a skip elsewhere."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        _unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
     name = f"t2test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -83,17 +95,118 @@ def _close_handle() -> None:
         handle.close()
 
 
+@dataclass
+class PgBouncer:
+    """A PgBouncer in transaction pooling mode on a free loopback port, in front of the tests'
+    PostgreSQL (trust authentication, as that PostgreSQL's)."""
+
+    port: int
+
+    def url(self, direct: str) -> str:
+        """``direct``'s database, reached through this PgBouncer."""
+        parts = urlsplit(direct)
+        user = f"{parts.username}@" if parts.username else ""
+        return parts._replace(netloc=f"{user}127.0.0.1:{self.port}").geturl()
+
+
+PGBOUNCER_INI = """\
+[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen}
+unix_socket_dir =
+auth_type = trust
+auth_file = {auth_file}
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 20
+"""
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """Debian's ``pgbouncer`` run for the session, with its own ini in a directory that the
+    unprivileged user it must run as (it refuses root) can read; stopped at the end."""
+    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if binary is None:
+        _unavailable("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
+    target = urlsplit(PG_ADMIN_URL)
+    directory = Path(tempfile.mkdtemp(prefix="t2ctl-pgbouncer-"))
+    directory.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (directory / "users.txt").write_text(f'"{target.username or "postgres"}" ""\n')
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(
+        PGBOUNCER_INI.format(
+            host=target.hostname,
+            port=target.port or 5432,
+            listen=port,
+            auth_file=directory / "users.txt",
+        )
+    )
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    log_path = directory / "pgbouncer.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([binary, *as_user, str(ini)], stdout=log, stderr=log)
+    try:
+        _wait_for_port(port, proc, log_path)
+        yield PgBouncer(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    _unavailable(f"pgbouncer did not start on port {port}: {log_path.read_text()[-2000:]}")
+
+
+# The database keys that a URL through PgBouncer needs, by that URL: ``make_settings`` adds
+# them, so settings derived from a test's URL (and config files written from them) keep them.
+POOLED: dict[str, dict[str, object]] = {}
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/t2ctl.db"
         _close_handle()
-    else:
+    elif request.param == "postgres":
         yield from _postgres_database()
+    else:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        for direct in _postgres_database():
+            url = bouncer.url(direct)
+            POOLED[url] = {"listen_url": direct, "prepared_statements": False}
+            yield url
+            del POOLED[url]
+
+
+# The core tests that also run through PgBouncer in transaction pooling mode.
+THROUGH_PGBOUNCER = pytest.mark.parametrize(
+    "db_url", ["sqlite", "postgres", "pgbouncer"], indirect=True
+)
 
 
 def make_settings(db_url: str, **sections: dict) -> Settings:
-    base = {"database": {"url": db_url}, "security": {"master_key": Fernet.generate_key().decode()}}
+    base = {
+        "database": {"url": db_url, **POOLED.get(db_url, {})},
+        "security": {"master_key": Fernet.generate_key().decode()},
+    }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return Settings.model_validate(base)
@@ -106,7 +219,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def migrated(settings: Settings) -> Settings:
-    db.connect(settings.database.url)
+    wiring.connect(settings, connections=32)
     schema.migrate()
     return settings
 
@@ -256,9 +369,9 @@ class Cli:
 def write_config(path: Path, settings: Settings, extra: str = "") -> Path:
     """A config file for ``settings``' database and master key, plus ``extra`` TOML."""
     key = settings.security.master_key.get_secret_value()
-    path.write_text(
-        f'[database]\nurl = "{settings.database.url}"\n\n[security]\nmaster_key = "{key}"\n' + extra
-    )
+    database = {"url": settings.database.url, **settings.database.model_dump(exclude_defaults=True)}
+    keys = "".join(f"{name} = {json.dumps(value)}\n" for name, value in database.items())
+    path.write_text(f'[database]\n{keys}\n[security]\nmaster_key = "{key}"\n' + extra)
     path.chmod(0o600)
     return path
 
@@ -268,17 +381,21 @@ def cli(migrated: Settings, tmp_path: Path) -> Cli:
     return Cli(write_config(tmp_path / "config.toml", migrated))
 
 
+BACKENDS = ("sqlite", "postgres", "pgbouncer")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """Say how many database tests ran on each backend, so a skipped Postgres is visible."""
+    """Say how many database tests ran on each backend, so a skipped Postgres (or PgBouncer)
+    is visible."""
     counts: Counter = Counter()
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
-            for backend in ("sqlite", "postgres"):
+            for backend in BACKENDS:
                 if f"[{backend}" in getattr(report, "nodeid", ""):
                     counts[(backend, outcome)] += 1
     if counts:
         terminalreporter.section("database backends")
-        for backend in ("sqlite", "postgres"):
+        for backend in BACKENDS:
             parts = [
                 f"{counts[(backend, o)]} {o}"
                 for o in ("passed", "failed", "skipped", "error")

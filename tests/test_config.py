@@ -99,6 +99,7 @@ def test_redacted_view_hides_every_secret() -> None:
         env={
             "T2CTL_SECURITY__MASTER_KEY": key,
             "T2CTL_DATABASE__URL": "postgresql://t2:hunter2@db.internal:5432/t2ctl",
+            "T2CTL_DATABASE__LISTEN_URL": "postgresql://t2:direct%2Fpass@db.direct:5432/t2ctl",
             "T2CTL_ZOHO__ENABLED": "true",
             "T2CTL_ZOHO__CLIENT_ID": "1000.ABC",
             "T2CTL_ZOHO__CLIENT_SECRET": "zoho-client-secret",
@@ -107,11 +108,13 @@ def test_redacted_view_hides_every_secret() -> None:
         },
     )
     shown = str(settings.redacted())
-    for secret in (key, "hunter2", "zoho-client-secret", "1000.refresh"):
+    for secret in (key, "hunter2", "direct%2Fpass", "direct/pass", "zoho-client-secret"):
         assert secret not in shown
-    assert (
-        settings.redacted()["database"]["url"] == "postgresql://t2:********@db.internal:5432/t2ctl"
-    )
+        assert secret in settings.secret_values(), "the log filter masks it too"
+    assert "1000.refresh" not in shown
+    database = settings.redacted()["database"]
+    assert database["url"] == "postgresql://t2:********@db.internal:5432/t2ctl"
+    assert database["listen_url"] == "postgresql://t2:********@db.direct:5432/t2ctl"
     assert settings.redacted()["webhooks"]["retry_schedule"] == [
         "5s",
         "5m",
@@ -232,3 +235,16 @@ def test_bad_connection_settings_are_refused_with_the_key_named(tmp_path: Path) 
     assert "server.max_header_bytes: Input should be greater than or equal to 1024" in text
     assert "server.read_timeout: 'soon' is not a duration" in text
     assert "(from T2CTL_SERVER__READ_TIMEOUT)" in text
+
+
+def test_a_listen_url_needs_postgresql_on_both_sides() -> None:
+    for env in (
+        {"T2CTL_DATABASE__LISTEN_URL": "postgresql://db.direct/t2ctl"},  # url is SQLite
+        {
+            "T2CTL_DATABASE__URL": "postgresql://pgbouncer:6432/t2ctl",
+            "T2CTL_DATABASE__LISTEN_URL": "db.direct:5432",
+            "T2CTL_SECURITY__MASTER_KEY": Fernet.generate_key().decode(),
+        },
+    ):
+        with pytest.raises(ConfigError, match=r"database\.listen_url must be a postgresql://"):
+            config.load(None, env=env)

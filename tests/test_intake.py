@@ -1,4 +1,5 @@
-"""Order intake over real HTTP: storage, idempotency, concurrency, partner scoping."""
+"""Order intake over real HTTP: storage, idempotency, concurrency, partner scoping (the core
+also through PgBouncer)."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,9 +7,10 @@ import requests
 
 from t2ctl.db.models import ApiKey, Order
 from t2ctl.jobs.models import Job
-from tests.conftest import LiveServer, order_body
+from tests.conftest import THROUGH_PGBOUNCER, LiveServer, order_body
 
 
+@THROUGH_PGBOUNCER
 def test_an_accepted_order_is_stored_and_readable(server: LiveServer, catalogue) -> None:
     http = server.session(server.add_partner().key.api_key)
     response = http.post(server.endpoint("/fulfilment"), json=order_body())
@@ -26,6 +28,7 @@ def test_an_accepted_order_is_stored_and_readable(server: LiveServer, catalogue)
     assert again.json() == order
 
 
+@THROUGH_PGBOUNCER
 def test_the_same_order_twice_replays_and_creates_nothing(server: LiveServer, catalogue) -> None:
     http = server.session(server.add_partner().key.api_key)
     first = http.post(server.endpoint("/fulfilment"), json=order_body())
@@ -61,6 +64,7 @@ def test_a_replay_must_match_to_the_letter_and_the_type(server: LiveServer, cata
     assert http.post(server.endpoint("/fulfilment"), json=same).status_code == 200
 
 
+@THROUGH_PGBOUNCER
 def test_fifty_concurrent_identical_posts_create_exactly_one_order(
     server: LiveServer, catalogue
 ) -> None:
@@ -81,6 +85,7 @@ def test_fifty_concurrent_identical_posts_create_exactly_one_order(
     assert Job.select().count() == 1, "one order, one process_order job"
 
 
+@THROUGH_PGBOUNCER
 def test_twenty_concurrent_different_bodies_get_one_202_and_409s(
     server: LiveServer, catalogue
 ) -> None:

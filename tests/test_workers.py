@@ -14,7 +14,7 @@ from t2ctl.config import Settings
 from t2ctl.db.models import Order, SandboxSalesOrder
 from t2ctl.jobs.models import Job
 from t2ctl.security.crypto import SecretBox
-from tests.conftest import LiveServer, order_body, order_job, write_config
+from tests.conftest import THROUGH_PGBOUNCER, LiveServer, order_body, order_job, write_config
 from tests.processes import LISTENING, serve, wait_until
 
 FULFILLED = re.compile(r"order (\S+) FULFILLED")
@@ -32,6 +32,7 @@ def sales_orders(order_id: str) -> int:
     return SandboxSalesOrder.select().where(SandboxSalesOrder.reference_number == order_id).count()
 
 
+@THROUGH_PGBOUNCER
 def test_a_worker_killed_mid_job_is_replaced_after_its_lease_with_one_sales_order(
     server: LiveServer, catalogue, tmp_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_a_worker_killed_mid_job_is_replaced_after_its_lease_with_one_sales_orde
     assert "job(s) from workers whose lease expired" in second.log
 
 
+@THROUGH_PGBOUNCER
 def test_two_workers_and_an_api_process_share_500_orders_exactly_once(
     migrated: Settings, catalogue, tmp_path: Path
 ) -> None:
@@ -127,6 +129,7 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
     assert "0 job(s) released untried, 0 interrupted" in worker.log
 
 
+@THROUGH_PGBOUNCER
 def test_sigterm_hands_back_what_cannot_finish_and_another_worker_takes_it(
     server: LiveServer, catalogue, tmp_path: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """``t2ctl config``: check and show the effective configuration."""
 
+import contextlib
 from urllib.parse import urlsplit
 
 import typer
@@ -9,7 +10,7 @@ from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.config import Settings
 from t2ctl.db import schema
-from t2ctl.errors import T2Error
+from t2ctl.errors import T2Error, Unavailable
 from t2ctl.security import atrest
 from t2ctl.security.crypto import SecretBox
 
@@ -27,6 +28,7 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     waiting = schema.pending()
     output.note(f"configuration is valid ({settings.source or 'built-in defaults'})")
     output.note(f"database reachable: {settings.database.redacted_url()}")
+    _check_pooling(settings)
     if waiting:
         output.note(f"{len(waiting)} migration(s) pending: run `t2ctl db migrate`")
     output.note(
@@ -40,6 +42,26 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
             raise T2Error("Zoho is checked once the schema is current: run `t2ctl db migrate`")
         _check_zoho(settings, box)
     db.database.close()
+
+
+def _check_pooling(settings: Settings) -> None:
+    """Say whether the database is reached through a pooler, and reach the LISTEN session."""
+    database = settings.database
+    if database.is_sqlite:
+        return
+    if db.behind_pooler():
+        prepared = "true" if database.prepared_statements else "false"
+        output.note(
+            "database.url goes through a connection pooler (PgBouncer?): in transaction mode "
+            f"set database.prepared_statements = false (it is {prepared}) and database.listen_url"
+        )
+    if database.listen_url:
+        try:
+            with contextlib.closing(db.listen("t2ctl_config_check", timeout=0)) as probe:
+                next(probe)
+        except db.DRIVER_ERRORS as exc:
+            raise Unavailable(f"database.listen_url cannot be reached: {exc}") from exc
+        output.note(f"LISTEN session reachable: {database.redacted_listen_url()}")
 
 
 def _check_zoho(settings: Settings, box: SecretBox) -> None:

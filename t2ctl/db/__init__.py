@@ -1,13 +1,18 @@
 """The one database handle and the one way to write.
 
 ``connect(url)`` builds the peewee ``Database`` once per process and binds every model to it.
+Behind PgBouncer in transaction pooling mode, ``connect`` takes ``prepared_statements=False``
+(a pooler hands each transaction any server session, where psycopg's named statements are
+missing or another client's) and ``listen_url``, a direct session for ``listen``.
 ``transaction()`` is the only way to write: on SQLite it takes the write lock up front
 (``BEGIN IMMEDIATE``) so concurrent writers queue on the busy timeout instead of failing
 half-way; on Postgres it is an ordinary transaction.
 """
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -19,7 +24,11 @@ from playhouse.pool import PooledPostgresqlDatabase
 from t2ctl import urls
 from t2ctl.errors import Unavailable
 
+logger = logging.getLogger(__name__)
+
 database = peewee.DatabaseProxy()
+# Where ``listen`` opens its own session; None: on the pooled handle's (see ``connect``).
+_listen_url: str | None = None
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -30,8 +39,18 @@ SQLITE_PRAGMAS = {
 DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
-def connect(url: str, *, max_connections: int = 32) -> peewee.Database:
-    """Build the database for ``url`` and make it the one every model uses."""
+def connect(
+    url: str,
+    *,
+    max_connections: int = 32,
+    listen_url: str | None = None,
+    prepared_statements: bool = True,
+) -> peewee.Database:
+    """Build the database for ``url`` and make it the one every model uses. On PostgreSQL,
+    ``prepared_statements=False`` stops psycopg preparing a query it runs often, and
+    ``listen_url`` gives ``listen`` a session of its own, outside the pool."""
+    global _listen_url
+    _listen_url = listen_url or None
     path = urls.sqlite_path(url)
     built: peewee.Database
     if path is not None:
@@ -44,6 +63,7 @@ def connect(url: str, *, max_connections: int = 32) -> peewee.Database:
             stale_timeout=300,
             timeout=15,
             prefer_psycopg3=True,
+            **({} if prepared_statements else {"prepare_threshold": None}),
             **params,
         )
     database.initialize(built)
@@ -104,20 +124,71 @@ def notify(channel: str) -> None:
 
 
 def listen(channel: str, *, timeout: float) -> Generator[bool, None, None]:
-    """Postgres ``LISTEN`` on this thread's connection: yields True for each notification, or
-    False after ``timeout`` seconds of quiet, so the caller can check whether to stop. Waiting
-    sends no query; closing the generator unlistens and hands the connection back."""
-    connection = database.connection()
+    """Postgres ``LISTEN``: yields True for each notification, or False after ``timeout``
+    seconds of quiet, so the caller can check whether to stop. Waiting sends no query; closing
+    the generator unlistens and hands the connection back.
+
+    It listens on a session of its own at ``listen_url`` when ``connect`` was given one, else
+    on this thread's pooled connection. Through a pooler that is no session of its own: in
+    transaction mode the pooler hands the next client whatever the server sends, so
+    notifications would be lost without a word. There it does not listen, warns, and only
+    yields False: the caller's polling finds the work."""
     try:
-        connection.execute(f'LISTEN "{channel}"')
-        while True:
-            got = False
-            for _ in connection.notifies(timeout=timeout, stop_after=1):
-                got = True
-            yield got
+        with _listening_session() as connection:
+            if connection is None:
+                while True:
+                    time.sleep(timeout)
+                    yield False
+            connection.execute(f'LISTEN "{channel}"')
+            try:
+                while True:
+                    got = False
+                    for _ in connection.notifies(timeout=timeout, stop_after=1):
+                        got = True
+                    yield got
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    connection.execute("UNLISTEN *")
     except psycopg.Error as exc:
         raise peewee.OperationalError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _listening_session() -> Iterator[psycopg.Connection | None]:
+    """The session to LISTEN on, or None when there is only a pooler's."""
+    if _listen_url is not None:
+        with psycopg.connect(_listen_url, autocommit=True, connect_timeout=15) as direct:
+            if behind_pooler(direct):
+                logger.warning(
+                    "database.listen_url reaches PostgreSQL through a connection pooler: "
+                    "LISTEN works there only in session pooling mode",
+                    extra={"action": "listen_pooled"},
+                )
+            yield direct
+        return
+    try:
+        pooled = database.connection()
+        if behind_pooler(pooled):
+            logger.warning(
+                "database.url reaches PostgreSQL through a connection pooler and "
+                "database.listen_url is not set: no LISTEN, so new work is found by polling, "
+                "a few seconds late; set database.listen_url to a direct PostgreSQL URL",
+                extra={"action": "listen_pooled"},
+            )
+            yield None
+        else:
+            yield pooled
     finally:
-        with contextlib.suppress(psycopg.Error):
-            connection.execute("UNLISTEN *")
         database.close()
+
+
+def behind_pooler(connection: psycopg.Connection | None = None) -> bool:
+    """Whether ``connection`` (this thread's pooled one by default) reaches PostgreSQL through
+    a pooler such as PgBouncer: the server process answering is not the one the connection
+    was told of when it opened, as a pooler sends a key of its own."""
+    connection = connection if connection is not None else database.connection()
+    try:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    except psycopg.Error as exc:
+        raise peewee.OperationalError(str(exc)) from exc
+    return row is not None and row[0] != connection.info.backend_pid
