@@ -9,7 +9,7 @@ from t2ctl.api import schemas
 BASE = "/t2mobile"
 
 _PROBLEMS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or gives a key twice in one object.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
