@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
 ID_HINT = "must be 1-64 of A-Z a-z 0-9 . _ : -"
-# Printable text: no control characters (PostgreSQL refuses NUL in text).
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# Printable text: no control characters, C0, DEL or C1 (PostgreSQL refuses NUL in text, and
+# ESC or CSI would reach an operator's terminal).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 MONEY_PATTERN = r"^[0-9]{1,13}\.[0-9]{2}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"

@@ -3,10 +3,17 @@
 HTTP, in webhooks and on an operator's terminal."""
 
 import json
+from urllib.parse import quote
 
 import requests
+from standardwebhooks import Webhook
 
-from tests.conftest import LiveServer, order_body
+from t2ctl.orders import intake, records
+from tests.conftest import LiveServer, daemon_worker, drain, order_body
+from tests.hooks import Hook
+from tests.test_webhooks import partner_to
+
+CUSTOMER = order_body()["customer"]
 
 
 def post_raw(server: LiveServer, http: requests.Session, raw: bytes) -> requests.Response:
@@ -40,3 +47,91 @@ def test_a_key_given_twice_is_a_400_naming_it(server: LiveServer, catalogue) -> 
         assert response.json()["detail"] == f'The body gives the key "{key}" twice in one object.'
     assert http.get(server.endpoint("/orders/T2-DUP-1")).status_code == 404
     assert http.get(server.endpoint("/orders/T2-DUP-2")).status_code == 404
+
+
+# Accepted in every free-text field, and given back as sent: not normalised, not trimmed.
+KEPT = [
+    "'; DROP TABLE orders; --",
+    "Robert'); DELETE FROM partners WHERE ('1'='1",
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[/] [bold red]loud[/bold red] [link=https://evil.example]click[/link]",
+    "\u202eexe.txt\u202c",  # a right-to-left override
+    "\u2067isolate\u2069",
+    "👩\u200d👩\u200d👧\u200d👦🇳🇬",  # a ZWJ sequence and a flag
+    "Z\u0335\u0321\u0322a\u0334l\u0337g\u0337o\u0337",  # stacked combining marks
+    "e\u0301",  # é decomposed: not made é
+    "a\u200bb\ufeffc",  # zero-width space, BOM
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",  # outside the BMP
+    "%00%0d%0a\\x00\\n\\u0000",  # escapes as text are only text
+    '{"orderId": "x"}',
+    "null",
+    " leading and trailing ",
+]
+# Refused in customer.id and customer.name (printable text); kept in metadata, which is the
+# partner's own and JSON-escaped at rest.
+CONTROL = ["a\x00b", "\x1b[31mred\x1b[0m", "\x9b31m", "line\nbreak", "tab\there", "\x7f", "\r"]
+LONE_SURROGATE = "\ud800"
+ORDER_IDS = ["...", ":", "-", "_", "a:b.c-d_e", "0" * 64, "Z" * 64]
+BAD_ORDER_IDS = ["a" * 65, "a b", "a/b", "é", "", "a\x00", "a\n"]
+
+
+def body_with(order_id: str, text: str, *, key: str | None = None) -> dict:
+    return order_body(
+        order_id,
+        customer={"id": text[:64], "name": text, "email": "ada@example.ng"},
+        metadata={key if key is not None else text: text},
+    )
+
+
+def test_hostile_text_is_refused_naming_the_field_or_kept_exactly(
+    server: LiveServer, catalogue, hook: Hook
+) -> None:
+    new = partner_to(server, hook.url)
+    http = server.session(new.key.api_key)
+    sent: dict[str, dict] = {}
+    kept = [*KEPT, "😀" * 200, "ß" * 200]  # at the limits: 64 of them in the id, 200 in the name
+    for n, text in enumerate(kept):
+        sent[f"KEPT-{n}"] = body_with(f"KEPT-{n}", text)
+    for n, text in enumerate(CONTROL):
+        sent[f"META-{n}"] = order_body(f"META-{n}", metadata={text: text})
+    for order_id in ORDER_IDS:
+        sent[order_id] = order_body(order_id)
+    for order_id, body in sent.items():
+        response = http.post(server.endpoint("/fulfilment"), json=body)
+        assert response.status_code == 202, (order_id, response.text)
+        assert response.headers["Location"] == f"/t2mobile/orders/{order_id}"
+
+    refused = [
+        *[("customer.id", order_body(customer={**CUSTOMER, "id": t})) for t in CONTROL],
+        *[("customer.name", order_body(customer={**CUSTOMER, "name": t})) for t in CONTROL],
+        ("customer.id", order_body(customer={**CUSTOMER, "id": "😀" * 65})),
+        ("customer.name", order_body(customer={**CUSTOMER, "name": "ß" * 201})),
+        ("customer.name", order_body(customer={**CUSTOMER, "name": LONE_SURROGATE})),
+        ("metadata.x", order_body(metadata={"x": LONE_SURROGATE})),
+        # pydantic writes the key in the path with U+FFFD for each byte of the surrogate
+        ("metadata.\ufffd\ufffd\ufffd.[key]", order_body(metadata={LONE_SURROGATE: "x"})),
+        *[("orderId", order_body(bad)) for bad in BAD_ORDER_IDS],
+    ]
+    for field, body in refused:
+        response = http.post(server.endpoint("/fulfilment"), json=body)
+        assert response.status_code == 422, (field, body, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == [field], response.text
+    assert http.get(server.endpoint("/orders/T2-20261127-000123")).status_code == 404
+
+    for order_id, body in sent.items():
+        shown = http.get(server.endpoint(f"/orders/{quote(order_id)}")).json()
+        assert (shown["orderId"], shown["customer"]["id"]) == (order_id, body["customer"]["id"])
+        replay = http.post(server.endpoint("/fulfilment"), json=body)
+        assert replay.status_code == 200, replay.text  # what is stored is what was sent
+        stored = intake.stored_request(records.get(new.partner, order_id), server.box)
+        assert stored.customer_name == body["customer"]["name"]
+        assert stored.metadata == body["metadata"]
+    composed = {**sent["KEPT-9"], "customer": {**sent["KEPT-9"]["customer"], "name": "é"}}
+    assert http.post(server.endpoint("/fulfilment"), json=composed).status_code == 409
+
+    drain(daemon_worker(server))
+    events = [Webhook(new.webhook_secret).verify(got.body, got.headers) for got in hook.received]
+    carried = {e["data"]["orderId"]: e["data"]["customer"]["id"] for e in events}
+    assert carried == {order_id: body["customer"]["id"] for order_id, body in sent.items()}
+    assert {e["type"] for e in events} == {"order.fulfilled"}
