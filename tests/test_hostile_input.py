@@ -3,13 +3,15 @@
 HTTP, in webhooks and on an operator's terminal."""
 
 import json
+import re
 from urllib.parse import quote
 
 import requests
 from standardwebhooks import Webhook
 
+from t2ctl.db.models import WebhookDelivery
 from t2ctl.orders import intake, records
-from tests.conftest import LiveServer, daemon_worker, drain, order_body
+from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body
 from tests.hooks import Hook
 from tests.test_webhooks import partner_to
 
@@ -135,3 +137,39 @@ def test_hostile_text_is_refused_naming_the_field_or_kept_exactly(
     carried = {e["data"]["orderId"]: e["data"]["customer"]["id"] for e in events}
     assert carried == {order_id: body["customer"]["id"] for order_id, body in sent.items()}
     assert {e["type"] for e in events} == {"order.fulfilled"}
+
+
+# What must never reach an operator's terminal raw (t2ctl.cli.output escapes it).
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_the_cli_shows_hostile_text_escaped_and_json_keeps_it_exact(
+    server: LiveServer, catalogue, hook: Hook, cli: Cli
+) -> None:
+    """A table cell was rich markup ("[/x]" crashed `orders show`) and a partner's response
+    excerpt reached the terminal raw (ESC clears the screen, OSC retitles the window)."""
+    new = partner_to(server, hook.url)
+    customer_id = "\u202eevil [/x] [bold]"
+    name = "[link=https://evil.example]click[/link] Ada"
+    hook.answer(500, body="\x1b[2J\x1b]0;pwned\x07 [/x] \x9b31m")
+    body = order_body("T2-EVIL", customer={"id": customer_id, "name": name, "email": "a@b.ng"})
+    http = server.session(new.key.api_key)
+    assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
+    drain(daemon_worker(server))
+
+    delivery = str(WebhookDelivery.get().id)
+    listed = cli("orders", "list")
+    shown = cli("orders", "show", "T2-EVIL")
+    sent = cli("webhooks", "show", delivery)
+    for result in (listed, shown, sent):
+        assert result.exit_code == 0, result.output
+        assert not RAW_CONTROL.search(result.stdout), result.stdout
+    for result in (listed, shown):
+        assert "\\u202eevil [/x] [bold]" in result.stdout  # escaped, and not read as markup
+    assert name in shown.stdout
+    assert "\\x1b[2J\\x1b]0;pwned\\x07 [/x] \\x9b31m" in sent.stdout
+
+    exact = json.loads(cli("orders", "show", "T2-EVIL", "--json").stdout)
+    assert exact["customer"]["id"] == customer_id
+    excerpt = json.loads(cli("webhooks", "show", delivery, "--json").stdout)["history"][0]
+    assert excerpt["excerpt"] == "\x1b[2J\x1b]0;pwned\x07 [/x] \x9b31m"

@@ -3,18 +3,44 @@
 stdout carries only the result (a table, or with ``--json`` nothing but JSON); every note,
 warning and error goes to stderr as ``t2ctl: ...``. rich drops colour when stdout is not a
 terminal or ``NO_COLOR`` is set.
+
+What people read may quote the outside (a customer's name, a partner's response, Zoho's
+error), so it is shown as plain text with every control character escaped; ``--json`` keeps
+it exact.
 """
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from t2ctl.errors import FieldError
 from t2ctl.security import redaction
+
+# ESC and CSI would recolour, move the cursor or retitle the terminal; bidirectional overrides
+# reorder what is read; no terminal encoding takes a lone surrogate.
+_UNSAFE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 but tab and newline, DEL, C1
+    r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidirectional marks and overrides
+    r"\ud800-\udfff]"  # lone surrogates
+)
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: each unsafe character written as its escape (\\x1b,
+    \\u202e), so an operator sees that it is there and it does nothing."""
+    return _UNSAFE.sub(lambda found: found[0].encode("unicode_escape").decode(), text)
+
+
+def _cell(value: Any) -> Text:
+    """A value as literal text: a Text is never read as rich markup ("[/]" would crash it,
+    "[link=...]" would forge a link)."""
+    return Text(printable("" if value is None else str(value)))
 
 
 def stdout() -> Console:
@@ -47,7 +73,7 @@ def table(
         return
     grid = Table(*(Column(name, overflow="fold") for name in columns), title=title)
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(_cell(cell) for cell in row))
     stdout().print(grid)
 
 
@@ -57,20 +83,23 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     for label, value in pairs:
-        grid.add_row(label, "" if value is None else str(value))
+        grid.add_row(label, _cell(value))
     stdout().print(grid)
 
 
 def note(message: str) -> None:
-    stderr().print(f"t2ctl: {message}", markup=False, soft_wrap=True)
+    stderr().print(f"t2ctl: {printable(message)}", markup=False, soft_wrap=True)
 
 
 def error(message: str, problems: Sequence[FieldError] = ()) -> None:
     """An error on stderr, through the log filter's mask: it may quote a remote service."""
     console = stderr()
     console.print(
-        f"t2ctl: error: {redaction.redact(message)}", markup=False, style="red", soft_wrap=True
+        f"t2ctl: error: {printable(redaction.redact(message))}",
+        markup=False,
+        style="red",
+        soft_wrap=True,
     )
     for problem in problems:
-        text = redaction.redact(f"  {problem.field}: {problem.message}")
+        text = printable(redaction.redact(f"  {problem.field}: {problem.message}"))
         console.print(text, markup=False, soft_wrap=True)
