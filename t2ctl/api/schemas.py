@@ -46,10 +46,16 @@ def _whole_float_as_int(value: Any) -> Any:
 
 Email = Annotated[
     str,
-    Field(max_length=254, examples=["ada@example.ng"], json_schema_extra={"format": "email"}),
+    Field(
+        max_length=254,
+        examples=["ada@example.ng"],
+        description="A deliverable mailbox: a quoted local part, an address literal "
+        "([192.0.2.1]) or a special-use domain (.test, .local, .invalid, .onion...) is refused.",
+        json_schema_extra={"format": "email"},
+    ),
     AfterValidator(_valid_email),
 ]
-Quantity = Annotated[StrictInt, BeforeValidator(_whole_float_as_int), Field(ge=1, le=1000)]
+Quantity = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(_whole_float_as_int)]
 
 
 def _unicode(text: str) -> str:
