@@ -230,7 +230,16 @@ def _orders() -> dict[str, Any]:
             "get": {
                 "operationId": "getOrder",
                 "summary": "One of your orders.",
-                "parameters": [{"name": "orderId", "in": "path", "required": True, **_TEXT}],
+                "parameters": [
+                    {
+                        "name": "orderId",
+                        "in": "path",
+                        "required": True,
+                        "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): "
+                        "clients drop such a path segment. The Location of a 202 does.",
+                        **_TEXT,
+                    }
+                ],
                 "responses": {
                     "200": _json("The order.", "Order", _RATE_HEADERS),
                     **_problems(404, *_AUTHED),

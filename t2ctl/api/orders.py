@@ -22,9 +22,7 @@ def submit_fulfilment():
     response = jsonify(records.public(submission.order))
     if submission.created:
         response.status_code = 202
-        response.headers["Location"] = url_for(
-            "orders.get_order", order_id=submission.order.order_id
-        )
+        response.headers["Location"] = _location(submission.order.order_id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -33,6 +31,15 @@ def submit_fulfilment():
 @bp.get("/orders/<order_id>")
 def get_order(order_id: str):
     return jsonify(records.public(records.get(g.partner, order_id)))
+
+
+def _location(order_id: str) -> str:
+    """Where the order is read. An orderId ``.`` or ``..`` is a dot segment, which clients
+    remove from a URL's path (RFC 3986, 5.2.4), so it is percent-encoded."""
+    path = url_for("orders.get_order", order_id=order_id)
+    if order_id in (".", ".."):
+        path = f"{path.rsplit('/', 1)[0]}/{order_id.replace('.', '%2E')}"
+    return path
 
 
 def _fulfilment_body() -> schemas.FulfilmentRequest:
