@@ -154,21 +154,33 @@ def test_any_json_or_bytes_is_accepted_or_refused_with_400_or_422(raw: bytes) ->
         assert field and message
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"[" * 100_000,  # deeper than the parser's recursion
-        b'{"quantity": 1' + b"0" * 5000 + b"}",  # more digits than int() takes
-        b'{"quantity": 1e400}',  # infinity
-        b'{"quantity": NaN}',
-        b"\xef\xbb\xbf{}",  # a byte-order mark
-        b'{"orderId": "\xff"}',  # not UTF-8
-        b'{"orderId": "\\ud800"}',  # a lone surrogate
-        b"",
-    ],
-)
+# JSON's edge cases, and how the API answers each over HTTP.
+EDGE_CASES = [
+    (b"[" * 30_000 + b"]" * 30_000, 400),  # deeper than the parser's recursion
+    (b"[" * 100_000, 413),  # and over 64 KiB
+    (b'{"quantity": 1' + b"0" * 5000 + b"}", 400),  # more digits than int() takes
+    (b'{"quantity": 1e400}', 400),  # infinity
+    (b'{"quantity": NaN}', 400),
+    (b"\xef\xbb\xbf{}", 422),  # a byte-order mark, which RFC 8259 lets a parser ignore
+    (b'{"orderId": "\xff"}', 400),  # not UTF-8
+    (b'{"orderId": "\\ud800"}', 422),  # a lone surrogate
+    (b"", 400),
+]
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in EDGE_CASES])
 def test_json_edge_cases_are_refused_cleanly(raw: bytes) -> None:
     assert refused_cleanly(raw)
+
+
+def test_json_edge_cases_over_http_get_a_problem(server: LiveServer, catalogue) -> None:
+    http = server.session(server.add_partner().key.api_key)
+    for raw, status in EDGE_CASES:
+        response = http.post(
+            server.endpoint("/fulfilment"), data=raw, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == status, (raw[:40], response.text)
+        assert response.headers["Content-Type"] == "application/problem+json"
 
 
 def test_bodies_over_real_http_never_get_a_5xx(server: LiveServer, catalogue) -> None:
@@ -193,3 +205,32 @@ def test_bodies_over_real_http_never_get_a_5xx(server: LiveServer, catalogue) ->
 
     post()
     assert {202, 422} <= statuses  # both kinds were exercised
+
+
+def test_a_resubmission_is_replayed_and_a_changed_one_conflicts(
+    server: LiveServer, catalogue
+) -> None:
+    """Idempotency by orderId, over HTTP: the same body again is the same order (200), a body
+    changed in one character is a 409 and changes nothing."""
+    http = server.session(partner_to(server, "http://127.0.0.1:9/hook").key.api_key)
+    url = server.endpoint("/fulfilment")
+    created = []
+
+    @settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow])
+    @given(body=valid_bodies())
+    def resubmit(body: dict[str, Any]) -> None:
+        first = http.post(url, json=body)
+        if first.status_code == 409:  # an orderId drawn before, with another body
+            return
+        assert first.status_code in (200, 202), first.text
+        created.append(first.status_code == 202)
+        again = http.post(url, json=body)
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == first.json()
+        name = body["customer"]["name"]
+        changed = {**body, "customer": {**body["customer"], "name": "x" if name != "x" else "y"}}
+        assert http.post(url, json=changed).status_code == 409
+        assert http.get(server.endpoint(f"/orders/{body['orderId']}")).json() == first.json()
+
+    resubmit()
+    assert sum(created) >= 10  # most drew a new orderId
