@@ -98,6 +98,7 @@ def test_hostile_text_is_refused_naming_the_field_or_kept_exactly(
         sent[f"META-{n}"] = order_body(f"META-{n}", metadata={text: text})
     for order_id in ORDER_IDS:
         sent[order_id] = order_body(order_id)
+    sent["LONG-META"] = order_body("LONG-META", metadata={"long": "x" * 60_000})  # < 64 KiB
     location = {}
     for order_id, body in sent.items():
         response = http.post(server.endpoint("/fulfilment"), json=body)
@@ -122,7 +123,10 @@ def test_hostile_text_is_refused_naming_the_field_or_kept_exactly(
         response = http.post(server.endpoint("/fulfilment"), json=body)
         assert response.status_code == 422, (field, body, response.text)
         assert [e["field"] for e in response.json()["errors"]] == [field], response.text
-    assert http.get(server.endpoint("/orders/T2-20261127-000123")).status_code == 404
+    too_long = order_body("TOO-LONG", metadata={"long": "x" * 66_000})
+    assert http.post(server.endpoint("/fulfilment"), json=too_long).status_code == 413
+    for order_id in ("T2-20261127-000123", "TOO-LONG"):
+        assert http.get(server.endpoint(f"/orders/{order_id}")).status_code == 404
 
     for order_id, body in sent.items():
         shown = http.get(location[order_id]).json()
