@@ -4,6 +4,7 @@ HTTP, in webhooks and on an operator's terminal."""
 
 import json
 import re
+from pathlib import Path
 
 import requests
 from standardwebhooks import Webhook
@@ -12,6 +13,7 @@ from t2ctl.db.models import WebhookDelivery
 from t2ctl.orders import intake, records
 from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body
 from tests.hooks import Hook
+from tests.processes import LISTENING, serve
 from tests.test_webhooks import partner_to
 
 CUSTOMER = order_body()["customer"]
@@ -180,3 +182,30 @@ def test_the_cli_shows_hostile_text_escaped_and_json_keeps_it_exact(
     assert exact["customer"]["id"] == customer_id
     excerpt = json.loads(cli("webhooks", "show", delivery, "--json").stdout)["history"][0]
     assert excerpt["excerpt"] == "\x1b[2J\x1b]0;pwned\x07 [/x] \x9b31m"
+
+
+# A path anyone may request, without a key: the access log quotes it.
+HOSTILE_PATH = "/t2mobile/%1b%5b2J%1b%5d0%3bpwned%07%c2%9b31m%e2%80%aeevil%0d%0aFAKE%20line"
+DECODED_PATH = "/t2mobile/\x1b[2J\x1b]0;pwned\x07\x9b31m\u202eevil\r\nFAKE line"
+
+
+def test_a_hostile_request_path_reaches_the_log_escaped(tmp_path: Path) -> None:
+    """The text log (a person at a terminal) got ESC, OSC, CSI and a CR LF raw from an
+    unauthenticated request: a cleared screen, a retitled window, a forged log line. The JSON
+    log keeps the path exact, with nothing a terminal would act on left raw."""
+    for log_format in ("text", "json"):
+        env = {"T2CTL_LOG__FORMAT": log_format}
+        (tmp_path / log_format).mkdir()
+        with serve(tmp_path / log_format, None, "--port", "0", "--role", "api", env=env) as daemon:
+            url = daemon.wait_for(LISTENING)[1]
+            assert requests.get(url + HOSTILE_PATH).status_code == 404
+            assert daemon.stop() == 0
+        lines = daemon.log.splitlines()
+        assert not [line for line in lines if RAW_CONTROL.search(line)], daemon.log
+        assert not [line for line in lines if line.startswith("FAKE")], daemon.log
+        if log_format == "text":
+            escaped = "/t2mobile/\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202eevil\\r\\nFAKE line"
+            assert f'"GET {escaped}" 404' in daemon.log
+        else:
+            (access,) = [r for r in daemon.records if r.get("action") == "http_request"]
+            assert access["path"] == DECODED_PATH

@@ -5,12 +5,10 @@ warning and error goes to stderr as ``t2ctl: ...``. rich drops colour when stdou
 terminal or ``NO_COLOR`` is set.
 
 What people read may quote the outside (a customer's name, a partner's response, Zoho's
-error), so it is shown as plain text with every control character escaped; ``--json`` keeps
-it exact.
+error), so it is shown as plain text through ``escaping.printable``; ``--json`` keeps it exact.
 """
 
 import json
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,20 +19,7 @@ from rich.text import Text
 
 from t2ctl.errors import FieldError
 from t2ctl.security import redaction
-
-# ESC and CSI would recolour, move the cursor or retitle the terminal; bidirectional overrides
-# reorder what is read; no terminal encoding takes a lone surrogate.
-_UNSAFE = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 but tab and newline, DEL, C1
-    r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidirectional marks and overrides
-    r"\ud800-\udfff]"  # lone surrogates
-)
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: each unsafe character written as its escape (\\x1b,
-    \\u202e), so an operator sees that it is there and it does nothing."""
-    return _UNSAFE.sub(lambda found: found[0].encode("unicode_escape").decode(), text)
+from t2ctl.security.escaping import printable
 
 
 def _cell(value: Any) -> Text:
