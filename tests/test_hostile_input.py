@@ -11,10 +11,11 @@ from standardwebhooks import Webhook
 
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.orders import intake, records
-from tests.conftest import Cli, LiveServer, daemon_worker, drain, order_body
+from tests.conftest import Cli, LiveServer, ZohoEnv, daemon_worker, drain, order_body, submit
 from tests.hooks import Hook
 from tests.processes import LISTENING, serve
 from tests.test_webhooks import partner_to
+from tests.test_zoho import zoho_worker
 
 CUSTOMER = order_body()["customer"]
 
@@ -209,3 +210,24 @@ def test_a_hostile_request_path_reaches_the_log_escaped(tmp_path: Path) -> None:
         else:
             (access,) = [r for r in daemon.records if r.get("action") == "http_request"]
             assert access["path"] == DECODED_PATH
+
+
+def test_hostile_names_reach_zoho_exactly(server: LiveServer, zoho: ZohoEnv) -> None:
+    """In Zoho mode the customer's name and id become the contact's name, as sent."""
+    names = [t for t in KEPT if t == t.strip()]  # Zoho trims a contact name, as its stand-in
+    bodies = [
+        order_body(
+            f"ZOHO-{n}",
+            customer={"id": name[:64], "name": name, "email": f"c{n}@example.ng"},
+        )
+        for n, name in enumerate(names)
+    ]
+    submit(server, *bodies)
+    drain(zoho_worker(server, zoho))
+    contacts = {c["email"]: c["contact_name"] for c in zoho.standin.contacts.values()}
+    assert contacts == {
+        b["customer"]["email"]: f"{b['customer']['name']} ({b['customer']['id']})" for b in bodies
+    }
+    assert {s["reference_number"] for s in zoho.standin.salesorders.values()} == {
+        b["orderId"] for b in bodies
+    }
