@@ -1,6 +1,6 @@
 """Hostile input: whatever a partner (or anyone holding a key) sends is refused with a clear
-4xx naming the field, or stored and given back exactly, on SQLite and PostgreSQL, over real
-HTTP, in webhooks and on an operator's terminal."""
+4xx naming the field, or stored and given back exactly, on SQLite and PostgreSQL: over real
+HTTP, in webhooks, at Zoho; and it reaches an operator's terminal (tables, logs) escaped."""
 
 import json
 import re
@@ -14,6 +14,7 @@ from t2ctl.orders import intake, records
 from tests.conftest import Cli, LiveServer, ZohoEnv, daemon_worker, drain, order_body, submit
 from tests.hooks import Hook
 from tests.processes import LISTENING, serve
+from tests.test_sandbox import Sandbox
 from tests.test_webhooks import partner_to
 from tests.test_zoho import zoho_worker
 
@@ -231,3 +232,19 @@ def test_hostile_names_reach_zoho_exactly(server: LiveServer, zoho: ZohoEnv) -> 
     assert {s["reference_number"] for s in zoho.standin.salesorders.values()} == {
         b["orderId"] for b in bodies
     }
+
+
+def test_the_sandbox_receiver_prints_what_it_got_escaped(tmp_path: Path) -> None:
+    """Anyone who reaches `t2ctl sandbox` may post to its receiver, which prints each delivery's
+    type and webhook-id, verified or not, on the operator's terminal."""
+    sandbox = Sandbox(tmp_path)
+    try:
+        body = json.dumps({"type": "\x1b[2J\x1b]0;pwned\x07\u202e", "data": {}})
+        headers = {"webhook-id": "msg_\x9b31m", "content-type": "application/json"}
+        answer = requests.post(sandbox.url() + "/hooks", data=body, headers=headers, timeout=10)
+        assert answer.status_code == 401
+    finally:
+        assert sandbox.stop() == 0
+    printed = "".join(sandbox.out)
+    assert not RAW_CONTROL.search(printed), printed
+    assert "webhook msg_\\x9b31m \\x1b[2J\\x1b]0;pwned\\x07\\u202e: REJECTED" in printed
