@@ -144,7 +144,7 @@ def address_allowed(partner: Partner, address: str) -> bool:
 
 
 def _check_name(name: str) -> list[FieldError]:
-    if NAME_PATTERN.match(name):
+    if NAME_PATTERN.fullmatch(name):  # match() would let a final newline through
         return []
     return [FieldError("name", "use 1-64 lower-case letters, digits, '.', '_' or '-'")]
 

@@ -255,7 +255,7 @@ def _text(
     if not isinstance(value, str) or not value.strip():
         problems.append(FieldError(key, "is required"))
         return ""
-    if len(value) > max_length or not re.match(pattern, value):
+    if len(value) > max_length or not re.fullmatch(pattern, value):
         problems.append(FieldError(key, hint))
     return value.strip()
 

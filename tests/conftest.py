@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import hypothesis
 import psycopg
 import pytest
 import requests
@@ -52,6 +53,17 @@ from tests.hooks import Hook, running_hook
 
 PG_ADMIN_URL = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property tests (hypothesis, and schemathesis on it) draw the same examples on every run, so
+# CI is deterministic and a failure reproduces; no example database is written anywhere; no
+# per-example deadline, since a loaded machine is slow without being wrong. Each test bounds
+# its own max_examples. hypothesis's caches (it reads the constants of the code under test)
+# go to the temporary directory, not into the working tree.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "t2ctl-hypothesis")
+)
+hypothesis.settings.register_profile("t2ctl", derandomize=True, database=None, deadline=None)
+hypothesis.settings.load_profile("t2ctl")
 
 
 @pytest.fixture(autouse=True)

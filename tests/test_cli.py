@@ -39,6 +39,8 @@ def test_partner_names_are_unique_and_bad_input_changes_nothing(cli: Cli) -> Non
     again = cli("partners", "add", "t2mobile", "--webhook-url", "http://h/x")
     assert again.exit_code == 1
     assert "t2ctl: error: a partner named 't2mobile' already exists" in again.stderr
+    newline = cli("partners", "add", "t2mobile\n", "--webhook-url", "http://h/x")
+    assert newline.exit_code == 1 and "name: use 1-64 lower-case letters" in newline.stderr
     bad = cli(
         "partners",
         "set",

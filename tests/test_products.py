@@ -86,3 +86,20 @@ def test_an_invalid_row_rejects_the_whole_file_naming_the_line(migrated, tmp_pat
         "line 3: active",
     ]
     assert Product.select().count() == 0
+
+
+def test_a_trailing_newline_does_not_slip_past_a_pattern(migrated, tmp_path: Path) -> None:
+    """Python's ``$`` also matches before a final newline; the checks match the whole text."""
+    path = tmp_path / "catalogue.json"
+    row = {
+        "productId": "NEWLINE-1",
+        "name": "Newline",
+        "description": "",
+        "termMonths": 12,
+    }
+    for price in ({"value": "100.00\n", "currency": "NGN"}, {"value": "1.00", "currency": "NGN\n"}):
+        path.write_text(json.dumps([{**row, "price": price}]))
+        with pytest.raises(ValidationFailed) as caught:
+            products.import_file(path)
+        assert [e.field for e in caught.value.errors] == ["line 1: price"]
+    assert Product.select().count() == 0

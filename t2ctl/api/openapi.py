@@ -9,7 +9,7 @@ from t2ctl.api import schemas
 BASE = "/t2mobile"
 
 _PROBLEMS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or gives a key twice in one object.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
@@ -230,7 +230,16 @@ def _orders() -> dict[str, Any]:
             "get": {
                 "operationId": "getOrder",
                 "summary": "One of your orders.",
-                "parameters": [{"name": "orderId", "in": "path", "required": True, **_TEXT}],
+                "parameters": [
+                    {
+                        "name": "orderId",
+                        "in": "path",
+                        "required": True,
+                        "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): "
+                        "clients drop such a path segment. The Location of a 202 does.",
+                        **_TEXT,
+                    }
+                ],
                 "responses": {
                     "200": _json("The order.", "Order", _RATE_HEADERS),
                     **_problems(404, *_AUTHED),

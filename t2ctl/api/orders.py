@@ -2,6 +2,7 @@
 
 import json
 import math
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request, url_for
 from pydantic import ValidationError
@@ -21,9 +22,7 @@ def submit_fulfilment():
     response = jsonify(records.public(submission.order))
     if submission.created:
         response.status_code = 202
-        response.headers["Location"] = url_for(
-            "orders.get_order", order_id=submission.order.order_id
-        )
+        response.headers["Location"] = _location(submission.order.order_id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -34,13 +33,29 @@ def get_order(order_id: str):
     return jsonify(records.public(records.get(g.partner, order_id)))
 
 
+def _location(order_id: str) -> str:
+    """Where the order is read. An orderId ``.`` or ``..`` is a dot segment, which clients
+    remove from a URL's path (RFC 3986, 5.2.4), so it is percent-encoded."""
+    path = url_for("orders.get_order", order_id=order_id)
+    if order_id in (".", ".."):
+        path = f"{path.rsplit('/', 1)[0]}/{order_id.replace('.', '%2E')}"
+    return path
+
+
 def _fulfilment_body() -> schemas.FulfilmentRequest:
-    """Read the body: 415 if not JSON, 413 if too large, 400 if malformed, 422 if invalid."""
+    """Read the body: 415 if not JSON, 413 if too large, then as ``parse_fulfilment``."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413 here
+    return parse_fulfilment(request.get_data(cache=False))  # over MAX_CONTENT_LENGTH: 413
+
+
+def parse_fulfilment(raw: bytes) -> schemas.FulfilmentRequest:
+    """A fulfilment body from its bytes: BadRequest (400) if it is not JSON or repeats a key,
+    ValidationFailed (422, naming every invalid field) if it breaks the schema."""
     try:
-        data = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        data = json.loads(
+            raw, object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_float=_finite
+        )
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("The body is not valid JSON.") from None
     try:
@@ -48,6 +63,17 @@ def _fulfilment_body() -> schemas.FulfilmentRequest:
     except ValidationError as exc:
         problems = [FieldError(f, m) for f, m in schemas.field_errors(exc.errors())]
         raise ValidationFailed(problems) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice is ambiguous: a proxy or the partner's own logs may read the first
+    where a plain ``dict`` keeps the last, so refuse it rather than guess."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise BadRequest(f"The body gives the key {json.dumps(key)} twice in one object.")
+        data[key] = value
+    return data
 
 
 def _not_json(name: str) -> None:

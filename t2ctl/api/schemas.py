@@ -5,7 +5,15 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args
 
 import email_validator
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+)
 from pydantic_core import ErrorDetails
 
 from t2ctl import values
@@ -16,7 +24,6 @@ Identifier = Annotated[str, Field(pattern=values.ID_PATTERN, examples=["T2-20261
 Timestamp = Annotated[
     str, Field(examples=["2026-11-27T09:00:00Z"], json_schema_extra={"format": "date-time"})
 ]
-MetadataValue = str | int | float | bool | None
 Text = Annotated[str, Field(pattern=values.TEXT_PATTERN)]
 # ORDER_STATUSES as a type: a type checker reads a Literal only when it is spelled out.
 OrderStatus = Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED"]
@@ -39,10 +46,48 @@ def _whole_float_as_int(value: Any) -> Any:
 
 Email = Annotated[
     str,
-    Field(max_length=254, examples=["ada@example.ng"], json_schema_extra={"format": "email"}),
+    Field(
+        max_length=254,
+        examples=["ada@example.ng"],
+        description="A deliverable mailbox: a quoted local part, an address literal "
+        "([192.0.2.1]) or a special-use domain (.test, .local, .invalid, .onion...) is refused.",
+        json_schema_extra={"format": "email"},
+    ),
     AfterValidator(_valid_email),
 ]
-Quantity = Annotated[StrictInt, BeforeValidator(_whole_float_as_int), Field(ge=1, le=1000)]
+Quantity = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(_whole_float_as_int)]
+
+
+def _unicode(text: str) -> str:
+    """JSON's \\ud800 escape gives a lone surrogate, which no UTF-8 reader (the partner's, a
+    log's, a terminal's) can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            r"must be valid Unicode text: a lone surrogate such as \ud800 is not"
+        ) from None
+    return text
+
+
+def _flat(value: Any) -> Any:
+    """One error for a value that is not a scalar (a union would give one per member), and
+    the value kept as sent: a replay must match it to the type."""
+    if isinstance(value, str):
+        return _unicode(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise ValueError("must be a string, number, boolean or null: metadata is a flat object")
+
+
+MetadataKey = Annotated[str, AfterValidator(_unicode)]
+MetadataValue = Annotated[
+    Any,
+    AfterValidator(_flat),
+    WithJsonSchema(
+        {"anyOf": [{"type": t} for t in ("string", "integer", "number", "boolean", "null")]}
+    ),
+]
 
 # What each pattern means, for error messages a person can act on.
 PATTERN_HINTS = {
@@ -86,7 +131,7 @@ class FulfilmentRequest(_Body):
     renewalOf: Identifier | None = Field(
         None, description="An earlier FULFILLED order of yours for the same product to extend."
     )
-    metadata: dict[str, MetadataValue] | None = Field(
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(
         None, description="A flat object of your own, stored and not interpreted."
     )
 

@@ -3,6 +3,9 @@
 stdout carries only the result (a table, or with ``--json`` nothing but JSON); every note,
 warning and error goes to stderr as ``t2ctl: ...``. rich drops colour when stdout is not a
 terminal or ``NO_COLOR`` is set.
+
+What people read may quote the outside (a customer's name, a partner's response, Zoho's
+error), so it is shown as plain text through ``escaping.printable``; ``--json`` keeps it exact.
 """
 
 import json
@@ -12,9 +15,17 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from t2ctl.errors import FieldError
 from t2ctl.security import redaction
+from t2ctl.security.escaping import printable
+
+
+def _cell(value: Any) -> Text:
+    """A value as literal text: a Text is never read as rich markup ("[/]" would crash it,
+    "[link=...]" would forge a link)."""
+    return Text(printable("" if value is None else str(value)))
 
 
 def stdout() -> Console:
@@ -47,7 +58,7 @@ def table(
         return
     grid = Table(*(Column(name, overflow="fold") for name in columns), title=title)
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(_cell(cell) for cell in row))
     stdout().print(grid)
 
 
@@ -57,20 +68,23 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     for label, value in pairs:
-        grid.add_row(label, "" if value is None else str(value))
+        grid.add_row(label, _cell(value))
     stdout().print(grid)
 
 
 def note(message: str) -> None:
-    stderr().print(f"t2ctl: {message}", markup=False, soft_wrap=True)
+    stderr().print(f"t2ctl: {printable(message)}", markup=False, soft_wrap=True)
 
 
 def error(message: str, problems: Sequence[FieldError] = ()) -> None:
     """An error on stderr, through the log filter's mask: it may quote a remote service."""
     console = stderr()
     console.print(
-        f"t2ctl: error: {redaction.redact(message)}", markup=False, style="red", soft_wrap=True
+        f"t2ctl: error: {printable(redaction.redact(message))}",
+        markup=False,
+        style="red",
+        soft_wrap=True,
     )
     for problem in problems:
-        text = redaction.redact(f"  {problem.field}: {problem.message}")
+        text = printable(redaction.redact(f"  {problem.field}: {problem.message}"))
         console.print(text, markup=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, Session, session
 from t2ctl.sandbox.receiver import Delivery, Receiver
 from t2ctl.sandbox.zoho import ZohoStandIn
+from t2ctl.security.escaping import printable
 
 SAMPLE_ITEMS = [("M365-BASIC-12M", "Microsoft 365 Basic", 15000.00, 12)]
 
@@ -95,4 +96,5 @@ def _explain(standin: ZohoStandIn, url: str, *, verifying: bool) -> None:
 
 def _echo(delivery: Delivery) -> None:
     mark = "verified" if delivery.verified else "REJECTED (bad signature)"
-    typer.echo(f"webhook {delivery.webhook_id} {delivery.event}: {mark}")
+    # Anyone who reaches the receiver chooses the id and the type, verified or not.
+    typer.echo(printable(f"webhook {delivery.webhook_id} {delivery.event}: {mark}"))

@@ -1,4 +1,6 @@
 """Log lines: one JSON object a line for journald and log shippers, text for a person at a TTY.
+Either way a line may quote the outside (a request's path), so what a terminal would act on is
+escaped (``security.escaping``), and one record stays one line.
 
 Each line carries the ids of what it is about. ``bind(request_id=...)`` sets them for all the
 code that runs within (a request, a job, an order), and ``extra={...}`` adds more to one line,
@@ -15,7 +17,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from t2ctl.security import redaction
+from t2ctl.security import escaping, redaction
 
 FORMATS = ("auto", "json", "text")
 _BOUND: ContextVar[dict[str, Any]] = ContextVar("t2ctl_log_fields", default={})  # noqa: B039
@@ -71,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = record.stack_info
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return escaping.json_text(json.dumps(line, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -80,9 +82,17 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's own line: a message may quote a request (its path) or a response."""
+        return escaping.printable(super().formatMessage(record), one_line=True)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        shown = " ".join(f"{k}={v}" for k, v in fields(record).items() if k != "action")
+        shown = " ".join(
+            f"{k}={escaping.printable(str(v), one_line=True)}"
+            for k, v in fields(record).items()
+            if k != "action"
+        )
         if not shown:
             return text
         head, newline, rest = text.partition("\n")  # ids on the message's line, not the trace's

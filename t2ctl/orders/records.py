@@ -1,9 +1,10 @@
 """Reading orders: the one public shape of an Order, and the queries faces use."""
 
+import re
 from datetime import datetime
 from typing import Any
 
-from t2ctl import clock
+from t2ctl import clock, values
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.errors import Conflict, NotFound
 from t2ctl.values import Money
@@ -50,7 +51,12 @@ def find(pk: int) -> Order | None:
 
 
 def get(partner: Partner, order_id: str) -> Order:
-    """The partner's own order; another partner's order is as unknown as a missing one."""
+    """The partner's own order; another partner's order is as unknown as a missing one.
+
+    An id no order can have is not looked up: PostgreSQL refuses a NUL in a query's text.
+    """
+    if not re.fullmatch(values.ID_PATTERN, order_id):
+        raise NotFound(f"No order has that id: an orderId {values.ID_HINT}.")
     order = _query().where((Order.partner == partner) & (Order.order_id == order_id)).first()
     if order is None:
         raise NotFound(f"No order {order_id} was found.")
