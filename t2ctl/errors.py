@@ -6,6 +6,45 @@ module that understands what it means.
 """
 
 from dataclasses import dataclass
+from typing import Any
+
+# The ``type`` slug of a problem answered for an HTTP status rather than a domain error, by the
+# API (``api/errors.py``) and by the HTTP server itself (``httpserver``), which answer alike.
+HTTP_SLUGS = {
+    400: "malformed-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "rate-limited",
+    431: "headers-too-large",
+    500: "internal",
+}
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem document as t2ctl sends every error: ``type`` is
+    ``urn:t2ctl:problem:<slug>``; ``extra`` adds members such as ``errors`` or ``errorId``."""
+    return {
+        "type": f"urn:t2ctl:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+
+
+def internal_problem(error_id: str) -> dict[str, Any]:
+    """The problem for an unexpected failure: only the ``errorId`` that the log holds beside
+    the cause, never the cause itself (no stack trace, SQL or secret)."""
+    return problem(
+        500,
+        "internal",
+        "Internal error",
+        "Something went wrong on our side; quote the errorId to IconTech support.",
+        errorId=error_id,
+    )
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,21 @@ never silent long enough to be cut off. This server, built the one way by ``buil
 - waits on ``poll()``, not ``select()``, so more than 1024 sockets work, and raises the
   process's open-file limit to fit the connection limit.
 
-Everything here runs on waitress's event-loop thread, the only one that reads from sockets
-and creates requests: a channel found with no request queued cannot gain one, or be handed to
-a worker thread, until this thread reads again.
+The checks and the shedding run on waitress's event-loop thread, the only one that reads from
+sockets and creates requests: a channel found with no request queued cannot gain one, or be
+handed to a worker thread, until this thread reads again. Worker threads only run the app and
+write answers.
 """
 
+import itertools
 import json
 import logging
 import resource
+import select
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +42,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 
+from t2ctl import clock, errors
 from t2ctl.config import ServerSettings
-from t2ctl.errors import T2Error
 
 logger = logging.getLogger(__name__)
 
@@ -71,32 +75,36 @@ LOG_EVERY = 10.0
 Observer = Callable[[str, int], None]
 IDLE, SLOW, READ_TIMEOUT = "idle", "slow", "read_timeout"
 
-_SLUGS = {
-    400: "malformed-request",
-    408: "request-timeout",
-    413: "payload-too-large",
-    431: "headers-too-large",
-}
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> bytes:
+    """The body of a refusal, as the API writes its problems."""
+    slug = errors.HTTP_SLUGS.get(status, "http-error")
+    return json.dumps(errors.problem(status, slug, title, detail, **extra)).encode()
 
 
-def problem(status: int, title: str, detail: str) -> bytes:
-    """An RFC 9457 body, as ``t2ctl.api.errors`` writes them."""
-    body = {
-        "type": f"urn:t2ctl:problem:{_SLUGS.get(status, 'http-error')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    return json.dumps(body).encode()
+def _internal_error(cause: str) -> bytes:
+    """A 500 with an ``errorId`` that the log holds beside the cause, never the cause itself."""
+    error_id = uuid.uuid4().hex
+    logger.error(
+        "unhandled error %s: %s",
+        error_id,
+        cause,
+        extra={"action": "unhandled_error", "error_id": error_id},
+    )
+    return json.dumps(errors.internal_problem(error_id)).encode()
 
 
 class ProblemTask(ErrorTask):
     """Waitress's refusal of a request it could not parse, as problem+json."""
 
     def execute(self) -> None:
+        """On a worker thread, as every waitress task; ``refused`` is read by the loop only
+        once this answer is written."""
         error = self.request.error
-        # Waitress quotes a malformed header line, which may hold a key: keep only the words.
-        body = problem(error.code, error.reason, error.body.partition(' "')[0])
+        if error.code >= 500:  # the app failed while streaming: as the API answers a 500
+            body = _internal_error(error.body)
+        else:  # waitress quotes a malformed header line, which may hold a key: keep the words
+            body = problem(error.code, error.reason, error.body.partition(' "')[0])
         self.status = f"{error.code} {error.reason}"
         self.channel.refused = True
         self.response_headers.append(("Content-Type", "application/problem+json"))
@@ -159,6 +167,14 @@ class Channel(HTTPChannel):
                 pass
         super().handle_close()
 
+    def end_linger(self) -> None:
+        """Close on this loop pass. Not at once: the checks run while the loop registers
+        sockets to poll, and a descriptor closed then may be reused by a connection accepted
+        on the same pass, which would get this one's events."""
+        self.refused = False
+        self.lingering_since = None
+        self.will_close = True
+
     def time_out(self, detail: str) -> None:
         """Answer 408 to the request still arriving, and close once that is written."""
         body = problem(408, "Request Timeout", detail)
@@ -166,9 +182,10 @@ class Channel(HTTPChannel):
             "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
             f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
-        if self.request is not None:
-            self.request.close()  # its body buffer, perhaps a temporary file
-            self.request = None
+        with self.requests_lock:  # a worker finishing the previous request may read it
+            if self.request is not None:
+                self.request.close()  # its body buffer, perhaps a temporary file
+                self.request = None
         with self.outbuf_lock:
             self.outbufs[-1].append(head.encode() + body)
             self.total_outbufs_len += len(head) + len(body)
@@ -194,22 +211,25 @@ class Server(TcpWSGIServer):
         self.limit = connection_limit
         self.idle_timeout = settings.idle_timeout.total_seconds()
         self.read_timeout = settings.read_timeout.total_seconds()
+        self.read_timeout_text = clock.format_duration(settings.read_timeout)
         self.tally = _Tally(observer)
         self.full = False
+        self.told_full = False
+        self.next_full_log = 0.0
         self.next_check = 0.0
         adj = Adjustments(
             host=host,
             port=port,
             threads=settings.threads,
             ident="t2ctl",
-            connection_limit=connection_limit,
-            channel_timeout=int(self.idle_timeout),
             max_request_header_size=settings.max_header_bytes,
             max_request_body_size=TRANSPORT_BODY_LIMIT,
             asyncore_use_poll=True,
             clear_untrusted_proxy_headers=False,  # the app judges them: t2ctl.api.proxies
         )
-        adj.asyncore_loop_timeout = CHECK_EVERY  # Adjustments takes whole seconds only
+        # Adjustments takes whole seconds only. Its connection_limit and channel_timeout are
+        # left alone: readable() and check() below stand in for the code that reads them.
+        adj.asyncore_loop_timeout = CHECK_EVERY
         super().__init__(app, map={}, adj=adj, sockinfo=adj.listen[0])
 
     def readable(self) -> bool:
@@ -223,9 +243,10 @@ class Server(TcpWSGIServer):
         if not self.accepting:
             return False
         room = self.limit - len(self.active_channels)
-        if room <= 0 and (checking or not self.full):  # full: look again at the next check
+        # Full: make room when a client waits to connect, and look again at the next check.
+        if room <= 0 and (checking or not self.full) and self._someone_waits():
             room += self.make_room(now)
-        self._note_full(room <= 0)
+        self._note_full(room <= 0, now)
         return room > 0
 
     def check(self, now: float) -> None:
@@ -233,57 +254,103 @@ class Server(TcpWSGIServer):
         for longer than ``read_timeout``."""
         for channel in list(self.active_channels.values()):
             if channel.lingering_since is not None and now - channel.lingering_since > LINGER:
-                channel.handle_close()
+                channel.end_linger()
+            if channel.requests and channel.arriving_since is not None:
+                # A next request arriving while the app serves this one is not read until
+                # then: its clock starts when it can be.
+                channel.arriving_since = now
             if channel.requests or channel.closing:
                 continue
             since = channel.arriving_since
             if since is not None and now - since > self.read_timeout:
-                channel.time_out(f"the request did not arrive within {self.read_timeout:g}s")
+                channel.time_out(f"the request did not arrive within {self.read_timeout_text}")
                 self.tally.add(READ_TIMEOUT, 1, now)
             elif now - channel.last_activity > self.idle_timeout:
                 channel.will_close = True
         self.tally.flush(now)
 
     def make_room(self, now: float) -> int:
-        """Close the idle connections, oldest first, then those slowly sending a request;
-        return how many. Those the app is serving are never closed."""
+        """Close the connections whose refusal is already answered, then the idle ones,
+        oldest first, then those slowly sending a request; return how many. Those the app is
+        serving are never closed, nor one whose next request has arrived unread."""
         wanted = len(self.active_channels) - self.limit + 1 + int(self.limit * HEADROOM)
+        lingering: list[Channel] = []
         idle: list[Channel] = []
         slow: list[Channel] = []
         for channel in self.active_channels.values():
-            if channel.busy or channel.closing:
+            if channel.lingering_since is not None:
+                lingering.append(channel)
+            elif channel.busy or channel.closing:
                 continue
-            if channel.arriving_since is None:
+            elif channel.arriving_since is None:
                 if now - channel.last_activity > IDLE_GRACE:
                     idle.append(channel)
             elif now - channel.arriving_since > SLOW_GRACE:
                 slow.append(channel)
+        answered = lingering[:wanted]
+        for channel in answered:
+            channel.end_linger()
+        wanted -= len(answered)
         idle.sort(key=lambda c: c.last_activity)
         slow.sort(key=lambda c: c.arriving_since or 0.0)
-        closing = (idle + slow)[:wanted]
-        for channel in closing:
+        shed_idle = list(itertools.islice(filter(_nothing_unread, idle), wanted))
+        shed_slow = slow[: wanted - len(shed_idle)]
+        for channel in shed_idle + shed_slow:
             channel.will_close = True  # writable now: the loop closes it on this pass
-        shed_idle = min(len(idle), len(closing))
-        self.tally.add(IDLE, shed_idle, now)
-        self.tally.add(SLOW, len(closing) - shed_idle, now)
-        return len(closing)
+        self.tally.add(IDLE, len(shed_idle), now)
+        self.tally.add(SLOW, len(shed_slow), now)
+        return len(answered) + len(shed_idle) + len(shed_slow)
 
-    def _note_full(self, full: bool) -> None:
-        if full and not self.full:
+    def _someone_waits(self) -> bool:
+        """A client's connection is ready to be accepted (without accepting it)."""
+        waiting = select.poll()
+        waiting.register(self.socket, select.POLLIN)
+        return bool(waiting.poll(0))
+
+    def _note_full(self, full: bool, now: float) -> None:
+        """Say when the server fills up and when it accepts again, at most a pair of lines
+        every ``LOG_EVERY`` seconds: under a slow-loris it fills and sheds all the time."""
+        if full and not self.full and now >= self.next_full_log:
             logger.warning(
                 "all %d connections are in use and none may be closed yet: new connections wait",
                 self.limit,
                 extra={"action": "connections_full"},
             )
-        elif self.full and not full:
+            self.told_full = True
+            self.next_full_log = now + LOG_EVERY
+        elif self.full and not full and self.told_full:
             logger.info("accepting connections again", extra={"action": "connections_full"})
+            self.told_full = False
         self.full = full
+
+    def run(self) -> None:
+        """Serve until SIGTERM's SystemExit; then stop accepting at once (waitress alone would
+        keep its listener open, the kernel completing handshakes nobody serves) and let the
+        requests in flight finish."""
+        try:
+            wasyncore.loop(timeout=CHECK_EVERY, map=self._map, use_poll=True)
+        except (SystemExit, KeyboardInterrupt):
+            self.close()  # the listening socket only
+            self.task_dispatcher.shutdown()
 
     def serve_until(self, stopping: threading.Event) -> None:
         """Run the loop on this thread until ``stopping`` is set, then close every socket."""
-        while not stopping.is_set():
-            wasyncore.loop(timeout=CHECK_EVERY, map=self._map, use_poll=True, count=1)
-        wasyncore.close_all(self._map)
+        try:
+            while not stopping.is_set():
+                wasyncore.loop(timeout=CHECK_EVERY, map=self._map, use_poll=True, count=1)
+        finally:
+            wasyncore.close_all(self._map)
+
+
+def _nothing_unread(channel: Channel) -> bool:
+    """No byte of a next request waits in the socket: "idle" was judged before the loop
+    read, and closing with data unread would reset the connection under that request."""
+    try:
+        return not channel.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:  # nothing to read: idle indeed
+        return True
+    except OSError:  # broken already
+        return True
 
 
 class _Tally:
@@ -331,7 +398,7 @@ def build(
             app, settings, host=host, port=port, connection_limit=limit, observer=observer
         )
     except OSError as exc:
-        raise T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise errors.T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def _fit_open_files(limit: int) -> int:

@@ -10,6 +10,7 @@ import re
 import resource
 import select
 import selectors
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ import psycopg
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from waitress import wasyncore
 
 from t2ctl import httpserver
+from t2ctl.config import ServerSettings
 from tests.processes import LISTENING, Daemon, serve
 
 LIMIT = 50
@@ -345,3 +348,85 @@ def test_the_daemon_fits_its_open_file_limit_to_its_connection_limit(tmp_path: P
         warning = f"needs {needed} open files but this process may open 600 (raise LimitNOFILE)"
         assert warning in daemon.log
         assert f"serving at most {600 - httpserver.RESERVED_FILES} connections" in daemon.log
+
+
+def test_at_the_limit_nothing_is_closed_while_nobody_waits_to_connect(tmp_path: Path) -> None:
+    """Shedding makes room for a client that waits; with none waiting, the limit's idle
+    connections are left alone."""
+    with start(tmp_path) as daemon, connections(daemon, LIMIT) as idle:
+        assert closed(idle, within=1.5) == 0
+        with connections(daemon, 1) as (newcomer,):
+            newcomer.sendall(b"GET /t2mobile/health/live HTTP/1.1\r\nHost: t2ctl\r\n\r\n")
+            assert newcomer.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert closed(idle, within=0.5) >= 1
+
+
+def test_refused_connections_lingering_are_closed_first_to_make_room(tmp_path: Path) -> None:
+    """Clients refused 431 that keep their sockets open hold them for up to ``LINGER`` (the
+    server reads and drops what they still send); at the limit they are closed before
+    anything else, their answer already sent, so a newcomer does not wait out the linger."""
+    oversized = b"GET /t2mobile/health HTTP/1.1\r\nHost: t2ctl\r\nX-Big: " + b"a" * 5000
+    with start(tmp_path) as daemon, connections(daemon, LIMIT) as refused:
+        for sock in refused:
+            sock.sendall(oversized + b"\r\n\r\n")
+        for sock in refused:  # each told 431, and its socket left open by the client
+            assert sock.recv(65536).split(b"\r\n")[0].startswith(b"HTTP/1.0 431 ")
+        response, waited = timed_get(daemon, "/t2mobile/health/live")
+    assert response.status_code == 200
+    assert waited < httpserver.LINGER / 2, "the newcomer waited for a linger to end"
+    print(f"\n{LIMIT} refused and lingering at the limit: live in {waited:.3f}s")
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_sigterm_stops_accepting_at_once_and_finishes_the_request_in_flight(
+    tmp_path: Path, db_url: str
+) -> None:
+    """On SIGTERM the listener closes before the drain: a new client is refused, not accepted
+    into a queue nobody serves, while the request in flight still gets its answer."""
+    with start(tmp_path, database=db_url) as daemon:
+        host, port = address(daemon)
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE job IN ACCESS EXCLUSIVE MODE")
+            stalled = socket.create_connection((host, port), timeout=30)
+            stalled.sendall(b"GET /t2mobile/health HTTP/1.1\r\nHost: t2ctl\r\n\r\n")
+            time.sleep(0.5)  # in the app's hands, waiting for the lock
+            daemon.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "received" not in daemon.log:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((host, port), timeout=5).close()
+        answer = stalled.recv(65536)  # the lock went with its transaction
+        stalled.close()
+        assert daemon.proc.wait(timeout=30) == 0
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_idle_connection_whose_next_request_has_arrived_is_not_shed() -> None:
+    """ "Idle" is judged before the loop reads: a keep-alive connection whose next request
+    waits unread in its socket is passed over, or closing it would reset that request."""
+
+    def app(_environ, start_response):
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    settings = ServerSettings(connection_limit=2)
+    server = httpserver.build(app, settings, host="127.0.0.1", port=0)
+    try:
+        first, second = (
+            socket.create_connection(("127.0.0.1", server.effective_port)) for _ in range(2)
+        )
+        while len(server.active_channels) < 2:  # accepted, nothing read
+            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+        first.sendall(b"GET / HTTP/1.1\r\nHost: t2ctl\r\n\r\n")
+        time.sleep(httpserver.IDLE_GRACE + 0.1)  # both look idle by their last activity
+        assert server.make_room(time.time()) == 1
+        by_peer = {c.addr[1]: c for c in server.active_channels.values()}
+        assert not by_peer[first.getsockname()[1]].will_close
+        assert by_peer[second.getsockname()[1]].will_close
+        first.close()
+        second.close()
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()

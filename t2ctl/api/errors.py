@@ -6,6 +6,7 @@ holds a stack trace, SQL, or a secret.
 
 import logging
 import uuid
+from typing import Any
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -24,26 +25,15 @@ _STATUS = {
     errors.Conflict: (409, "idempotency-conflict"),
     errors.Unavailable: (503, "unavailable"),
 }
-_HTTP_SLUGS = {
-    400: "malformed-request",
-    404: "not-found",
-    405: "method-not-allowed",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-    429: "rate-limited",
-}
 
 
 def problem(status: int, slug: str, title: str, detail: str, **extra) -> Response:
-    body = {
-        "type": f"urn:t2ctl:problem:{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    response = jsonify(body)
-    response.status_code = status
+    return _answer(errors.problem(status, slug, title, detail, **extra))
+
+
+def _answer(document: dict[str, Any]) -> Response:
+    response = jsonify(document)
+    response.status_code = document["status"]
     response.mimetype = MEDIA_TYPE
     return response
 
@@ -74,7 +64,7 @@ def _http_error(exc: HTTPException) -> Response:
     if status >= 500:
         return _unexpected(exc)
     response = problem(
-        status, _HTTP_SLUGS.get(status, "http-error"), exc.name, exc.description or exc.name
+        status, errors.HTTP_SLUGS.get(status, "http-error"), exc.name, exc.description or exc.name
     )
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
@@ -95,10 +85,4 @@ def _unexpected(exc: BaseException) -> Response:
         exc_info=exc,
         extra={"action": "unhandled_error", "error_id": error_id},
     )
-    return problem(
-        500,
-        "internal",
-        "Internal error",
-        "Something went wrong on our side; quote the errorId to IconTech support.",
-        errorId=error_id,
-    )
+    return _answer(errors.internal_problem(error_id))

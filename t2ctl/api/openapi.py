@@ -9,14 +9,19 @@ from t2ctl.api import schemas
 BASE = "/t2mobile"
 
 _PROBLEMS = {
-    400: "The body is not valid JSON, or gives a key twice in one object.",
+    400: "Malformed: the body is not valid JSON or gives a key twice in one object, or the "
+    "request line or a header is not valid HTTP.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
+    408: "The request had not arrived in full within the server's read timeout (30 s unless "
+    "configured otherwise); the connection is closed.",
     409: "This orderId was already used with a different body; nothing was changed.",
     413: "The body is larger than 64 KiB. (One announced over 1 MiB is refused by the HTTP "
     "server before the API reads it, with the same problem.)",
     415: "The body is not sent as application/json.",
+    431: "The request line and headers are larger than the server takes (16 KiB unless "
+    "configured otherwise); the connection is closed.",
     422: "The request is well-formed but invalid: see `errors`. Includes an unknown or inactive "
     "product and an amount that is not price × quantity.",
     429: "Over the rate limit (100 requests a minute per key unless agreed otherwise).",
@@ -24,6 +29,8 @@ _PROBLEMS = {
     503: "The database is unavailable; retry later.",
 }
 _AUTHED = (401, 403, 429, 500, 503)
+# What the HTTP server itself may answer, before any route: every operation lists them.
+_TRANSPORT = (400, 408, 431)
 
 
 def document(version: str) -> dict[str, Any]:
@@ -115,7 +122,11 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     """Every route: the public ones first (health, this document), then the partner's."""
-    return {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders()}
+    paths = {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders()}
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"].update(_problems(*_TRANSPORT))
+    return paths
 
 
 _TEXT = {"schema": {"type": "string"}}

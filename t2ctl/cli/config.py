@@ -60,7 +60,7 @@ def _check_pooling(settings: Settings) -> None:
             with contextlib.closing(db.listen("t2ctl_config_check", timeout=0)) as probe:
                 next(probe)
         except db.DRIVER_ERRORS as exc:
-            raise Unavailable(f"database.listen_url cannot be reached: {exc}") from exc
+            raise Unavailable("database.listen_url cannot be reached.") from exc  # cause shown
         output.note(f"LISTEN session reachable: {database.redacted_listen_url()}")
 
 

@@ -175,6 +175,7 @@ def _listening_session() -> Iterator[psycopg.Connection | None]:
                 "a few seconds late; set database.listen_url to a direct PostgreSQL URL",
                 extra={"action": "listen_pooled"},
             )
+            database.close()  # the pool's connection back: the caller only sleeps
             yield None
         else:
             yield pooled
