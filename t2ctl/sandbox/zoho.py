@@ -175,6 +175,11 @@ class ZohoStandIn:
         over ``seconds``."""
         self._add(Fault(method, re.compile(path), times, dribble=seconds))
 
+    def calm(self) -> None:
+        """Drop every fault not yet met: Zoho is well again."""
+        with self.lock:
+            self.faults.clear()
+
     def _add(self, fault: Fault) -> None:
         with self.lock:
             self.faults.append(fault)
