@@ -1,0 +1,100 @@
+"""The fault matrix, PostgreSQL restarted mid-load: on a private cluster (the shared server
+serves other tests), stopped and started again while a partner submits orders to an api and a
+worker process. The API answers 503 problem+json meanwhile, within a bounded time; the
+daemons recover by themselves, and no acknowledged order is lost."""
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from t2ctl import db
+from tests.cluster import Cluster
+from tests.conftest import IN_CI, _close_handle, make_settings
+from tests.faults import (
+    UNAVAILABLE,
+    Fleet,
+    Partner,
+    Window,
+    assert_promise,
+    free_port,
+    order,
+    sandbox_fleet,
+    sandbox_sales,
+    settled,
+)
+from tests.hooks import Hook, running_hook
+from tests.processes import wait_until
+
+OUTAGE = 4.0  # seconds the database stays down
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    try:
+        private = Cluster()
+        private.start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        if IN_CI:
+            pytest.fail(f"a private PostgreSQL cluster cannot be run: {exc}")
+        pytest.skip(f"a private PostgreSQL cluster cannot be run: {exc}")
+    try:
+        private.create_database()
+        yield private
+    finally:
+        _close_handle()
+        private.remove()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    receiver, running = running_hook()
+    try:
+        yield receiver
+    finally:
+        running.stop()
+
+
+def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
+    cluster: Cluster, hook: Hook, tmp_path: Path
+) -> None:
+    config, key = sandbox_fleet(make_settings(cluster.url), hook, tmp_path / "config.toml")
+    stop = threading.Event()
+    with Fleet(tmp_path, config, [free_port()], workers=1) as fleet:
+        fleet.start()
+        partner = Partner(fleet.urls, key)
+        bodies = (order(n, "T2-PG") for n in itertools.count())
+        load = partner.keep_submitting(bodies, stop, clients=4, pause=0.05)
+        wait_until(lambda: len(partner.accepted) >= 40, timeout=30, what="40 orders accepted")
+        down = time.monotonic()
+        cluster.stop()
+        time.sleep(OUTAGE)
+        cluster.start()
+        up = time.monotonic()
+        db.reset()  # this test's own connection died with the server, as any thread's did
+        wait_until(lambda: len(partner.accepted) >= 40 + 80, timeout=60, what="80 more orders")
+        stop.set()
+        for thread in load:
+            thread.join()
+        wait_until(lambda: settled(partner.accepted), timeout=60, what="every order settled")
+        assert fleet.stop() == [0, 0]
+
+    window = Window(down, up, list(partner.attempts))
+    during = window.during
+    assert during, "orders came in while the database was down"
+    assert {a.status for a in during} <= {503} | {200, 202}, "503 (or accepted just before)"
+    assert {a.problem for a in during if a.status == 503} == {UNAVAILABLE}
+    assert max(a.ended - a.started for a in during) < 10, "answered, not held"
+    assert all(a.status in (200, 202) for a in window.after), "the first requests succeed"
+    assert 500 not in partner.statuses
+    found = assert_promise(partner.accepted, sandbox_sales(), hook)
+    print(
+        f"postgres restart: {len(partner.accepted)} orders {dict(found.statuses)}, down "
+        f"{up - down:.1f} s, {partner.statuses[503]} answers 503 meanwhile (slowest "
+        f"{max(a.ended - a.started for a in during):.2f} s), first order accepted "
+        f"{window.first_accepted_after():.2f} s after it was back, lost {len(found.lost)}, "
+        f"duplicates {found.duplicates}"
+    )
