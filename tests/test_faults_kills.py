@@ -75,7 +75,9 @@ def test_sigkills_at_random_moments_lose_nothing_and_duplicate_nothing(
         threads[0].join()
         stop_faults.set()
         threads[1].join()
-        wait_until(lambda: settled(partner.accepted), timeout=180, what="every order settled")
+        wait_until(
+            lambda: settled(partner.accepted), timeout=120 + count / 4, what="every order settled"
+        )
         assert fleet.stop() == [0] * len(fleet.daemons)
     seconds = time.monotonic() - started
 

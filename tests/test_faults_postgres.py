@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from t2ctl import db
 from tests.cluster import Cluster
@@ -71,7 +72,8 @@ def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
         wait_until(lambda: len(partner.accepted) >= 40, timeout=30, what="40 orders accepted")
         down = time.monotonic()
         cluster.stop()
-        time.sleep(OUTAGE)
+        health = requests.get(f"{fleet.urls[0]}/t2mobile/health", timeout=10)
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
         cluster.start()
         up = time.monotonic()
         db.reset()  # this test's own connection died with the server, as any thread's did
@@ -82,6 +84,8 @@ def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
         wait_until(lambda: settled(partner.accepted), timeout=60, what="every order settled")
         assert fleet.stop() == [0, 0]
 
+    assert health.status_code == 503
+    assert health.json()["status"] == health.json()["database"] == "unavailable"
     window = Window(down, up, list(partner.attempts))
     during = window.during
     assert during, "orders came in while the database was down"
