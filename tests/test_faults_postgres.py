@@ -94,6 +94,16 @@ def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
     assert max(a.ended - a.started for a in during) < 10, "answered, not held"
     assert all(a.status in (200, 202) for a in window.after), "the first requests succeed"
     assert 500 not in partner.statuses
+    assert (
+        sum(
+            n
+            for complaint, n in fleet.complaints().items()
+            if complaint.startswith(
+                "warning t2ctl.api.errors: database unavailable: OperationalError"
+            )
+        )
+        == partner.statuses[503]
+    )
     found = assert_promise(partner.accepted, sandbox_sales(), hook)
     print(
         f"postgres restart: {len(partner.accepted)} orders {dict(found.statuses)}, down "

@@ -91,6 +91,10 @@ def test_sqlite_locked_by_another_process_is_a_503_meanwhile_and_loses_nothing(
     assert slowest < db.BUSY_TIMEOUT + 2
     assert all(a.status in (200, 202) for a in window.after), "the first requests succeed"
     assert 500 not in partner.statuses
+    # The operator is told why, the partner not.
+    told = "warning t2ctl.api.errors: database unavailable: OperationalError: database is locked"
+    complaints = fleet.complaints()
+    assert sum(n for c, n in complaints.items() if c.startswith(told)) == partner.statuses[503]
     found = assert_promise(partner.accepted, sandbox_sales(), hook)
     print(
         f"sqlite locked: {len(partner.accepted)} orders {dict(found.statuses)}, locked "
