@@ -43,7 +43,7 @@ def fault_config(zoho: ZohoEnv, ca_file: Path) -> str:
         + "\n[server]\nrate_limit_per_minute = 100000\n"
         + "\n[worker]\nlease_seconds = 5\nconcurrency = 4\n"
         + '\n[webhooks]\nallow_private_networks = ["127.0.0.0/8"]\n'
-        + f'ca_file = "{ca_file}"\ntimeout_seconds = 2\n'
+        + f'ca_file = "{ca_file}"\n'
         + 'retry_schedule = ["1s", "2s", "3s", "5s", "5s", "5s", "5s", "5s", "5s", "5s"]\n'
     )
 
