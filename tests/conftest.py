@@ -8,6 +8,7 @@ an unreachable PostgreSQL or a missing PgBouncer fails those tests; elsewhere it
 and the summary says so.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -445,11 +446,10 @@ def zoho_settings(base: Settings, standin: ZohoStandIn, url: str, **zoho: object
     )
 
 
-@pytest.fixture
-def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
-    """Zoho's limit of 100 calls a minute is compressed to 100 a second here, and so is the
-    budget of the workers tests build (80 per ``per``, the default share): waiting minutes
-    would prove nothing more."""
+@contextlib.contextmanager
+def zoho_standin(base: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
+    """The Zoho stand-in served over HTTP, an item for each product of ``catalogue``, and
+    ``base`` pointed at it."""
     standin = ZohoStandIn(window=1.0)
     for product in catalogue:
         standin.add_item(
@@ -461,9 +461,18 @@ def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[
         )
     running = sandbox.in_background(sandbox.build(standin))
     try:
-        yield ZohoEnv(standin, running.url, zoho_settings(migrated, standin, running.url))
+        yield ZohoEnv(standin, running.url, zoho_settings(base, standin, running.url))
     finally:
         running.stop()
+
+
+@pytest.fixture
+def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
+    """Zoho's limit of 100 calls a minute is compressed to 100 a second here, and so is the
+    budget of the workers tests build (80 per ``per``, the default share): waiting minutes
+    would prove nothing more."""
+    with zoho_standin(migrated, catalogue) as env:
+        yield env
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 would, a fleet of ``t2ctl serve`` processes killed and restarted as systemd would, and the
 promise checked afterwards from the database, the Zoho stand-in and the receiver."""
 
+import contextlib
 import itertools
 import json
 import random
@@ -20,11 +21,11 @@ import requests
 from t2ctl import clock, db, partners, products
 from t2ctl.config import Settings
 from t2ctl.db import schema
-from t2ctl.db.models import Order, SandboxSalesOrder, WebhookDelivery
+from t2ctl.db.models import Order, WebhookDelivery
 from t2ctl.jobs import admin
 from t2ctl.sandbox.zoho import ZohoStandIn
 from t2ctl.security.crypto import SecretBox
-from tests.conftest import CATALOGUE, ZohoEnv, order_body, write_config
+from tests.conftest import CATALOGUE, ZohoEnv, order_body, write_config, zoho_standin
 from tests.hooks import Hook
 from tests.processes import LISTENING, WORKER_STARTED, Daemon, serve
 
@@ -65,25 +66,16 @@ def partner_key(zoho: ZohoEnv, webhook_url: str) -> str:
     return key
 
 
-def sandbox_fleet(settings: Settings, hook: Hook, path: Path) -> tuple[Path, str]:
-    """A database for ``settings`` migrated, with the catalogue and T2Mobile (its webhooks to
-    ``hook``); a config file in sandbox mode declining one product, with short leases and
-    retries; and T2Mobile's API key."""
-    db.connect(settings.database.url)
+@contextlib.contextmanager
+def zoho_fleet(base: Settings, ca_file: Path, path: Path) -> Iterator[tuple[ZohoEnv, Path]]:
+    """For a database of a test's own (``base``): migrated, with the catalogue; the Zoho
+    stand-in as ``faulty_zoho`` leaves it; and the fault matrix's config file at ``path``."""
+    db.connect(base.database.url)
     schema.migrate()
     products.upsert(CATALOGUE)
-    box = SecretBox(settings.security.master_keys)
-    key = partners.add("t2mobile", hook.url, box=box, sandbox=True).key.api_key
-    partners.update("t2mobile", sandbox=True, rate_limit="100000/minute")
-    config = write_config(
-        path,
-        settings,
-        f'\n[sandbox]\ndecline_products = ["{DECLINED}"]\n'
-        "\n[server]\nrate_limit_per_minute = 100000\n"
-        "\n[worker]\nlease_seconds = 5\n"
-        '\n[webhooks]\nretry_schedule = ["1s", "2s", "3s", "5s", "5s", "5s", "5s"]\n',
-    )
-    return config, key
+    with zoho_standin(base, CATALOGUE) as zoho:
+        faulty_zoho(zoho)
+        yield zoho, write_config(path, zoho.settings, fault_config(zoho, ca_file))
 
 
 def free_port() -> int:
@@ -353,11 +345,6 @@ def zoho_sales(standin: ZohoStandIn) -> Counter[str]:
     """The stand-in's sales orders, counted by reference_number (our orderId)."""
     with standin.lock:
         return Counter(s["reference_number"] for s in standin.salesorders.values())
-
-
-def sandbox_sales() -> Counter[str]:
-    """The sandbox provisioner's sales orders, counted by reference_number."""
-    return Counter(s.reference_number for s in SandboxSalesOrder.select())
 
 
 def outcome(accepted: set[str], references: Counter[str], hook: Hook) -> Outcome:

@@ -23,11 +23,12 @@ from tests.faults import (
     assert_promise,
     free_port,
     order,
-    sandbox_fleet,
-    sandbox_sales,
+    partner_key,
     settled,
+    zoho_fleet,
+    zoho_sales,
 )
-from tests.hooks import Hook, running_hook
+from tests.hooks import Hook
 from tests.processes import wait_until
 
 OUTAGE = 4.0  # seconds the database stays down
@@ -50,23 +51,20 @@ def cluster() -> Iterator[Cluster]:
         private.remove()
 
 
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver, running = running_hook()
-    try:
-        yield receiver
-    finally:
-        running.stop()
-
-
 def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
-    cluster: Cluster, hook: Hook, tmp_path: Path
+    cluster: Cluster, tls_hook: tuple[Hook, Path], tmp_path: Path
 ) -> None:
-    config, key = sandbox_fleet(make_settings(cluster.url), hook, tmp_path / "config.toml")
+    hook, ca_file = tls_hook
     stop = threading.Event()
-    with Fleet(tmp_path, config, [free_port()], workers=1) as fleet:
+    with (
+        zoho_fleet(make_settings(cluster.url), ca_file, tmp_path / "config.toml") as (
+            zoho,
+            config,
+        ),
+        Fleet(tmp_path, config, [free_port()], workers=1) as fleet,
+    ):
         fleet.start()
-        partner = Partner(fleet.urls, key)
+        partner = Partner(fleet.urls, partner_key(zoho, hook.url))
         bodies = (order(n, "T2-PG") for n in itertools.count())
         load = partner.keep_submitting(bodies, stop, clients=4, pause=0.05)
         wait_until(lambda: len(partner.accepted) >= 40, timeout=30, what="40 orders accepted")
@@ -104,7 +102,7 @@ def test_postgresql_restarted_mid_load_is_a_503_meanwhile_and_loses_nothing(
         )
         == partner.statuses[503]
     )
-    found = assert_promise(partner.accepted, sandbox_sales(), hook)
+    found = assert_promise(partner.accepted, zoho_sales(zoho.standin), hook)
     print(
         f"postgres restart: {len(partner.accepted)} orders {dict(found.statuses)}, down "
         f"{up - down:.1f} s, {partner.statuses[503]} answers 503 meanwhile (slowest "

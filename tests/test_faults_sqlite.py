@@ -24,9 +24,10 @@ from tests.faults import (
     assert_promise,
     free_port,
     order,
-    sandbox_fleet,
-    sandbox_sales,
+    partner_key,
     settled,
+    zoho_fleet,
+    zoho_sales,
 )
 from tests.hooks import Hook
 from tests.processes import wait_until
@@ -51,15 +52,17 @@ def database(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_sqlite_locked_by_another_process_is_a_503_meanwhile_and_loses_nothing(
-    database: Path, hook: Hook, tmp_path: Path
+    database: Path, tls_hook: tuple[Hook, Path], tmp_path: Path
 ) -> None:
-    config, key = sandbox_fleet(
-        make_settings(f"sqlite:///{database}"), hook, tmp_path / "config.toml"
-    )
+    hook, ca_file = tls_hook
+    base = make_settings(f"sqlite:///{database}")
     stop = threading.Event()
-    with Fleet(tmp_path, config, [free_port()], workers=1) as fleet:
+    with (
+        zoho_fleet(base, ca_file, tmp_path / "config.toml") as (zoho, config),
+        Fleet(tmp_path, config, [free_port()], workers=1) as fleet,
+    ):
         fleet.start()
-        partner = Partner(fleet.urls, key)
+        partner = Partner(fleet.urls, partner_key(zoho, hook.url))
         bodies = (order(n, "T2-LK") for n in itertools.count())
         load = partner.keep_submitting(bodies, stop, clients=4, pause=0.05)
         wait_until(lambda: len(partner.accepted) >= 40, timeout=30, what="40 orders accepted")
@@ -95,7 +98,7 @@ def test_sqlite_locked_by_another_process_is_a_503_meanwhile_and_loses_nothing(
     told = "warning t2ctl.api.errors: database unavailable: OperationalError: database is locked"
     complaints = fleet.complaints()
     assert sum(n for c, n in complaints.items() if c.startswith(told)) == partner.statuses[503]
-    found = assert_promise(partner.accepted, sandbox_sales(), hook)
+    found = assert_promise(partner.accepted, zoho_sales(zoho.standin), hook)
     print(
         f"sqlite locked: {len(partner.accepted)} orders {dict(found.statuses)}, locked "
         f"{up - down:.1f} s, {partner.statuses[503]} answers 503 meanwhile (slowest "
