@@ -38,7 +38,7 @@ NOT_AUTHORIZED = {"code": 57, "message": "You are not authorized to perform this
 class Call:
     method: str
     path: str  # below /inventory/v1, or /oauth/v2/token
-    status: int
+    status: int  # 0: the connection was closed without an answer (``reset``)
 
 
 # A view that sets this key in the WSGI environ gets its connection closed without an answer
@@ -283,7 +283,6 @@ class ZohoStandIn:
         api = path != request.path
         if api:
             self._matching_hold(path, after=True)
-        # 0: the connection was closed without an answer
         status = 0 if request.environ.get(CLOSE_CONNECTION) else response.status_code
         if api or path == "/oauth/v2/token":
             with self.lock:
