@@ -131,6 +131,7 @@ class Partner:
         self.attempts: list[Attempt] = []
         self.lock = threading.Lock()
         self._local = threading.local()
+        self._turns = itertools.count()  # orders take the addresses in turn, as a balancer
 
     def _session(self) -> requests.Session:
         if getattr(self._local, "http", None) is None:
@@ -141,8 +142,9 @@ class Partner:
     def submit(self, body: dict) -> int | str:
         """Post until accepted; the last status (or error name) seen."""
         deadline = time.monotonic() + self.give_up_after
+        turn = next(self._turns)
         for attempt in itertools.count():
-            url = self.urls[attempt % len(self.urls)]
+            url = self.urls[(turn + attempt) % len(self.urls)]
             started = time.monotonic()
             problem = None
             try:
