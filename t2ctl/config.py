@@ -190,6 +190,9 @@ class ZohoSettings(_Section):
     api_url: str = "https://www.zohoapis.com/inventory/v1"
     currency: str = Field("NGN", pattern=r"^[A-Z]{3}$")
     requests_per_minute: int = Field(80, ge=1, le=100)
+    # The period requests_per_minute counts over: a minute against Zoho; a test against a
+    # stand-in whose limit is compressed the same way shortens it.
+    rate_period: Duration = Field(timedelta(minutes=1), ge=timedelta(seconds=1))
     retry_for: Duration = timedelta(hours=24)
     timeout_seconds: float = Field(30, gt=0, le=300)
 
@@ -316,6 +319,7 @@ class Settings(_Section):
         for section, key in (
             ("server", "idle_timeout"),
             ("server", "read_timeout"),
+            ("zoho", "rate_period"),
             ("zoho", "retry_for"),
             ("worker", "shutdown_grace"),
             ("worker", "job_retention"),

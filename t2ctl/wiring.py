@@ -54,11 +54,10 @@ def connect(settings: Settings, *, connections: int) -> SecretBox:
     return box_for(settings)
 
 
-def zoho_client(
-    settings: Settings, box: SecretBox, *, per: timedelta = timedelta(minutes=1)
-) -> Client:
+def zoho_client(settings: Settings, box: SecretBox, *, per: timedelta | None = None) -> Client:
     """The Zoho Inventory client of these settings: ``zoho.requests_per_minute`` calls per
-    ``per`` (a minute, unless a test compresses time), shared by the fleet."""
+    ``per`` (``zoho.rate_period``, a minute unless a test compresses time), shared by the
+    fleet."""
     zoho = settings.zoho
     tokens = TokenCache(
         Credentials(
@@ -72,7 +71,9 @@ def zoho_client(
         observer=metrics.zoho_call,
         redact=redaction.redact,
     )
-    pacer = Pacer(f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per)
+    pacer = Pacer(
+        f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per or zoho.rate_period
+    )
     return Client(
         api_url=zoho.api_url,
         organization_id=_required(zoho.organization_id, "organization_id"),

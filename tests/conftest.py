@@ -8,8 +8,7 @@ an unreachable PostgreSQL or a missing PgBouncer fails those tests; elsewhere it
 and the summary says so.
 """
 
-import datetime as dt
-import ipaddress
+import contextlib
 import json
 import os
 import shutil
@@ -29,14 +28,9 @@ import hypothesis
 import psycopg
 import pytest
 import requests
-from cryptography import x509
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flask import Flask
 from typer.testing import CliRunner
-from werkzeug.serving import make_server
 
 from t2ctl import daemon, db, partners, products, sandbox, wiring
 from t2ctl.api import create_app
@@ -49,7 +43,7 @@ from t2ctl.orders import pipeline
 from t2ctl.sandbox.zoho import ZohoStandIn
 from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
-from tests.hooks import Hook, running_hook
+from tests.hooks import Hook, TlsReceiver, running_hook, self_signed
 
 PG_ADMIN_URL = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -452,11 +446,10 @@ def zoho_settings(base: Settings, standin: ZohoStandIn, url: str, **zoho: object
     )
 
 
-@pytest.fixture
-def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
-    """Zoho's limit of 100 calls a minute is compressed to 100 a second here, and so is the
-    budget of the workers tests build (80 per ``per``, the default share): waiting minutes
-    would prove nothing more."""
+@contextlib.contextmanager
+def zoho_standin(base: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
+    """The Zoho stand-in served over HTTP, an item for each product of ``catalogue``, and
+    ``base`` pointed at it."""
     standin = ZohoStandIn(window=1.0)
     for product in catalogue:
         standin.add_item(
@@ -468,9 +461,18 @@ def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[
         )
     running = sandbox.in_background(sandbox.build(standin))
     try:
-        yield ZohoEnv(standin, running.url, zoho_settings(migrated, standin, running.url))
+        yield ZohoEnv(standin, running.url, zoho_settings(base, standin, running.url))
     finally:
         running.stop()
+
+
+@pytest.fixture
+def zoho(migrated: Settings, catalogue: list[products.ProductData]) -> Iterator[ZohoEnv]:
+    """Zoho's limit of 100 calls a minute is compressed to 100 a second here, and so is the
+    budget of the workers tests build (80 per ``per``, the default share): waiting minutes
+    would prove nothing more."""
+    with zoho_standin(migrated, catalogue) as env:
+        yield env
 
 
 @pytest.fixture
@@ -484,49 +486,18 @@ def hook() -> Iterator[Hook]:
 
 
 @pytest.fixture
-def tls_hook(tmp_path: Path) -> Iterator[tuple[Hook, Path]]:
+def tls_receiver(tmp_path: Path) -> Iterator[TlsReceiver]:
     """The receiver over TLS on loopback, its certificate (for localhost) signed by itself:
-    a partner reached over a VPN with a private CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "hook.pem", tmp_path / "hook.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    hook = Hook()
-    server = make_server(
-        "127.0.0.1", 0, hook.app(), threaded=True, ssl_context=(str(cert_path), str(key_path))
-    )
-    hook.url = f"https://localhost:{server.port}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    a partner reached over a VPN with a private CA. It can be stopped and started again."""
+    receiver = TlsReceiver(Hook(), *self_signed(tmp_path))
+    receiver.start()
     try:
-        yield hook, cert_path
+        yield receiver
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        receiver.stop()
+
+
+@pytest.fixture
+def tls_hook(tls_receiver: TlsReceiver) -> tuple[Hook, Path]:
+    """The TLS receiver's recording hook, and its certificate to trust (``webhooks.ca_file``)."""
+    return tls_receiver.hook, tls_receiver.ca_file

@@ -73,7 +73,15 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _database_error(exc: Exception) -> Response:
-    logger.warning("database unavailable: %s", type(exc).__name__, extra={"action": "db_error"})
+    # The driver's first line tells the operator why (locked, disk full, refused, shut
+    # down); the client gets none of it.
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    logger.warning(
+        "database unavailable: %s: %s",
+        type(exc).__name__,
+        reason,
+        extra={"action": "db_error"},
+    )
     return _domain_error(errors.Unavailable("The database is unavailable; retry later."))
 
 

@@ -30,11 +30,15 @@ database = peewee.DatabaseProxy()
 # Where ``listen`` opens its own session; None: on the pooled handle's (see ``connect``).
 _listen_url: str | None = None
 
+# How long a SQLite writer waits for its turn, in all, before the database counts as
+# unavailable (the API's 503): writes take milliseconds, so only an outage or a long
+# maintenance write (a migration, a VACUUM, another process's stuck transaction) waits this long.
+BUSY_TIMEOUT = 15.0
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "synchronous": "normal",
     "foreign_keys": 1,
-    "busy_timeout": 15000,
+    "busy_timeout": int(BUSY_TIMEOUT * 1000),
 }
 DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
@@ -87,8 +91,32 @@ def transaction() -> Iterator[None]:
         with database.atomic():
             yield
         return
-    with _sqlite_writer, database.atomic("IMMEDIATE"):
+    with _sqlite_turn(), database.atomic("IMMEDIATE"):
         yield
+
+
+@contextlib.contextmanager
+def _sqlite_turn() -> Iterator[None]:
+    """This thread's turn to write, waited for ``BUSY_TIMEOUT`` in all: the wait behind this
+    process's other writers and SQLite's busy handler (behind other processes) share one
+    deadline. Otherwise each thread queued here would wait its own full busy timeout in
+    turn, and a request would hang for minutes behind another process's lock."""
+    started = time.monotonic()
+    if not _sqlite_writer.acquire(timeout=BUSY_TIMEOUT):
+        raise peewee.OperationalError(f"database is locked: no turn to write in {BUSY_TIMEOUT:g} s")
+    waited = time.monotonic() - started
+    shortened = waited > 0.01 and not database.in_transaction()
+    try:
+        if shortened:
+            left = max(1, int((BUSY_TIMEOUT - waited) * 1000))
+            database.execute_sql(f"PRAGMA busy_timeout = {left}")
+        yield
+    finally:
+        try:
+            if shortened:
+                database.execute_sql(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
+        finally:
+            _sqlite_writer.release()
 
 
 def locked(query: peewee.Select) -> peewee.Select:

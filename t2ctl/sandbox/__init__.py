@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
+from waitress.channel import ClientDisconnected
 
 from t2ctl import httpserver
 from t2ctl.config import ServerSettings
 from t2ctl.sandbox.receiver import Receiver
-from t2ctl.sandbox.zoho import ZohoStandIn
+from t2ctl.sandbox.zoho import CLOSE_CONNECTION, ZohoStandIn
 
 
 def build(standin: ZohoStandIn, receiver: Receiver | None = None) -> Flask:
@@ -30,7 +31,7 @@ class Running:
 def in_background(app: Flask, *, host: str = "127.0.0.1", port: int = 0) -> Running:
     """Serve ``app`` from a thread on the daemon's HTTP server with the default ``server.*``
     settings; ``stop()`` closes its sockets and threads."""
-    server = httpserver.build(app, ServerSettings(threads=8), host=host, port=port)
+    server = httpserver.build(_closing(app), ServerSettings(threads=8), host=host, port=port)
     stopping = threading.Event()
     thread = threading.Thread(
         target=server.serve_until,
@@ -46,3 +47,18 @@ def in_background(app: Flask, *, host: str = "127.0.0.1", port: int = 0) -> Runn
         server.task_dispatcher.shutdown()
 
     return Running(f"http://{host}:{server.effective_port}", stop)
+
+
+def _closing(app: Flask):
+    """``app``, except that a request whose view set ``CLOSE_CONNECTION`` gets no answer at
+    all: waitress closes a connection whose client it believes gone without writing to it."""
+
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        if environ.get(CLOSE_CONNECTION):
+            if hasattr(body, "close"):
+                body.close()
+            raise ClientDisconnected("closed without an answer (a rehearsed connection reset)")
+        return body
+
+    return wsgi

@@ -6,8 +6,11 @@ What it reproduces: the OAuth refresh at ``/oauth/v2/token`` (refusals as HTTP 2
 create, string ids, ``page_context`` paging, 401 with code 57 for a bad token, and 429 with
 ``X-Rate-Limit-*`` headers past ``limit`` calls per ``window`` seconds for the organization.
 
-To rehearse failures it can be told to answer the next calls to a route with an error
-(``fail``), or to stop a call before or after it takes effect until released (``hold``).
+To rehearse failures it can be told, for the next calls to a route, to answer with an error
+(``fail``), to close the connection without an answer (``reset``), to answer only after a
+stall (``stall``: a timeout, when longer than the client waits; the call takes effect after
+it), or to send the headers at once and the body a byte at a time (``dribble``); to delay every
+call (``latency``); or to stop a call before or after it takes effect until released (``hold``).
 """
 
 import itertools
@@ -35,17 +38,29 @@ NOT_AUTHORIZED = {"code": 57, "message": "You are not authorized to perform this
 class Call:
     method: str
     path: str  # below /inventory/v1, or /oauth/v2/token
-    status: int
+    status: int  # 0: the connection was closed without an answer (``reset``)
+
+
+# A view that sets this key in the WSGI environ gets its connection closed without an answer
+# (``sandbox.in_background`` serves it so); elsewhere it gets the placeholder answer.
+CLOSE_CONNECTION = "t2ctl.sandbox.close_connection"
 
 
 @dataclass
 class Fault:
+    """What the next ``times`` calls matching ``method`` and ``path`` get: an error answer
+    (``status``, ``body``, ``headers``), a closed connection (``reset``), or their real
+    answer late (``stall`` seconds before it) or slowly (its body over ``dribble`` seconds)."""
+
     method: str
     path: re.Pattern
-    status: int
     times: int
-    body: dict[str, Any]
-    headers: dict[str, str]
+    status: int = 0
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False
+    stall: float = 0.0
+    dribble: float = 0.0
 
 
 @dataclass
@@ -95,6 +110,7 @@ class ZohoStandIn:
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.holds: list[Hold] = []
+        self.latency = 0.0  # seconds every API call waits before it is handled
         self._recent: deque[float] = deque()
         self._ids = itertools.count(4815000000044001)
         self._numbers = itertools.count(1)
@@ -142,10 +158,31 @@ class ZohoStandIn:
     ) -> None:
         """Answer the next ``times`` calls matching ``path`` (a regex) with ``status``."""
         default = {"code": 1 if status < 500 else 5, "message": f"Simulated HTTP {status}"}
+        self._add(Fault(method, re.compile(path), times, status, body or default, headers or {}))
+
+    def reset(self, method: str, path: str, *, times: int = 1) -> None:
+        """Close the connection of the next ``times`` calls without an answer, before they
+        take effect."""
+        self._add(Fault(method, re.compile(path), times, reset=True))
+
+    def stall(self, method: str, path: str, seconds: float, *, times: int = 1) -> None:
+        """Hold the next ``times`` calls for ``seconds`` before handling them: a client that
+        gives up sooner times out, and the call still takes effect afterwards."""
+        self._add(Fault(method, re.compile(path), times, stall=seconds))
+
+    def dribble(self, method: str, path: str, seconds: float, *, times: int = 1) -> None:
+        """Send the next ``times`` answers' headers at once and their body spread evenly
+        over ``seconds``."""
+        self._add(Fault(method, re.compile(path), times, dribble=seconds))
+
+    def calm(self) -> None:
+        """Drop every fault not yet met: Zoho is well again."""
         with self.lock:
-            self.faults.append(
-                Fault(method, re.compile(path), status, times, body or default, headers or {})
-            )
+            self.faults.clear()
+
+    def _add(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
 
     def hold(self, method: str, path: str, *, after: bool = False) -> Hold:
         held = Hold(method, re.compile(path), after)
@@ -195,19 +232,20 @@ class ZohoStandIn:
         g.path = path
         if path == request.path:
             return None  # not the API: the token endpoint, or the webhook receiver
+        if self.latency:
+            time.sleep(self.latency)
         held = self._matching_hold(path, after=False)
         if held is not None and held.drop:
             return _answer(503, {"code": 5, "message": "Service unavailable"})
-        with self.lock:
-            fault = next(
-                (f for f in self.faults if f.method == request.method and f.path.fullmatch(path)),
-                None,
-            )
-            if fault is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
+        fault = self._take_fault(path)
+        g.fault = fault
+        if fault is not None:
+            if fault.reset:
+                request.environ[CLOSE_CONNECTION] = True
+                return _answer(503, {"code": 5, "message": "Connection closed"})
+            if fault.status:
                 return _answer(fault.status, fault.body, fault.headers)
+            time.sleep(fault.stall)
         if not self._authorised():
             return _answer(401, NOT_AUTHORIZED)
         if path != "/organizations" and request.args.get("organization_id") != self.organization_id:
@@ -227,15 +265,32 @@ class ZohoStandIn:
             )
         return None
 
+    def _take_fault(self, path: str) -> Fault | None:
+        """The first fault set for this call, one of its ``times`` used up."""
+        with self.lock:
+            fault = next(
+                (f for f in self.faults if f.method == request.method and f.path.fullmatch(path)),
+                None,
+            )
+            if fault is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+        return fault
+
     def _after(self, response: Response) -> Response:
         path = g.get("path", request.path)
         api = path != request.path
         if api:
             self._matching_hold(path, after=True)
+        status = 0 if request.environ.get(CLOSE_CONNECTION) else response.status_code
         if api or path == "/oauth/v2/token":
             with self.lock:
-                self.calls.append(Call(request.method, path, response.status_code))
-            logger.info("zoho stand-in: %s %s -> %s", request.method, path, response.status_code)
+                self.calls.append(Call(request.method, path, status))
+            logger.info("zoho stand-in: %s %s -> %s", request.method, path, status)
+        fault = g.get("fault")
+        if fault is not None and fault.dribble:
+            return _dribbled(response, fault.dribble)
         return response
 
     def _matching_hold(self, path: str, *, after: bool) -> Hold | None:
@@ -441,6 +496,22 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
         headers=headers,
         content_type="application/json;charset=UTF-8",
     )
+
+
+def _dribbled(response: Response, seconds: float) -> Response:
+    """The same answer, its body sent a byte at a time over ``seconds`` (its length said
+    up front, so the client waits for all of it)."""
+    data = response.get_data()
+    pause = seconds / max(1, len(data))
+
+    def trickle():
+        for index in range(len(data)):
+            time.sleep(pause)
+            yield data[index : index + 1]
+
+    slow = Response(trickle(), status=response.status_code, headers=dict(response.headers))
+    slow.headers["Content-Length"] = str(len(data))
+    return slow
 
 
 def _body() -> dict[str, Any]:
