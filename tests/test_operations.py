@@ -432,3 +432,24 @@ def test_a_made_up_http_method_does_not_grow_the_metrics(server: LiveServer) -> 
     }
     # (this process's other tests may have counted real methods' 405s)
     assert "other" in methods and not methods & {"FOO1", "FOO2", "BAR"}
+
+
+def test_a_postgresql_that_never_answers_is_reported_within_its_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """A server that takes the connection and then says nothing (frozen, or a half-open
+    link): the command gives up after ``db.CONNECT_TIMEOUT`` seconds and says so."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody answers
+        port = silent.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[database]\nurl = "postgresql://t2ctl@127.0.0.1:{port}/t2ctl"\n'
+            f'[security]\nmaster_key = "{Fernet.generate_key().decode()}"\n'
+        )
+        config.chmod(0o600)
+        began = time.monotonic()
+        done = run(tmp_path, "--config", str(config), "status")
+        took = time.monotonic() - began
+    assert done.returncode == 1
+    assert "UNREACHABLE: " in done.stdout and "timeout" in done.stdout.lower()
+    assert took < db.CONNECT_TIMEOUT + 10

@@ -40,6 +40,9 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": int(BUSY_TIMEOUT * 1000),
 }
+# A PostgreSQL that accepts connections and never answers (a frozen server, a half-open link)
+# would hold a request for as long as the kernel keeps trying: seconds bound it, and a 503.
+CONNECT_TIMEOUT = 5
 DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
@@ -61,6 +64,7 @@ def connect(
         built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=15)
     else:
         params = db_url.parse(url, unquote_password=True, unquote_user=True)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)  # ?connect_timeout= in the URL wins
         built = PooledPostgresqlDatabase(
             params.pop("database"),
             max_connections=max_connections,
