@@ -27,7 +27,7 @@ from t2ctl.sandbox.zoho import ZohoStandIn
 from t2ctl.security.crypto import SecretBox
 from tests.conftest import CATALOGUE, ZohoEnv, order_body, write_config, zoho_standin
 from tests.hooks import Hook
-from tests.processes import LISTENING, WORKER_STARTED, Daemon, serve
+from tests.processes import LISTENING, WORKER_STARTED, Daemon, serve, wait_until
 
 # Orders for this product fail for good: the tests take its item out of the Zoho stand-in.
 DECLINED = "NORTON-1Y"
@@ -409,3 +409,42 @@ class Window:
         """Seconds from the database's return to the end of the first 2xx."""
         ends = [a.ended for a in self.after if isinstance(a.status, int) and a.status < 300]
         return min(ends) - self.up if ends else None
+
+
+def through_an_outage(
+    fleet: Fleet, partner: Partner, prefix: str, outage: Callable[[], None]
+) -> Window:
+    """Orders from 4 clients before, during and after ``outage()``, which returns once the
+    database is back: 40 accepted before it, 80 after; then every order settled and the
+    fleet stopped cleanly. What the partner saw of it."""
+    stop = threading.Event()
+    bodies = (order(n, prefix) for n in itertools.count())
+    load = partner.keep_submitting(bodies, stop, clients=4, pause=0.05)
+    wait_until(lambda: len(partner.accepted) >= 40, timeout=30, what="40 orders accepted")
+    down = time.monotonic()
+    outage()
+    up = time.monotonic()
+    wait_until(lambda: len(partner.accepted) >= 40 + 80, timeout=60, what="80 more orders")
+    stop.set()
+    for thread in load:
+        thread.join()
+    wait_until(lambda: settled(partner.accepted), timeout=60, what="every order settled")
+    assert fleet.stop() == [0, 0]
+    return Window(down, up, list(partner.attempts))
+
+
+def assert_outage_held(window: Window, partner: Partner, fleet: Fleet, told: str) -> float:
+    """Meanwhile the API answered 503 ``unavailable`` (or accepted before the outage bit),
+    never a 500, and logged ``told`` once for each 503; the first requests after it succeed.
+    The slowest answer meanwhile, in seconds."""
+    during = window.during
+    assert during, "orders came in while the database was away"
+    assert {a.status for a in during} <= {503, 200, 202}
+    assert 503 in {a.status for a in during}
+    assert {a.problem for a in during if a.status == 503} == {UNAVAILABLE}
+    assert all(a.status in (200, 202) for a in window.after), "the first requests succeed"
+    assert 500 not in partner.statuses
+    # The operator is told why, the partner not.
+    complaints = fleet.complaints()
+    assert sum(n for c, n in complaints.items() if c.startswith(told)) == partner.statuses[503]
+    return max(a.ended - a.started for a in during)
