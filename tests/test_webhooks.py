@@ -4,6 +4,7 @@ t2ctl's own code), retried on the schedule under one webhook-id, dead after the 
 sent again by hand. Each test runs on SQLite and on PostgreSQL."""
 
 import json
+import socket
 from datetime import timedelta
 
 import pytest
@@ -385,3 +386,18 @@ def test_the_daemon_delivers_a_signed_order_outcome(
         assert daemon.stop() == 0
     event = verified(new.webhook_secret, hook.received[0])
     assert (event["type"], event["data"]["status"]) == ("order.fulfilled", "FULFILLED")
+
+
+def test_a_receiver_that_refuses_is_told_plainly(server: LiveServer, catalogue) -> None:
+    """The attempt's error is the cause in a line, as an operator reads it in `webhooks
+    show`: no urllib3 connection repr in front of it."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        closed_port = taken.getsockname()[1]
+    post_order(server, partner_to(server, f"http://127.0.0.1:{closed_port}/hooks"), "T2-1")
+    drain(daemon_worker(server))
+
+    (attempt,) = deliveries.attempts(WebhookDelivery.get())
+    assert attempt.outcome == "failed" and attempt.status_code is None
+    assert attempt.error.startswith("could not connect: Failed to establish a new connection")
+    assert "Connection refused" in attempt.error
+    assert "Connection(" not in attempt.error and " object at " not in attempt.error

@@ -9,6 +9,7 @@ only https is sent, and only to addresses the SSRF guard allows.
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +117,11 @@ def _judge(response: requests.Response, latency: int, excerpt: str, timeout: flo
     return Result("failed", status, latency, error, excerpt, after)
 
 
+# How urllib3 names the connection in front of its message: "<...HTTPConnection object at
+# 0x...>: " (1.x) or "GuardedConnection(host='...', port=...): " (2.x).
+_CONNECTION_REPR = re.compile(r"^(<[^>]*>|\w+\([^)]*\)): ")
+
+
 def _reason(exc: requests.RequestException) -> str:
     """The cause in a line, without urllib3's object reprs or the URL (which may carry a
     receiver's token)."""
@@ -123,7 +129,7 @@ def _reason(exc: requests.RequestException) -> str:
     cause = getattr(exc.args[0], "reason", None) if exc.args else None
     if cause is None:
         return f"{prefix}: {type(exc).__name__}"
-    return f"{prefix}: {str(cause).rpartition('>: ')[2]}"[:300]
+    return f"{prefix}: {_CONNECTION_REPR.sub('', str(cause))}"[:300]
 
 
 class Deliverer:
