@@ -54,10 +54,9 @@ def connect(settings: Settings, *, connections: int) -> SecretBox:
     return box_for(settings)
 
 
-def zoho_client(settings: Settings, box: SecretBox, *, per: timedelta | None = None) -> Client:
+def zoho_client(settings: Settings, box: SecretBox) -> Client:
     """The Zoho Inventory client of these settings: ``zoho.requests_per_minute`` calls per
-    ``per`` (``zoho.rate_period``, a minute unless a test compresses time), shared by the
-    fleet."""
+    ``zoho.rate_period`` (a minute unless a test compresses time), shared by the fleet."""
     zoho = settings.zoho
     tokens = TokenCache(
         Credentials(
@@ -72,7 +71,7 @@ def zoho_client(settings: Settings, box: SecretBox, *, per: timedelta | None = N
         redact=redaction.redact,
     )
     pacer = Pacer(
-        f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=per or zoho.rate_period
+        f"zoho:{zoho.organization_id}", calls=zoho.requests_per_minute, per=zoho.rate_period
     )
     return Client(
         api_url=zoho.api_url,

@@ -33,9 +33,11 @@ def zoho_worker(
     server: LiveServer, zoho: ZohoEnv, *, per: timedelta = PER, name: str = "w"
 ) -> Worker:
     """A worker with the daemon's handlers and its own Zoho client (its own token memory),
-    as a separate daemon on the same database would have."""
-    settings = zoho.settings
-    client = wiring.zoho_client(settings, server.box, per=per)
+    as a separate daemon on the same database would have; its budget counts over ``per``."""
+    settings = zoho.settings.model_copy(
+        update={"zoho": zoho.settings.zoho.model_copy(update={"rate_period": per})}
+    )
+    client = wiring.zoho_client(settings, server.box)
     registry = wiring.registry(
         settings,
         box=server.box,
