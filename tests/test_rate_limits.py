@@ -69,6 +69,12 @@ def forget(client: redis.Redis, key_id: str) -> int:
     return client.delete(*found) if found else 0
 
 
+def counting_in(tmp_path: Path, settings: Settings, storage: str) -> Path:
+    """A config file for ``settings`` whose rate limits are counted in ``storage``."""
+    extra = f'\n[server]\nrate_limit_storage = "{storage}"\n'
+    return write_config(tmp_path / "config.toml", settings, extra)
+
+
 def daemons(tmp_path: Path, config: Path, count: int) -> list[Daemon]:
     """``count`` API daemons on one config, started together; each waited for."""
     started = [
@@ -99,9 +105,7 @@ def test_two_daemons_sharing_redis_let_a_key_through_exactly_its_limit(
     migrated: Settings, shared_redis: redis.Redis, tmp_path: Path
 ) -> None:
     api_key, key_id = limited_key(migrated)
-    config = write_config(
-        tmp_path / "config.toml", migrated, f'\n[server]\nrate_limit_storage = "{SHARED}"\n'
-    )
+    config = counting_in(tmp_path, migrated, SHARED)
     first, second = daemons(tmp_path, config, 2)
     try:
         with first, second:
@@ -171,10 +175,7 @@ def test_a_redis_that_never_answers_costs_a_bounded_wait_and_no_error(
 ) -> None:
     """Each key is still limited, by each daemon alone: 5 a minute here."""
     api_key, _ = limited_key(migrated, per_minute=5)
-    storage = f"redis://127.0.0.1:{silent_port}/0"
-    config = write_config(
-        tmp_path / "config.toml", migrated, f'\n[server]\nrate_limit_storage = "{storage}"\n'
-    )
+    config = counting_in(tmp_path, migrated, f"redis://127.0.0.1:{silent_port}/0")
     (daemon,) = daemons(tmp_path, config, 1)
     with daemon:
         base, metrics = url(daemon), daemon.wait_for(METRICS).group(1)
@@ -198,10 +199,7 @@ def test_requests_waiting_on_redis_when_it_hangs_are_all_served(
     """Every API thread is waiting on Redis when it times out: one switches to memory, the
     others are served uncounted (flask-limiter's swallow_errors), none fails."""
     api_key, _ = limited_key(migrated, per_minute=1000)
-    storage = f"redis://127.0.0.1:{silent_port}/0"
-    config = write_config(
-        tmp_path / "config.toml", migrated, f'\n[server]\nrate_limit_storage = "{storage}"\n'
-    )
+    config = counting_in(tmp_path, migrated, f"redis://127.0.0.1:{silent_port}/0")
     (daemon,) = daemons(tmp_path, config, 1)
     with daemon:
         base = url(daemon)
@@ -276,11 +274,7 @@ def test_when_redis_stops_requests_are_served_and_the_shared_count_resumes_when_
     migrated: Settings, tmp_path: Path, own_redis: RedisServer
 ) -> None:
     api_key, key_id = limited_key(migrated, per_minute=1000)
-    config = write_config(
-        tmp_path / "config.toml",
-        migrated,
-        f'\n[server]\nrate_limit_storage = "{own_redis.uri}"\n',
-    )
+    config = counting_in(tmp_path, migrated, own_redis.uri)
     (daemon,) = daemons(tmp_path, config, 1)
     counted = f"*{key_id}*"
     with daemon:
