@@ -75,7 +75,7 @@ def _http_error(exc: HTTPException) -> Response:
 def _database_error(exc: Exception) -> Response:
     # The driver's first line tells the operator why (locked, disk full, refused, shut
     # down); the client gets none of it.
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    reason = next(iter(str(exc).strip().splitlines()), "")[:200]
     logger.warning(
         "database unavailable: %s: %s",
         type(exc).__name__,

@@ -61,7 +61,7 @@ def connect(
     path = urls.sqlite_path(url)
     built: peewee.Database
     if path is not None:
-        built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=15)
+        built = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT)
     else:
         params = db_url.parse(url, unquote_password=True, unquote_user=True)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)  # ?connect_timeout= in the URL wins
