@@ -243,6 +243,11 @@ class ScheduleSettings(_Section):
         return name
 
 
+class OrdersSettings(_Section):
+    # How long after fulfilment an order may still be cancelled (a payment reversed).
+    cancel_window: Duration = Field(timedelta(days=7), ge=timedelta(0))
+
+
 class LogSettings(_Section):
     # auto: text on a terminal, one JSON object a line elsewhere (journald, files, pipes)
     format: Literal["auto", "json", "text"] = "auto"
@@ -268,6 +273,7 @@ class Settings(_Section):
     zoho: ZohoSettings = ZohoSettings()
     webhooks: WebhookSettings = WebhookSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    orders: OrdersSettings = OrdersSettings()
     sandbox: SandboxSettings = SandboxSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -321,6 +327,7 @@ class Settings(_Section):
             ("server", "read_timeout"),
             ("zoho", "rate_period"),
             ("zoho", "retry_for"),
+            ("orders", "cancel_window"),
             ("worker", "shutdown_grace"),
             ("worker", "job_retention"),
             ("sandbox", "provision_delay"),

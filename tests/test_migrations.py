@@ -2,7 +2,7 @@
 its subscription, a fulfilled renewal joins (and extends) the one it renewed, and a
 subscription that had already expired is not announced as news."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from playhouse.migrations import Runner
 
@@ -44,7 +44,12 @@ def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
             (order_id, status, renewal_of, moment if expires else None, expires, moment, moment),
         )
 
-    assert schema.migrate() == ["0003_zoho_subscriptions", "0004_webhooks", "0005_audit"]
+    assert schema.migrate() == [
+        "0003_zoho_subscriptions",
+        "0004_webhooks",
+        "0005_audit",
+        "0006_partner_reads_cancellation",
+    ]
 
     held = {o.order_id: o.subscription_id for o in Order.select()}
     assert held["T2-A"] == held["T2-B"] != held["T2-C"]
@@ -55,3 +60,6 @@ def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
     assert Subscription.get_by_id(held["T2-C"]).expired_for is None
     assert Subscription.get_by_id(held["T2-A"]).expires_at.year == 2028
     assert Subscription.get_by_id(held["T2-C"]).expires_at.month == 6
+    fulfilled = {o.order_id: o.fulfilled_at for o in Order.select()}
+    assert fulfilled["T2-A"] == moment.replace(tzinfo=UTC), "the window counts from then"
+    assert fulfilled["T2-D"] is None

@@ -299,6 +299,11 @@ _WEBHOOK_RESPONSES = {
 _EVENTS = {
     "order.fulfilled": ("OrderEvent", "An order was fulfilled."),
     "order.failed": ("OrderEvent", "An order failed; data.error says why."),
+    "order.cancelled": (
+        "OrderEvent",
+        "An order was cancelled; data.cancellation says when and why. Its sales order, if it "
+        "had one, is void, and its subscription ended or shortened.",
+    ),
     "subscription.expiring": (
         "SubscriptionEvent",
         "A subscription expires within schedule.reminder_days (7 unless agreed).",

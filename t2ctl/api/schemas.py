@@ -26,7 +26,7 @@ Timestamp = Annotated[
 ]
 Text = Annotated[str, Field(pattern=values.TEXT_PATTERN)]
 # ORDER_STATUSES as a type: a type checker reads a Literal only when it is spelled out.
-OrderStatus = Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED"]
+OrderStatus = Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED", "CANCELLED"]
 assert get_args(OrderStatus) == ORDER_STATUSES
 
 
@@ -180,6 +180,12 @@ class OrderError(_Body):
     message: str
 
 
+class Cancellation(_Body):
+    reason: str = Field(description="As given when the cancellation was asked for.")
+    requestedAt: Timestamp
+    cancelledAt: Timestamp | None = Field(description="Null until the order is CANCELLED.")
+
+
 class Order(_Body):
     orderId: str
     status: OrderStatus
@@ -190,8 +196,14 @@ class Order(_Body):
     renewalOf: str | None
     createdAt: Timestamp
     updatedAt: Timestamp
-    fulfilment: Fulfilment | None = Field(description="Null until FULFILLED.")
+    fulfilment: Fulfilment | None = Field(
+        description="Null until FULFILLED. An order cancelled after its fulfilment keeps it: "
+        "its sales order, now void, and the dates it had bought."
+    )
     error: OrderError | None = Field(description="Null unless FAILED.")
+    cancellation: Cancellation | None = Field(
+        description="Null until a cancellation is asked for."
+    )
 
 
 class QueueDepth(_Body):
@@ -248,7 +260,7 @@ class Problem(_Body):
 class OrderEvent(_Body):
     """A webhook about an order's outcome; ``data`` is the Order as ``GET /orders`` shows it."""
 
-    type: Literal["order.fulfilled", "order.failed"]
+    type: Literal["order.fulfilled", "order.failed", "order.cancelled"]
     timestamp: Timestamp = Field(description="When the outcome was recorded.")
     data: Order
 

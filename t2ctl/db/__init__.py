@@ -129,6 +129,14 @@ def locked(query: peewee.Select) -> peewee.Select:
     return query if is_sqlite() else query.for_update()
 
 
+def serialize(key: int) -> None:
+    """Take a lock on ``key`` (a 64-bit integer) until the transaction ends, so transactions
+    taking it commit one after another: an advisory lock on Postgres; SQLite needs none, as
+    ``transaction()`` already holds its one write lock. Call it inside ``transaction()``."""
+    if not is_sqlite():
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
 def reset() -> None:
     """Drop this thread's connection after an error, so its next query opens a fresh one:
     a long-lived thread would otherwise keep a connection the server has closed."""

@@ -10,7 +10,7 @@ import peewee
 
 from t2ctl.db.base import BaseModel, JSONTextField, UTCDateTimeField
 
-ORDER_STATUSES = ("PENDING", "PROCESSING", "FULFILLED", "FAILED")
+ORDER_STATUSES = ("PENDING", "PROCESSING", "FULFILLED", "FAILED", "CANCELLED")
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
 
 
@@ -100,11 +100,23 @@ class Order(BaseModel):
     subscription_id: "peewee.ForeignKeyField[int | None]"
     error_code = peewee.CharField(max_length=64, null=True)
     error_message = peewee.TextField(null=True)
+    fulfilled_at = UTCDateTimeField(null=True)  # the cancellation window counts from it
+    # A cancellation asked for (reason, when) and, once the order is CANCELLED, done.
+    cancel_reason = peewee.TextField(null=True)
+    cancel_requested_at = UTCDateTimeField(null=True)
+    cancelled_at = UTCDateTimeField(null=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
 
     class Meta:
-        indexes = ((("partner", "order_id"), True), (("status", "created_at"), False))
+        indexes = (
+            (("partner", "order_id"), True),
+            (("status", "created_at"), False),
+            # The partner's listing, newest first, whole or by status; its renewals.
+            (("partner", "created_at", "id"), False),
+            (("partner", "status", "created_at", "id"), False),
+            (("partner", "renewal_of"), False),
+        )
 
 
 class SandboxSalesOrder(BaseModel):
@@ -114,6 +126,7 @@ class SandboxSalesOrder(BaseModel):
     partner = peewee.IntegerField(null=True)  # null for rows from before migration 0003
     reference_number = peewee.CharField(max_length=64, index=True)
     created_at = UTCDateTimeField()
+    voided_at = UTCDateTimeField(null=True)
 
 
 class ZohoToken(BaseModel):
@@ -216,7 +229,13 @@ class WebhookDelivery(BaseModel):
     finished_at = UTCDateTimeField(null=True)
 
     class Meta:
-        indexes = ((("status", "created_at"), False), (("partner", "created_at"), False))
+        indexes = (
+            (("status", "created_at"), False),
+            (("partner", "created_at"), False),
+            # The partner's event feed, oldest first, whole or by type.
+            (("partner", "id"), False),
+            (("partner", "event", "id"), False),
+        )
 
 
 class WebhookAttempt(BaseModel):

@@ -42,8 +42,7 @@ def pending() -> list[str]:
 def migrate() -> list[str]:
     """Apply every pending migration in one locked transaction; return the names applied."""
     with db.transaction():
-        if not db.is_sqlite():
-            db.database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_ID,))
+        db.serialize(_PG_LOCK_ID)
         return _runner().up()
 
 

@@ -9,6 +9,7 @@ backoff until ``zoho.retry_for`` has passed since the job was queued; then the o
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
@@ -125,12 +126,14 @@ def _finish(
     starts or extends its subscription in that same commit, and the partner's webhook event
     (order.fulfilled or order.failed) joins the outbox in it too."""
     now = clock.now()
+    changes: dict[str, Any]
     if sales is not None:
         changes = {
             "status": "FULFILLED",
             "sales_order_id": sales.sales_order_id,
             "sales_order_number": sales.sales_order_number,
             "activation_reference": sales.activation_reference,
+            "fulfilled_at": now,
         }
     else:
         assert failure is not None, "_finish is given sales or a failure"

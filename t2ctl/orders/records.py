@@ -15,8 +15,10 @@ def amount(order: Order) -> Money:
 
 
 def public(order: Order) -> dict[str, Any]:
-    """The Order exactly as CONTRACT §1 writes it (API body, webhook data, ``--json``)."""
-    fulfilled = order.status == "FULFILLED"
+    """The Order exactly as CONTRACT §1 writes it (API body, webhook data, ``--json``). An
+    order cancelled after its fulfilment keeps the fulfilment it had: the activation
+    reference of the sales order that was voided."""
+    fulfilled = order.status == "FULFILLED" or order.fulfilled_at is not None
     failed = order.status == "FAILED"
     return {
         "orderId": order.order_id,
@@ -38,6 +40,13 @@ def public(order: Order) -> dict[str, Any]:
         if fulfilled
         else None,
         "error": {"code": order.error_code, "message": order.error_message} if failed else None,
+        "cancellation": {
+            "reason": order.cancel_reason,
+            "requestedAt": clock.rfc3339(order.cancel_requested_at),
+            "cancelledAt": clock.rfc3339(order.cancelled_at),
+        }
+        if order.cancel_requested_at is not None
+        else None,
     }
 
 
