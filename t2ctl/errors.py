@@ -69,6 +69,12 @@ class Conflict(T2Error):
     title = "Conflict"
 
 
+class NotCancellable(T2Error):
+    """The order cannot be cancelled (FAILED, past the window, renewed on): says why."""
+
+    title = "Not cancellable"
+
+
 class Unauthorized(T2Error):
     title = "Unauthorized"
 

@@ -15,7 +15,7 @@ from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler
 from t2ctl.jobs.worker import Worker, worker_name
 from t2ctl.monitoring import metrics, status
-from t2ctl.orders import expiry, processing
+from t2ctl.orders import cancellation, expiry, processing
 from t2ctl.provisioning import Provisioner
 from t2ctl.provisioning.sandbox import SandboxProvisioner
 from t2ctl.provisioning.zoho.client import Client
@@ -149,12 +149,9 @@ def registry(
 ) -> tasks.Registry:
     """Every handler a worker of this daemon runs; ``provisioner`` defaults to the settings'."""
     built = tasks.Registry()
-    processing.register(
-        built,
-        provisioner=provisioner or settings_provisioner(settings, box),
-        box=box,
-        retry_for=settings.zoho.retry_for,
-    )
+    provisioner = provisioner or settings_provisioner(settings, box)
+    processing.register(built, provisioner=provisioner, box=box, retry_for=settings.zoho.retry_for)
+    cancellation.register(built, provisioner=provisioner)
     delivery.register(built, settings, box=box)
     schedule.register(built)
     return built

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.exceptions import BadRequest
 
-from t2ctl.api.orders import parse_fulfilment
+from t2ctl.api.orders import parse_body
+from t2ctl.api.schemas import FulfilmentRequest
 from t2ctl.errors import ValidationFailed
 from t2ctl.values import Money
 from tests.conftest import LiveServer
@@ -94,7 +95,7 @@ def spoil(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def accepted_as_sent(body: dict[str, Any]) -> None:
-    request = parse_fulfilment(json.dumps(body).encode()).to_request()
+    request = parse_body(json.dumps(body).encode(), FulfilmentRequest).to_request()
     customer = body["customer"]
     assert (request.order_id, request.product_id, request.quantity) == (
         body["orderId"],
@@ -116,7 +117,7 @@ def refused_cleanly(raw: bytes) -> list[tuple[str, str]]:
     """Parse ``raw``; return the (field, message) pairs it was refused for, [] if accepted.
     Anything but an accepted body, a 400 or a 422 escapes and fails the test."""
     try:
-        parse_fulfilment(raw).to_request()
+        parse_body(raw, FulfilmentRequest).to_request()
     except BadRequest as exc:
         assert exc.code == 400 and exc.description
         return [("body", exc.description)]

@@ -23,6 +23,7 @@ _STATUS = {
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not-found"),
     errors.Conflict: (409, "idempotency-conflict"),
+    errors.NotCancellable: (409, "not-cancellable"),
     errors.Unavailable: (503, "unavailable"),
 }
 

@@ -16,7 +16,10 @@ _PROBLEMS = {
     404: "No such order for this partner.",
     408: "The request had not arrived in full within the server's read timeout (30 s unless "
     "configured otherwise); the connection is closed.",
-    409: "This orderId was already used with a different body; nothing was changed.",
+    409: "Nothing was changed. On a fulfilment: this orderId was already used with a "
+    "different body (type `urn:t2ctl:problem:idempotency-conflict`). On a cancellation: the "
+    "order cannot be cancelled, and `detail` says why: it FAILED, its cancellation window "
+    "has passed, or a renewal builds on it (type `urn:t2ctl:problem:not-cancellable`).",
     413: "The body is larger than 64 KiB. (One announced over 1 MiB is refused by the HTTP "
     "server before the API reads it, with the same problem.)",
     415: "The body is not sent as application/json.",
@@ -122,7 +125,7 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     """Every route: the public ones first (health, this document), then the partner's."""
-    paths = {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders()}
+    paths = {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders(), **_cancel()}
     for operations in paths.values():
         for operation in operations.values():
             operation["responses"].update(_problems(*_TRANSPORT))
@@ -235,25 +238,60 @@ def _submitted() -> dict[str, Any]:
     }
 
 
+_ORDER_ID = {
+    "name": "orderId",
+    "in": "path",
+    "required": True,
+    "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): clients drop such a "
+    "path segment. The Location of a 202 does.",
+    **_TEXT,
+}
+
+
 def _orders() -> dict[str, Any]:
     return {
         f"{BASE}/orders/{{orderId}}": {
             "get": {
                 "operationId": "getOrder",
                 "summary": "One of your orders.",
-                "parameters": [
-                    {
-                        "name": "orderId",
-                        "in": "path",
-                        "required": True,
-                        "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): "
-                        "clients drop such a path segment. The Location of a 202 does.",
-                        **_TEXT,
-                    }
-                ],
+                "parameters": [_ORDER_ID],
                 "responses": {
                     "200": _json("The order.", "Order", _RATE_HEADERS),
                     **_problems(404, *_AUTHED),
+                },
+            }
+        }
+    }
+
+
+def _cancel() -> dict[str, Any]:
+    return {
+        f"{BASE}/orders/{{orderId}}/cancel": {
+            "post": {
+                "operationId": "cancelOrder",
+                "summary": "Cancel one of your orders (a refund, a reversed payment).",
+                "description": "A PENDING order is CANCELLED at once (200). A PROCESSING one is "
+                "cancelled as soon as its provisioning ends, undoing what it made (202). A "
+                "FULFILLED one, within the cancellation window after fulfilment (7 days unless "
+                "agreed), has its sales order voided, then is CANCELLED and its subscription "
+                "ended, or for a renewal shortened by the renewal's term (202). An order "
+                "already CANCELLED answers 200, one whose cancellation is under way 202, "
+                "changing nothing (the first reason stays). Every cancellation ends with an "
+                "order.cancelled webhook.",
+                "parameters": [_ORDER_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CancelRequest")}},
+                },
+                "responses": {
+                    "200": _json("CANCELLED.", "Order", _RATE_HEADERS),
+                    "202": _json(
+                        "Cancellation under way: `cancellation.cancelledAt` is null until the "
+                        "order is CANCELLED and the order.cancelled webhook is sent.",
+                        "Order",
+                        _RATE_HEADERS,
+                    ),
+                    **_problems(404, 409, 413, 415, 422, *_AUTHED),
                 },
             }
         }

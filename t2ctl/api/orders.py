@@ -1,18 +1,19 @@
-"""Orders, for partners: submit a fulfilment, read an order back."""
+"""Orders, for partners: submit a fulfilment, cancel it, read an order back."""
 
 import json
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, g, jsonify, request, url_for
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from t2ctl.api import schemas, state
 from t2ctl.errors import FieldError, ValidationFailed
-from t2ctl.orders import intake, records
+from t2ctl.orders import cancellation, intake, records
 
 bp = Blueprint("orders", __name__)
+Body = TypeVar("Body", bound=BaseModel)
 
 
 @bp.post("/fulfilment")
@@ -25,6 +26,17 @@ def submit_fulfilment():
         response.headers["Location"] = _location(submission.order.order_id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.post("/orders/<order_id>/cancel")
+def cancel_order(order_id: str):
+    """200 once CANCELLED (at once for a PENDING order, or already); 202 while under way."""
+    order = records.get(g.partner, order_id)
+    body = parse_body(_json_body(), schemas.CancelRequest)
+    outcome = cancellation.request(order, body.reason, window=state().settings.orders.cancel_window)
+    response = jsonify(records.public(outcome.order))
+    response.status_code = 200 if outcome.done else 202
     return response
 
 
@@ -43,15 +55,19 @@ def _location(order_id: str) -> str:
 
 
 def _fulfilment_body() -> schemas.FulfilmentRequest:
-    """Read the body: 415 if not JSON, 413 if too large, then as ``parse_fulfilment``."""
+    return parse_body(_json_body(), schemas.FulfilmentRequest)
+
+
+def _json_body() -> bytes:
+    """The body's bytes: 415 if not sent as JSON, 413 if too large."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
-    return parse_fulfilment(request.get_data(cache=False))  # over MAX_CONTENT_LENGTH: 413
+    return request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413
 
 
-def parse_fulfilment(raw: bytes) -> schemas.FulfilmentRequest:
-    """A fulfilment body from its bytes: BadRequest (400) if it is not JSON or repeats a key,
-    ValidationFailed (422, naming every invalid field) if it breaks the schema."""
+def parse_body(raw: bytes, model: type[Body]) -> Body:
+    """A body from its bytes: BadRequest (400) if it is not JSON or repeats a key,
+    ValidationFailed (422, naming every invalid field) if it breaks ``model``."""
     try:
         data = json.loads(
             raw, object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_float=_finite
@@ -59,7 +75,7 @@ def parse_fulfilment(raw: bytes) -> schemas.FulfilmentRequest:
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("The body is not valid JSON.") from None
     try:
-        return schemas.FulfilmentRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = [FieldError(f, m) for f, m in schemas.field_errors(exc.errors())]
         raise ValidationFailed(problems) from None

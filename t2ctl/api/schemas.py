@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 
 from t2ctl import values
 from t2ctl.db.models import ORDER_STATUSES
-from t2ctl.orders import intake
+from t2ctl.orders import cancellation, intake
 
 Identifier = Annotated[str, Field(pattern=values.ID_PATTERN, examples=["T2-20261127-000123"])]
 Timestamp = Annotated[
@@ -99,6 +99,7 @@ PATTERN_HINTS = {
     "phone": "must be in E.164 form, like +2348031234567",
     "id": "must be printable text, without control characters",
     "name": "must be printable text, without control characters",
+    "reason": "must be printable text, without control characters",
 }
 
 
@@ -148,6 +149,16 @@ class FulfilmentRequest(_Body):
             renewal_of=self.renewalOf,
             metadata=self.metadata,
         )
+
+
+class CancelRequest(_Body):
+    """Why the order is cancelled (a refund, a reversed payment): kept and shown back."""
+
+    reason: Text = Field(
+        min_length=cancellation.REASON_LENGTH[0],
+        max_length=cancellation.REASON_LENGTH[1],
+        examples=["Payment reversed by the customer's bank"],
+    )
 
 
 class Product(_Body):
@@ -201,9 +212,7 @@ class Order(_Body):
         "its sales order, now void, and the dates it had bought."
     )
     error: OrderError | None = Field(description="Null unless FAILED.")
-    cancellation: Cancellation | None = Field(
-        description="Null until a cancellation is asked for."
-    )
+    cancellation: Cancellation | None = Field(description="Null until a cancellation is asked for.")
 
 
 class QueueDepth(_Body):
@@ -283,6 +292,7 @@ class SubscriptionEvent(_Body):
 
 SCHEMAS: list[type[BaseModel]] = [
     FulfilmentRequest,
+    CancelRequest,
     ProductList,
     Order,
     Health,

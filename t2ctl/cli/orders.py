@@ -1,4 +1,4 @@
-"""``t2ctl orders``: list, show, retry, and submit test orders."""
+"""``t2ctl orders``: list, show, retry, cancel, and submit test orders."""
 
 from datetime import timedelta
 from typing import Annotated
@@ -18,7 +18,7 @@ from t2ctl.cli.context import (
 from t2ctl.config import Settings
 from t2ctl.db.models import ORDER_STATUSES, Partner, Product
 from t2ctl.errors import T2Error
-from t2ctl.orders import intake, pipeline, records, smoke
+from t2ctl.orders import cancellation, intake, pipeline, records, smoke
 from t2ctl.security import apikeys, audit, masking
 from t2ctl.webhooks import deliveries
 
@@ -30,7 +30,7 @@ PartnerOption = Annotated[str | None, typer.Option("--partner", help="Only this 
 def list_(
     ctx: typer.Context,
     status: Annotated[
-        str | None, typer.Option("--status", help="PENDING, PROCESSING, FULFILLED or FAILED.")
+        str | None, typer.Option("--status", help=", ".join(ORDER_STATUSES) + ".")
     ] = None,
     partner: PartnerOption = None,
     since: SinceOption = None,
@@ -103,6 +103,7 @@ def show(
             ("activation ref", fulfilment.get("activationReference") or "-"),
             ("expires", fulfilment.get("expiresAt") or "-"),
             ("error", f"{order.error_code}: {order.error_message}" if order.error_code else "-"),
+            ("cancellation", _cancellation(data["cancellation"])),
         ]
     )
     sent = deliveries.listing(partner_name=order.partner.name, order_ref=order.order_id)
@@ -126,6 +127,45 @@ def retry(
         output.emit_json({"partner": order.partner.name, **records.public(order)})
         return
     output.note(f"order {order_id} is {order.status} again; a worker will process it")
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (a refund, a reversed payment): kept and shown.")
+    ],
+    partner: PartnerOption = None,
+    config: ConfigOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Cancel an order, as the partner API does: PENDING at once; PROCESSING once its
+    provisioning ends; FULFILLED within orders.cancel_window by voiding its sales order."""
+    current = session(ctx, config)
+    current.connect()
+    with db.transaction():
+        order = records.get_by_order_id(order_id, partner)
+        outcome = cancellation.request(order, reason, window=current.settings.orders.cancel_window)
+        audit.record("orders.cancel", order.order_id, partner=order.partner.name, reason=reason)
+    shown = outcome.order
+    if json:
+        output.emit_json({"partner": shown.partner.name, **records.public(shown)})
+        return
+    if outcome.done:
+        output.note(f"order {order_id} is CANCELLED")
+    else:
+        output.note(
+            f"order {order_id}: cancellation under way; a worker voids its sales order "
+            "and the order becomes CANCELLED (see `t2ctl orders show`)"
+        )
+
+
+def _cancellation(shown: dict | None) -> str:
+    if shown is None:
+        return "-"
+    state = f"cancelled {shown['cancelledAt']}" if shown["cancelledAt"] else "under way"
+    return f"{state} (asked {shown['requestedAt']}: {shown['reason']})"
 
 
 @app.command()

@@ -76,11 +76,17 @@ def _unannounced(note: peewee.Field) -> peewee.Expression:
 
 
 def _latest_order(subscription: Subscription) -> str | None:
-    """The orderId whose term ends the subscription: the one to name in ``renewalOf``."""
+    """The orderId whose term ends the subscription: the one to name in ``renewalOf``; for
+    a subscription its cancelled first order ended, that order."""
     order = (
         Order.select(Order.order_id)
         .where((Order.subscription == subscription.id) & (Order.status == "FULFILLED"))
         .order_by(Order.expires_at.desc(), Order.id.desc())
+        .first()
+    ) or (
+        Order.select(Order.order_id)
+        .where(Order.subscription == subscription.id)
+        .order_by(Order.id)
         .first()
     )
     return order.order_id if order else None

@@ -59,6 +59,8 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     now = clock.now()
     try:
         with db.transaction():
+            if request.renewal_of is not None:
+                _hold_renewed(partner, request.renewal_of, product)
             order = Order.create(
                 partner=partner,
                 order_id=request.order_id,
@@ -146,17 +148,30 @@ def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
                 FieldError("amount", f"must equal price × quantity: {due}, not {request.amount}")
             )
     if request.renewal_of is not None:
-        problems += _check_renewal(partner, request.renewal_of, product)
+        earlier = _existing(partner, request.renewal_of)
+        problems += _check_renewal(product, earlier)
     if problems:
         raise ValidationFailed(problems)
     assert product is not None  # a missing product is one of the problems
     return product
 
 
-def _check_renewal(partner: Partner, renewal_of: str, product: Product | None) -> list[FieldError]:
-    earlier = _existing(partner, renewal_of)
+def _hold_renewed(partner: Partner, renewal_of: str, product: Product) -> None:
+    """Check the renewed order again under its row lock, which a cancellation takes too:
+    a renewal and the cancellation of what it renews never both get through."""
+    held = db.locked(
+        Order.select().where((Order.partner == partner) & (Order.order_id == renewal_of))
+    )
+    problems = _check_renewal(product, held.first())
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def _check_renewal(product: Product | None, earlier: Order | None) -> list[FieldError]:
     if earlier is None or earlier.status != "FULFILLED":
         return [FieldError("renewalOf", "must name an earlier FULFILLED order of yours")]
+    if earlier.cancel_requested_at is not None:
+        return [FieldError("renewalOf", "names an order that is being cancelled")]
     if product is not None and earlier.product_id != product.id:
         return [FieldError("renewalOf", "names an order for a different product")]
     return []

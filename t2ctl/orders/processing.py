@@ -15,7 +15,7 @@ from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
 from t2ctl.monitoring import logs, metrics
-from t2ctl.orders import intake, pipeline, records, subscriptions
+from t2ctl.orders import cancellation, intake, pipeline, records, subscriptions
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import outbox
@@ -113,7 +113,16 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
     order = records.find(pk)
     if order is None or order.status != "PROCESSING":
         return None
+    if order.cancel_requested_at is not None and order.sales_order_id is not None:
+        return None  # provisioned, then cancelled: the cancel_order job undoes it
     return order, not moved
+
+
+def _cancelled_meanwhile(order: Order, sales: provisioning.SalesOrder | None) -> bool:
+    """Hand a provisioning outcome to the cancellation asked for while it ran."""
+    if sales is not None:
+        return cancellation.provisioned(order, sales)
+    return cancellation.unprovisioned(order)
 
 
 def _finish(
@@ -122,9 +131,10 @@ def _finish(
     sales: provisioning.SalesOrder | None = None,
     failure: tuple[str, str] | None = None,
 ) -> None:
-    """Record the outcome in one commit, only if the order is still PROCESSING; a fulfilment
-    starts or extends its subscription in that same commit, and the partner's webhook event
-    (order.fulfilled or order.failed) joins the outbox in it too."""
+    """Record the outcome in one commit, only if the order is still PROCESSING and no
+    cancellation was asked for; a fulfilment starts or extends its subscription in that same
+    commit, and the partner's webhook event (order.fulfilled or order.failed) joins the outbox
+    in it too. A cancellation asked for meanwhile takes the outcome instead."""
     now = clock.now()
     changes: dict[str, Any]
     if sales is not None:
@@ -148,7 +158,11 @@ def _finish(
     with db.transaction():
         changed = (
             Order.update(**changes, updated_at=now)
-            .where((Order.id == order.id) & (Order.status == "PROCESSING"))
+            .where(
+                (Order.id == order.id)
+                & (Order.status == "PROCESSING")
+                & Order.cancel_requested_at.is_null()
+            )
             .execute()
         )
         if changed and sales is not None:
@@ -166,6 +180,8 @@ def _finish(
                 occurred_at=now,
                 order_ref=order.order_id,
             )
+    if not changed and _cancelled_meanwhile(order, sales):
+        return
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
     if changed:
         metrics.ORDERS.labels(changes["status"]).inc()

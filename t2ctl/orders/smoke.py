@@ -18,7 +18,7 @@ from t2ctl import clock, products
 from t2ctl.db.models import Product
 from t2ctl.errors import T2Error
 
-SETTLED = ("FULFILLED", "FAILED")
+SETTLED = ("FULFILLED", "FAILED", "CANCELLED")
 CUSTOMER = {"id": "T2CTL-TEST", "name": "t2ctl Test", "email": "test-orders@example.com"}
 
 

@@ -50,3 +50,32 @@ def fulfil(order: Order, *, now: datetime) -> tuple[int, datetime, datetime]:
         updated_at=now,
     )
     return subscription.id, now, expires
+
+
+def revoke(order: Order, *, now: datetime) -> None:
+    """Take back what a cancelled order bought; call inside the transaction that records it
+    CANCELLED. A first order ends its subscription now (it expires, and its expiry is
+    announced as any other); a renewal takes its term back off the expiry, and the orders
+    bought after it move back by as much, so their dates stay what they paid for. A
+    renewal built on the order is refused before this is reached."""
+    if order.subscription_id is None:
+        return
+    held = db.locked(Subscription.select().where(Subscription.id == order.subscription_id))
+    subscription = held.get()
+    if order.renewal_of is None:
+        expires = min(subscription.expires_at, now)
+    else:
+        bought = order.expires_at - order.starts_at
+        expires = subscription.expires_at - bought
+        later = Order.select().where(
+            (Order.subscription == subscription.id)
+            & (Order.id != order.id)
+            & (Order.starts_at >= order.expires_at)
+        )
+        for moved in later:
+            Order.update(
+                starts_at=moved.starts_at - bought, expires_at=moved.expires_at - bought
+            ).where(Order.id == moved.id).execute()
+    Subscription.update(expires_at=expires, updated_at=now).where(
+        Subscription.id == subscription.id
+    ).execute()

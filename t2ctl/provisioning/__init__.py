@@ -32,6 +32,15 @@ class SalesOrder:
     activation_reference: str
 
 
+@dataclass(frozen=True)
+class Made:
+    """What provisioning made for one order: the sales order a cancellation voids."""
+
+    partner: int
+    order_id: str
+    sales_order_id: str
+
+
 class Rejected(T2Error):
     """A permanent refusal: retrying cannot help, so the order fails with ``code``."""
 
@@ -55,4 +64,9 @@ class Provisioner(Protocol):
         ``resume`` says an earlier attempt for this order may have got part-way: look for its
         sales order before creating one, so no crash or retry ever makes a second.
         """
+        ...
+
+    def void(self, made: Made) -> None:
+        """Void the sales order ``made`` names; one already void is left as it is, so a
+        crash or retry after the void never voids it twice (Rejected if it cannot be)."""
         ...

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from t2ctl import clock, db
 from t2ctl.db.models import SandboxSalesOrder
-from t2ctl.provisioning import Rejected, Request, SalesOrder
+from t2ctl.provisioning import Made, Rejected, Request, SalesOrder
 
 
 class SandboxProvisioner:
@@ -39,6 +39,26 @@ class SandboxProvisioner:
             )
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)
+
+    def void(self, made: Made) -> None:
+        """Mark the row void, once: a row already void keeps the moment it was voided."""
+        with db.transaction():
+            found = (
+                SandboxSalesOrder.select()
+                .where(
+                    (SandboxSalesOrder.id == int(made.sales_order_id))
+                    & (SandboxSalesOrder.reference_number == made.order_id)
+                )
+                .exists()
+            )
+            if not found:
+                raise Rejected(
+                    "SALES_ORDER_MISSING", f"no sandbox sales order {made.sales_order_id}"
+                )
+            SandboxSalesOrder.update(voided_at=clock.now()).where(
+                (SandboxSalesOrder.id == int(made.sales_order_id))
+                & SandboxSalesOrder.voided_at.is_null()
+            ).execute()
 
 
 def _sales_order(row: SandboxSalesOrder) -> SalesOrder:

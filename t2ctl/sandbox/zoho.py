@@ -3,7 +3,8 @@
 What it reproduces: the OAuth refresh at ``/oauth/v2/token`` (refusals as HTTP 200 with an
 ``error`` field, and Zoho's 10 tokens per 10 minutes), the ``Zoho-oauthtoken`` header and the
 ``organization_id`` parameter on every API call, the ``{code, message}`` envelope, 201 on
-create, string ids, ``page_context`` paging, 401 with code 57 for a bad token, and 429 with
+create, string ids, ``page_context`` paging, a sales order's confirm and void (each refused
+when already done), 401 with code 57 for a bad token, and 429 with
 ``X-Rate-Limit-*`` headers past ``limit`` calls per ``window`` seconds for the organization.
 
 To rehearse failures it can be told, for the next calls to a route, to answer with an error
@@ -223,6 +224,7 @@ class ZohoStandIn:
             ("/salesorders", self._salesorders, ["GET", "POST"]),
             ("/salesorders/<so_id>", self._salesorder, ["GET"]),
             ("/salesorders/<so_id>/status/confirmed", self._confirm, ["POST"]),
+            ("/salesorders/<so_id>/status/void", self._void, ["POST"]),
         ):
             app.add_url_rule(api + rule, view_func=view, methods=methods)
         return app
@@ -484,6 +486,21 @@ class ZohoStandIn:
         return _answer(
             200, {"code": 0, "message": "Sales Order status has been changed to Confirmed."}
         )
+
+    def _void(self, so_id: str) -> Response:
+        with self.lock:
+            order = self.salesorders.get(so_id)
+            if order is None:
+                return _answer(404, {"code": 1002, "message": "Sales Order does not exist."})
+            if order["status"] == "void":
+                return _answer(400, {"code": 36014, "message": "Sales order is already void."})
+            order["status"] = "void"
+        return _answer(200, {"code": 0, "message": "Sales Order status has been changed to Void."})
+
+    def voided(self) -> list[dict[str, Any]]:
+        """The sales orders voided so far."""
+        with self.lock:
+            return [dict(o) for o in self.salesorders.values() if o["status"] == "void"]
 
     def _new_id(self) -> str:
         return str(next(self._ids))

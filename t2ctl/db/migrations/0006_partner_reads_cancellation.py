@@ -28,9 +28,7 @@ def up(migrator, db):
     for table, column in COLUMNS:
         migrator.add_column(table, column, DateTimeField(null=True)).run()
     migrator.add_column("order", "cancel_reason", TextField(null=True)).run()
-    db.execute_sql(
-        'UPDATE "order" SET fulfilled_at = updated_at WHERE status = \'FULFILLED\''
-    )
+    db.execute_sql("UPDATE \"order\" SET fulfilled_at = updated_at WHERE status = 'FULFILLED'")
     for table, columns in INDEXES:
         migrator.add_index(table, columns).run()
 

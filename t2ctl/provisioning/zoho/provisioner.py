@@ -14,6 +14,10 @@ beside it. Every change of the row is conditional on the attempt that owns it, a
 over on the deadline it saw. The look-up asks for the contact the create was sent with.
 
 The contact and item ids a create needs come from ``ids``, which caches them.
+
+A void (a cancellation's undoing) asks Zoho for the sales order's status first and sends the
+void only while it is not void yet, then records ``void``: a crash after the void went out
+finds it void on the next attempt, and sends nothing twice.
 """
 
 import logging
@@ -23,7 +27,7 @@ from typing import Any
 
 from t2ctl import clock, db
 from t2ctl.db.models import ZohoSalesOrder
-from t2ctl.provisioning import Rejected, Request, SalesOrder, Unreachable
+from t2ctl.provisioning import Made, Rejected, Request, SalesOrder, Unreachable
 from t2ctl.provisioning.zoho.client import Client, TurnedAway, ZohoError
 from t2ctl.provisioning.zoho.ids import Id, IdCache
 
@@ -79,6 +83,44 @@ class ZohoProvisioner:
                 "inventory system.",
             ) from exc
         return _sales_order(progress)
+
+    def void(self, made: Made) -> None:
+        key = self._key(made.partner, made.order_id)
+        progress = ZohoSalesOrder.get_or_none(key)
+        if progress is not None and progress.state == "void":
+            return
+        path = f"/salesorders/{made.sales_order_id}"
+        try:
+            if _state(self.client.get(path)["salesorder"]) != "void":
+                self._send_void(path, made.order_id)
+        except ZohoError as exc:
+            logger.error(
+                "order %s: Zoho refused to void sales order %s: %s",
+                made.order_id,
+                made.sales_order_id,
+                exc,
+                extra={"action": "zoho_void_refused", "order_id": made.order_id},
+            )
+            raise Rejected(
+                "VOID_REFUSED", f"Zoho refused to void sales order {made.sales_order_id}: {exc}"
+            ) from exc
+        with db.transaction():
+            ZohoSalesOrder.update(state="void", updated_at=clock.now()).where(key).execute()
+        logger.info(
+            "order %s: sales order %s voided",
+            made.order_id,
+            made.sales_order_id,
+            extra={"action": "zoho_sales_order_voided", "order_id": made.order_id},
+        )
+
+    def _send_void(self, path: str, order_id: str) -> None:
+        """Void; refused, it may be that an earlier void went through and its answer was
+        lost: then the status says void."""
+        try:
+            self.client.post(f"{path}/status/void")
+        except ZohoError:
+            if _state(self.client.get(path)["salesorder"]) != "void":
+                raise
 
     # -- the sales order ---------------------------------------------------------------
 
@@ -178,19 +220,19 @@ class ZohoProvisioner:
 
     # -- progress rows -----------------------------------------------------------------
 
-    def _key(self, request: Request):
+    def _key(self, partner: int, reference: str):
         return (
             (ZohoSalesOrder.organization_id == self.org)
-            & (ZohoSalesOrder.partner == request.partner)
-            & (ZohoSalesOrder.reference_number == request.order_id)
+            & (ZohoSalesOrder.partner == partner)
+            & (ZohoSalesOrder.reference_number == reference)
         )
 
     def _progress(self, request: Request) -> ZohoSalesOrder | None:
-        return ZohoSalesOrder.get_or_none(self._key(request))
+        return ZohoSalesOrder.get_or_none(self._key(request.partner, request.order_id))
 
     def _written(self, request: Request) -> ZohoSalesOrder:
         """The progress row this attempt has just written."""
-        return ZohoSalesOrder.get(self._key(request))
+        return ZohoSalesOrder.get(self._key(request.partner, request.order_id))
 
     def _begin(self, request: Request, attempt: str, contact_id: str) -> None:
         """Write ``creating``, owned by this attempt, just before the create is sent."""
@@ -216,7 +258,10 @@ class ZohoProvisioner:
             )
             owned = inserted or (
                 ZohoSalesOrder.update(**fields)
-                .where(self._key(request) & (ZohoSalesOrder.attempt == attempt))
+                .where(
+                    self._key(request.partner, request.order_id)
+                    & (ZohoSalesOrder.attempt == attempt)
+                )
                 .execute()
             )
         if not owned:
@@ -249,7 +294,10 @@ class ZohoProvisioner:
         with db.transaction():
             owned = (
                 ZohoSalesOrder.update(**changes, deadline=None, updated_at=clock.now())
-                .where(self._key(request) & (ZohoSalesOrder.attempt == attempt))
+                .where(
+                    self._key(request.partner, request.order_id)
+                    & (ZohoSalesOrder.attempt == attempt)
+                )
                 .execute()
             )
         if not owned:
@@ -263,7 +311,7 @@ class ZohoProvisioner:
     def _forget(self, request: Request, attempt: str) -> None:
         with db.transaction():
             ZohoSalesOrder.delete().where(
-                self._key(request) & (ZohoSalesOrder.attempt == attempt)
+                self._key(request.partner, request.order_id) & (ZohoSalesOrder.attempt == attempt)
             ).execute()
 
 
