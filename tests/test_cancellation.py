@@ -3,8 +3,11 @@ in, the refusals, the subscription it ends or shortens, the event that follows, 
 with provisioning, run many times against the Zoho stand-in holding the create."""
 
 import json
+import os
+import subprocess
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +24,7 @@ from t2ctl.db.models import (
 )
 from t2ctl.jobs.models import Job
 from t2ctl.orders import cancellation, expiry, subscriptions
+from t2ctl.security.crypto import SecretBox
 from tests.conftest import (
     Cli,
     LiveServer,
@@ -29,8 +33,12 @@ from tests.conftest import (
     drain,
     order_body,
     submit,
+    write_config,
     zoho_settings,
 )
+from tests.faults import free_port
+from tests.processes import LISTENING, serve, wait_until
+from tests.test_partner_guide import guide_snippet
 from tests.test_zoho import SO_PATH, zoho_worker
 
 REASON = {"reason": "Payment reversed by the customer's bank"}
@@ -306,3 +314,56 @@ def test_orders_cancel_is_audited_and_shown(cli: Cli, server: LiveServer, catalo
     shown = cli("orders", "show", "T2-1")
     assert "cancelled" in shown.stdout and "Refunded at the shop" in shown.stdout
     assert cli("orders", "list", "--status", "cancelled", "--json").stdout.count("T2-1") == 1
+
+
+def test_a_sigkill_between_the_void_and_cancelled_is_finished_on_restart_without_a_second_void(
+    zoho: ZohoEnv, tmp_path: Path
+) -> None:
+    """A real daemon is killed while Zoho has voided the sales order and its answer is on the
+    way; the daemon started again finishes the cancellation, and sends no second void."""
+    box = SecretBox(zoho.settings.security.master_keys)
+    key = partners.add("t2mobile", "https://127.0.0.1:9/hook", box=box, sandbox=False).key
+    config = write_config(
+        tmp_path / "config.toml",
+        zoho.settings,
+        zoho.config_toml(rate_period="1s") + "\n[worker]\nlease_seconds = 5\n",
+    )
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {key.api_key}"
+    with serve(tmp_path, config, "--port", str(free_port())) as daemon:
+        url = LISTENING.search(daemon.log).group(1) + "/t2mobile"
+        assert http.post(f"{url}/fulfilment", json=order_body("T2-1")).status_code == 202
+        wait_until(lambda: Order.get().status == "FULFILLED", what="the order fulfilled")
+        held = zoho.standin.hold("POST", VOID, after=True)
+        assert http.post(f"{url}/orders/T2-1/cancel", json=REASON).status_code == 202
+        assert held.reached.wait(30), "the void was sent"
+        daemon.kill()
+    held.release()
+    assert len(zoho.standin.voided()) == 1, "Zoho voided it; t2ctl never heard"
+    assert Order.get().status == "FULFILLED"
+
+    with serve(tmp_path, config, "--port", str(free_port())) as daemon:
+        wait_until(lambda: Order.get().status == "CANCELLED", what="the cancellation finished")
+        assert daemon.stop() == 0
+
+    assert len(zoho.standin.api_calls("POST", VOID)) == 1, "no second void"
+    assert ZohoSalesOrder.get().state == "void"
+    assert len(events("T2-1", "order.cancelled")) == 1
+    cancelled = Order.get()
+    assert Subscription.get().expires_at == cancelled.cancelled_at, "its subscription ended"
+
+
+def test_the_partner_guides_cancel_example_runs_as_written(server: LiveServer, catalogue) -> None:
+    new = server.add_partner()
+    http = server.session(new.key.api_key)
+    body = order_body("T2-20261127-000123")
+    assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
+    example = guide_snippet("### Cancelling an order", "sh")
+    env = {**os.environ, "T2CTL_API": server.url, "T2CTL_API_KEY": new.key.api_key}
+
+    ran = subprocess.run(["sh", "-c", example], env=env, capture_output=True, text=True)
+
+    assert ran.returncode == 0, ran.stderr
+    answered = json.loads(ran.stdout)
+    assert answered["status"] == "CANCELLED"
+    assert answered["cancellation"]["reason"] == "Payment reversed by the customer's bank"

@@ -38,7 +38,7 @@ JOBS = Histogram(
 )
 ORDERS = Counter(
     "t2ctl_orders_finished_total",
-    "Orders this process brought to FULFILLED or FAILED.",
+    "Orders this process brought to FULFILLED, FAILED or CANCELLED.",
     ["status"],
     registry=None,
 )
