@@ -367,3 +367,26 @@ def test_the_partner_guides_cancel_example_runs_as_written(server: LiveServer, c
     answered = json.loads(ran.stdout)
     assert answered["status"] == "CANCELLED"
     assert answered["cancellation"]["reason"] == "Payment reversed by the customer's bank"
+
+
+def test_a_void_zoho_refuses_keeps_the_cancellation_under_way_until_it_is_cleared(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    http = submit(server, order_body("T2-1"))
+    worker = zoho_worker(server, zoho)
+    drain(worker)
+    refusal = {"code": 36015, "message": "Invoiced sales orders cannot be voided."}
+    zoho.standin.fail("POST", VOID, status=400, body=refusal)
+    assert cancel(server, http, "T2-1").status_code == 202
+
+    drain(worker)
+
+    order = http.get(server.endpoint("/orders/T2-1")).json()
+    assert order["status"] == "FULFILLED" and order["cancellation"]["cancelledAt"] is None
+    job = Job.get(Job.task == cancellation.TASK)
+    assert job.state == "queued" and "refused to void" in job.last_error
+    assert job.run_at > clock.now() + timedelta(minutes=9), "tried again now and then"
+    Job.update(run_at=clock.now()).where(Job.id == job.id).execute()  # cleared in Zoho
+    drain(worker)
+    assert http.get(server.endpoint("/orders/T2-1")).json()["status"] == "CANCELLED"
+    assert len(zoho.standin.voided()) == 1

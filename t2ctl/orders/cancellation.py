@@ -203,6 +203,10 @@ class Canceller:
         except provisioning.Unreachable as exc:
             backoff = BACKOFF.delay(context.attempt)
             raise tasks.Retry(str(exc), after=clock.retry_wait(exc.retry_after, backoff)) from exc
+        except provisioning.Rejected as exc:
+            # Refused (an invoiced sales order, say): the cancellation stays under way, and
+            # is tried again now and then, until an operator has cleared it in Zoho.
+            raise tasks.Retry(str(exc), after=BACKOFF.cap) from exc
 
 
 def _complete(order: Order) -> None:
