@@ -46,7 +46,8 @@ def document(version: str) -> dict[str, Any]:
             "version": version,
             "description": (
                 "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
-                "read them back and list them, and catch up on events from the feed. Errors are RFC 9457 problem+json whose `type` is "
+                "read them back and list them, and catch up on events from the feed. Errors "
+                "are RFC 9457 problem+json whose `type` is "
                 "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405. "
                 "Outcomes arrive as webhooks signed per the Standard Webhooks specification "
                 "(see `webhooks`); a failed delivery (a 3xx included: redirects are not "
