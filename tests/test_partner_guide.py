@@ -117,7 +117,7 @@ def test_the_catch_up_programs_handle_each_missed_event_once(
     state = tmp_path / "state.json"
     env = {
         **os.environ,
-        "T2CTL_BASE_URL": server.endpoint(""),
+        "T2CTL_API": server.url,
         "T2CTL_API_KEY": new.key.api_key,
         "T2CTL_EVENTS_STATE": str(state),
     }
