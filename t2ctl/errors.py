@@ -97,6 +97,16 @@ class ValidationFailed(T2Error):
         self.errors = errors
 
 
+class InvalidParameter(ValidationFailed):
+    """A query parameter that cannot be used (unknown, repeated or out of its range): the
+    request is malformed rather than invalid, so the API answers 400, naming the parameter."""
+
+    title = "Invalid parameter"
+
+    def __init__(self, name: str, message: str):
+        super().__init__([FieldError(name, message)], f"The query parameter `{name}` {message}.")
+
+
 class ConfigError(T2Error):
     """Configuration that cannot be used; each problem names its key and, for env, the variable."""
 

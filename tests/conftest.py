@@ -69,7 +69,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _unavailable(message: str) -> None:
+def unavailable(message: str) -> None:
     """A service the test needs is missing: a failure under CI, a skip elsewhere."""
     if IN_CI:
         pytest.fail(message)
@@ -80,7 +80,7 @@ def _postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        _unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
     name = f"t2test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -137,7 +137,7 @@ def pgbouncer() -> Iterator[PgBouncer]:
     unprivileged user it must run as (it refuses root) can read; stopped at the end."""
     binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if binary is None:
-        _unavailable("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
+        unavailable("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
     target = urlsplit(PG_ADMIN_URL)
     directory = Path(tempfile.mkdtemp(prefix="t2ctl-pgbouncer-"))
     directory.chmod(0o755)
@@ -178,7 +178,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log_path: Path) -> None:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    _unavailable(f"pgbouncer did not start on port {port}: {log_path.read_text()[-2000:]}")
+    unavailable(f"pgbouncer did not start on port {port}: {log_path.read_text()[-2000:]}")
 
 
 # The database keys that a URL through PgBouncer needs, by that URL: ``make_settings`` adds

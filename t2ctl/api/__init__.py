@@ -36,6 +36,7 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
     from t2ctl.api import (
         auth,
         errors,
+        events,
         limits,
         meta,
         observe,
@@ -58,7 +59,7 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
     observe.init(app)  # first: a request refused by authentication has an id too
     app.before_request(auth.authenticate)  # before the limiter, which keys on the API key
     limits.init(app, settings.server)
-    for blueprint in (meta.bp, products.bp, orders.bp):
+    for blueprint in (meta.bp, products.bp, orders.bp, events.bp):
         app.register_blueprint(blueprint, url_prefix="/t2mobile")
     app.teardown_appcontext(_close_db)
     app.wsgi_app = proxies.ClientAddress(  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ MEDIA_TYPE = "application/problem+json"
 
 _STATUS = {
     errors.ValidationFailed: (422, "validation"),
+    errors.InvalidParameter: (400, "invalid-parameter"),
     errors.Unauthorized: (401, "unauthorized"),
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not-found"),

@@ -4,13 +4,17 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from t2ctl.api import schemas
+from t2ctl import values
+from t2ctl.api import params, schemas
+from t2ctl.db.models import ORDER_STATUSES
+from t2ctl.webhooks import outbox
 
 BASE = "/t2mobile"
 
 _PROBLEMS = {
-    400: "Malformed: the body is not valid JSON or gives a key twice in one object, or the "
-    "request line or a header is not valid HTTP.",
+    400: "Malformed: the body is not valid JSON or gives a key twice in one object; a query "
+    "parameter is unknown, given twice or invalid (`errors` names it); or the request line or "
+    "a header is not valid HTTP.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
     404: "No such order for this partner.",
@@ -45,7 +49,8 @@ def document(version: str) -> dict[str, Any]:
             "version": version,
             "description": (
                 "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
-                "read them back. Errors are RFC 9457 problem+json whose `type` is "
+                "read them back and list them, and catch up on events from the feed. Errors "
+                "are RFC 9457 problem+json whose `type` is "
                 "`urn:t2ctl:problem:<slug>`. A method a path does not list answers 405. "
                 "Outcomes arrive as webhooks signed per the Standard Webhooks specification "
                 "(see `webhooks`); a failed delivery (a 3xx included: redirects are not "
@@ -125,7 +130,15 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     """Every route: the public ones first (health, this document), then the partner's."""
-    paths = {**_health(), **_openapi(), **_products(), **_fulfilment(), **_orders(), **_cancel()}
+    paths = {
+        **_health(),
+        **_openapi(),
+        **_products(),
+        **_fulfilment(),
+        **_orders(),
+        **_cancel(),
+        **_events(),
+    }
     for operations in paths.values():
         for operation in operations.values():
             operation["responses"].update(_problems(*_TRANSPORT))
@@ -248,8 +261,53 @@ _ORDER_ID = {
 }
 
 
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+_LIMIT = _query(
+    "limit",
+    "How many items a page holds.",
+    {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": params.MAX_LIMIT,
+        "default": params.DEFAULT_LIMIT,
+    },
+)
+_LISTING = "Unknown query parameters, and a parameter given twice, are refused (400)."
+
+
 def _orders() -> dict[str, Any]:
+    moment = {"type": "string", "format": "date-time"}
     return {
+        f"{BASE}/orders": {
+            "get": {
+                "operationId": "listOrders",
+                "summary": "Your orders, newest first, a page at a time.",
+                "description": "Every order appears exactly once across the pages, even while "
+                f"new orders arrive (they sort before the first page). {_LISTING}",
+                "parameters": [
+                    _query(
+                        "status",
+                        "Only orders in this status.",
+                        {"type": "string", "enum": list(ORDER_STATUSES)},
+                    ),
+                    _query("since", "Only orders created at or after this moment.", moment),
+                    _query("until", "Only orders created before this moment.", moment),
+                    _LIMIT,
+                    _query(
+                        "cursor",
+                        "The previous page's nextCursor, as it is; keep the other parameters.",
+                        {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                    ),
+                ],
+                "responses": {
+                    "200": _json("A page of orders.", "OrderPage", _RATE_HEADERS),
+                    **_problems(*_AUTHED),
+                },
+            }
+        },
         f"{BASE}/orders/{{orderId}}": {
             "get": {
                 "operationId": "getOrder",
@@ -258,6 +316,36 @@ def _orders() -> dict[str, Any]:
                 "responses": {
                     "200": _json("The order.", "Order", _RATE_HEADERS),
                     **_problems(404, *_AUTHED),
+                },
+            }
+        },
+    }
+
+
+def _events() -> dict[str, Any]:
+    return {
+        f"{BASE}/events": {
+            "get": {
+                "operationId": "listEvents",
+                "summary": "Your events, oldest first: what your webhooks carry, to catch up.",
+                "description": "Every event recorded for you, whether its webhook was delivered "
+                f"yet or not; `id` is its webhook-id. {_LISTING}",
+                "parameters": [
+                    _query(
+                        "after",
+                        "An event's id: only events after it. One you have no event of is 400.",
+                        {"type": "string", "pattern": values.ID_PATTERN},
+                    ),
+                    _query(
+                        "type",
+                        "Only events of this type.",
+                        {"type": "string", "enum": list(outbox.EVENTS)},
+                    ),
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": _json("A page of events.", "EventPage", _RATE_HEADERS),
+                    **_problems(*_AUTHED),
                 },
             }
         }

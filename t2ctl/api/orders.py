@@ -1,4 +1,4 @@
-"""Orders, for partners: submit a fulfilment, cancel it, read an order back."""
+"""Orders, for partners: submit a fulfilment, cancel it, read an order back, list them."""
 
 import json
 import math
@@ -8,7 +8,8 @@ from flask import Blueprint, g, jsonify, request, url_for
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-from t2ctl.api import schemas, state
+from t2ctl.api import params, schemas, state
+from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.errors import FieldError, ValidationFailed
 from t2ctl.orders import cancellation, intake, records
 
@@ -43,6 +44,25 @@ def cancel_order(order_id: str):
 @bp.get("/orders/<order_id>")
 def get_order(order_id: str):
     return jsonify(records.public(records.get(g.partner, order_id)))
+
+
+@bp.get("/orders")
+def list_orders():
+    given = params.query("status", "since", "until", "limit", "cursor")
+    found = records.page(
+        g.partner,
+        status=params.choice(given, "status", ORDER_STATUSES),
+        since=params.moment(given, "since"),
+        until=params.moment(given, "until"),
+        after=params.position(given),
+        limit=params.limit(given),
+    )
+    return jsonify(
+        {
+            "data": [records.public(order) for order in found.orders],
+            "nextCursor": None if found.next is None else params.cursor(found.next),
+        }
+    )
 
 
 def _location(order_id: str) -> str:

@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 from t2ctl import values
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.orders import cancellation, intake
+from t2ctl.webhooks import outbox
 
 Identifier = Annotated[str, Field(pattern=values.ID_PATTERN, examples=["T2-20261127-000123"])]
 Timestamp = Annotated[
@@ -28,6 +29,14 @@ Text = Annotated[str, Field(pattern=values.TEXT_PATTERN)]
 # ORDER_STATUSES as a type: a type checker reads a Literal only when it is spelled out.
 OrderStatus = Literal["PENDING", "PROCESSING", "FULFILLED", "FAILED", "CANCELLED"]
 assert get_args(OrderStatus) == ORDER_STATUSES
+EventType = Literal[
+    "order.fulfilled",
+    "order.failed",
+    "order.cancelled",
+    "subscription.expiring",
+    "subscription.expired",
+]
+assert get_args(EventType) == outbox.EVENTS
 
 
 def _valid_email(address: str) -> str:
@@ -262,7 +271,9 @@ class Problem(_Body):
     title: str
     status: int
     detail: str
-    errors: list[FieldProblem] | None = Field(None, description="On 422: every invalid field.")
+    errors: list[FieldProblem] | None = Field(
+        None, description="On 422: every invalid field. On 400 for a query parameter: that one."
+    )
     errorId: str | None = Field(None, description="On 500: quote it to IconTech support.")
 
 
@@ -290,11 +301,42 @@ class SubscriptionEvent(_Body):
     data: SubscriptionEventData
 
 
+class OrderPage(_Body):
+    """A page of your orders, newest first."""
+
+    data: list[Order]
+    nextCursor: str | None = Field(
+        description="Pass it as `cursor` for the next page, as it is; null on the last page."
+    )
+
+
+class Event(_Body):
+    """An event as its webhook carried it: ``id`` is the webhook-id, the rest its body."""
+
+    id: str = Field(examples=["msg_2bU5jMa0ZbTlrpW1dS9pXzkj"])
+    type: EventType
+    timestamp: Timestamp = Field(description="When the event happened.")
+    data: Order | SubscriptionEventData = Field(
+        description="The Order for order.*, the subscription for subscription.*."
+    )
+
+
+class EventPage(_Body):
+    """A page of your events, oldest first."""
+
+    data: list[Event]
+    hasMore: bool = Field(
+        description="Later events exist: ask again with `after` the last event's id."
+    )
+
+
 SCHEMAS: list[type[BaseModel]] = [
     FulfilmentRequest,
     CancelRequest,
     ProductList,
     Order,
+    OrderPage,
+    EventPage,
     Health,
     Liveness,
     Readiness,
