@@ -29,6 +29,7 @@ from tests.conftest import (
     Cli,
     LiveServer,
     ZohoEnv,
+    at_once,
     daemon_worker,
     drain,
     order_body,
@@ -39,7 +40,7 @@ from tests.conftest import (
 from tests.faults import free_port
 from tests.processes import LISTENING, serve, wait_until
 from tests.test_partner_guide import guide_snippet
-from tests.test_zoho import SO_PATH, zoho_worker
+from tests.test_zoho import CONFIRM_PATH, SO_PATH, zoho_worker
 
 REASON = {"reason": "Payment reversed by the customer's bank"}
 VOID = r"/salesorders/\d+/status/void"
@@ -390,3 +391,120 @@ def test_a_void_zoho_refuses_keeps_the_cancellation_under_way_until_it_is_cleare
     drain(worker)
     assert http.get(server.endpoint("/orders/T2-1")).json()["status"] == "CANCELLED"
     assert len(zoho.standin.voided()) == 1
+
+
+def test_a_cancel_while_provisioning_fails_after_the_create_voids_what_it_left(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    """The create goes through, the confirm is refused for good: the order would FAIL, but
+    its cancellation was asked for meanwhile, so the draft sales order is voided instead."""
+    http = submit(server, order_body("T2-1"))
+    worker = zoho_worker(server, zoho)
+    held = zoho.standin.hold("POST", f"{SO_PATH}$")
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    assert held.reached.wait(10)
+    assert cancel(server, http, "T2-1").status_code == 202
+    zoho.standin.fail("POST", CONFIRM_PATH, status=400)
+    held.release()
+    runner.join(timeout=20)
+    drain(worker)
+
+    order = http.get(server.endpoint("/orders/T2-1")).json()
+    assert order["status"] == "CANCELLED" and order["error"] is None
+    (left,) = zoho.standin.salesorders.values()
+    assert left["status"] == "void", "the draft it left is voided"
+    assert events("T2-1", "order.failed") == []
+    assert len(events("T2-1", "order.cancelled")) == 1
+
+
+def test_a_first_order_waits_for_its_renewals_cancellation_to_finish(
+    server: LiveServer, zoho: ZohoEnv
+) -> None:
+    http = submit(server, order_body("T2-FIRST"))
+    worker = zoho_worker(server, zoho)
+    drain(worker)
+    renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
+    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
+    drain(worker)
+    zoho.standin.fail("POST", VOID, status=400, times=1)  # the renewal's void waits a while
+    assert cancel(server, http, "T2-RENEW").status_code == 202
+    drain(worker)
+
+    refused = cancel(server, http, "T2-FIRST")
+
+    assert refused.status_code == 409
+    assert "once T2-RENEW is CANCELLED" in refused.json()["detail"]
+    Job.update(run_at=clock.now()).where(Job.task == cancellation.TASK).execute()
+    drain(worker)
+    assert cancel(server, http, "T2-FIRST").status_code == 202
+    drain(worker)
+    held = Subscription.get()
+    assert held.expires_at == Order.get(Order.order_id == "T2-FIRST").cancelled_at
+    assert held.expires_at >= held.starts_at
+
+
+def test_renewals_cancelled_together_keep_every_date_straight(
+    server: LiveServer, catalogue
+) -> None:
+    """Three renewals of one order; two are cancelled and finish on two workers at once: the
+    third moves back by both terms, and the subscription ends with it."""
+    http = fulfilled(server, order_body("T2-A"))
+    for n in (1, 2, 3):
+        body = order_body(f"T2-R{n}", renewalOf="T2-A")
+        assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
+        drain(daemon_worker(server))
+    bought = {o.order_id: (o.starts_at, o.expires_at) for o in Order.select()}
+    assert cancel(server, http, "T2-R1").status_code == 202
+    assert cancel(server, http, "T2-R2").status_code == 202
+
+    workers = [daemon_worker(server) for _ in range(2)]
+    at_once(2, lambda: drain(workers.pop()))
+    drain(daemon_worker(server))  # one that met a lock timeout or deadlock is retried
+
+    assert {o.order_id: o.status for o in Order.select()} == {
+        "T2-A": "FULFILLED",
+        "T2-R1": "CANCELLED",
+        "T2-R2": "CANCELLED",
+        "T2-R3": "FULFILLED",
+    }
+    third = Order.get(Order.order_id == "T2-R3")
+    assert (third.starts_at, third.expires_at) == bought["T2-R1"], "back by two terms"
+    assert Subscription.get().expires_at == third.expires_at
+    failed_runs = Job.select().where(Job.last_error.contains("deadlock")).count()
+    assert failed_runs == 0, "the subscription lock orders the two"
+
+
+def test_a_renewal_of_a_lapsed_subscription_cancelled_leaves_it_lapsed_as_it_was(
+    server: LiveServer, catalogue
+) -> None:
+    http = fulfilled(server, order_body("T2-A"))
+    lapsed = clock.now() - timedelta(days=30)
+    Order.update(expires_at=lapsed).where(Order.order_id == "T2-A").execute()
+    Subscription.update(expires_at=lapsed).execute()
+    assert "1 expired" in expiry.check(clock.now())
+    renewal = order_body("T2-R", renewalOf="T2-A")
+    assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
+    drain(daemon_worker(server))
+    assert Subscription.get().expires_at > clock.now()
+
+    assert cancel(server, http, "T2-R").status_code == 202
+    drain(daemon_worker(server))
+
+    assert Subscription.get().expires_at == lapsed
+    assert expiry.check(clock.now()).startswith("0 "), "its expiry was announced already"
+    assert len(events("T2-A", "subscription.expired")) == 1
+
+
+def test_orders_cancel_refused_exits_1_and_audits_nothing(
+    cli: Cli, server: LiveServer, catalogue
+) -> None:
+    fulfilled(server, order_body("T2-1"))
+    Order.update(fulfilled_at=clock.now() - timedelta(days=8)).execute()
+
+    refused = cli("orders", "cancel", "T2-1", "--reason", "Refunded")
+
+    assert refused.exit_code == 1
+    assert "could be cancelled until" in refused.stderr
+    assert AuditEvent.select().where(AuditEvent.action == "orders.cancel").count() == 0
+    assert Order.get().cancel_requested_at is None

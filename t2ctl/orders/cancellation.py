@@ -6,9 +6,10 @@ it, so that a cancellation and the order's own processing, racing, end one way o
 - PENDING: CANCELLED at once; ``processing`` starts only a PENDING order, so nothing is
   provisioned.
 - PROCESSING: the request is noted (``cancel_requested_at``); when provisioning ends, its
-  outcome is not recorded as FULFILLED (``processing`` finishes only an order with no
-  cancellation asked for): a sales order it made is noted and handed to a ``cancel_order``
-  job, a failure makes the order CANCELLED at once.
+  outcome is not recorded as FULFILLED or FAILED (``processing`` finishes only an order with
+  no cancellation asked for): the sales order it made, or the failure it met, is noted and
+  the order handed to a ``cancel_order`` job, which voids what it made (a failed attempt may
+  have left a sales order too: the provisioner looks).
 - FULFILLED, within ``orders.cancel_window`` of fulfilment, with no live renewal built on it:
   noted, and a ``cancel_order`` job voids the sales order (``Provisioner.void``, which never
   voids one twice), then records CANCELLED, ends or shortens the subscription and adds the
@@ -111,20 +112,25 @@ def _check_fulfilled(order: Order, *, now: datetime, window: timedelta) -> None:
             "after fulfilment)."
         )
     renewal = (
-        Order.select(Order.order_id)
+        Order.select(Order.order_id, Order.cancel_requested_at)
         .where(
             (Order.partner == order.partner_id)
             & (Order.renewal_of == order.order_id)
             & Order.status.in_(LIVE)
-            & Order.cancel_requested_at.is_null()
         )
         .first()
     )
-    if renewal is not None:
+    if renewal is None:
+        return
+    if renewal.cancel_requested_at is None:
         raise NotCancellable(
             f"Order {renewal.order_id} renews order {order.order_id}: cancel "
             f"{renewal.order_id} first."
         )
+    raise NotCancellable(
+        f"Order {renewal.order_id} renews order {order.order_id} and is being cancelled: "
+        f"cancel {order.order_id} once {renewal.order_id} is CANCELLED."
+    )
 
 
 def schedule(order: Order) -> int | None:
@@ -138,15 +144,31 @@ def provisioned(order: Order, sales: provisioning.SalesOrder) -> bool:
     """Provisioning ended with ``sales`` for an order whose cancellation was asked for
     meanwhile: note the sales order and hand it to the job that voids it, in one commit.
     False if the order was not waiting for this (another run got there first)."""
+    return _hand_over(
+        order,
+        sales_order_id=sales.sales_order_id,
+        sales_order_number=sales.sales_order_number,
+        activation_reference=sales.activation_reference,
+    )
+
+
+def unprovisioned(order: Order, code: str, message: str) -> bool:
+    """Provisioning failed for an order whose cancellation was asked for: note why (kept
+    for operators; the partner sees a CANCELLED order) and hand it to the job, which voids
+    any sales order the failed attempts left. False if another run got there first."""
+    return _hand_over(order, error_code=code, error_message=message)
+
+
+def _hand_over(order: Order, **outcome: str) -> bool:
     with db.transaction():
         noted = (
-            Order.update(
-                sales_order_id=sales.sales_order_id,
-                sales_order_number=sales.sales_order_number,
-                activation_reference=sales.activation_reference,
-                updated_at=clock.now(),
+            Order.update(**outcome, updated_at=clock.now())
+            .where(
+                (Order.id == order.id)
+                & (Order.status == "PROCESSING")
+                & Order.cancel_requested_at.is_null(False)
+                & ~_ended()
             )
-            .where(_waiting(order))
             .execute()
         )
         if noted:
@@ -154,31 +176,16 @@ def provisioned(order: Order, sales: provisioning.SalesOrder) -> bool:
     return bool(noted)
 
 
-def unprovisioned(order: Order) -> bool:
-    """Provisioning failed for an order whose cancellation was asked for: nothing was made,
-    so the order is CANCELLED now. False if another run got there first."""
-    now = clock.now()
-    with db.transaction():
-        done = (
-            Order.update(status="CANCELLED", cancelled_at=now, updated_at=now)
-            .where(_waiting(order))
-            .execute()
-        )
-        if done:
-            _announce(order, now)
-    if done:
-        _counted(order)
-    return bool(done)
+def handed_over(order: Order) -> bool:
+    """An order whose cancellation was asked for has had its provisioning's outcome noted (a
+    sales order or a failure): the ``cancel_order`` job owns it, processing no longer."""
+    ended = order.sales_order_id is not None or order.error_code is not None
+    return order.cancel_requested_at is not None and ended
 
 
-def _waiting(order: Order):
-    """The order is PROCESSING, with a cancellation asked for and no sales order noted."""
-    return (
-        (Order.id == order.id)
-        & (Order.status == "PROCESSING")
-        & Order.cancel_requested_at.is_null(False)
-        & Order.sales_order_id.is_null()
-    )
+def _ended():
+    """``handed_over``'s outcome, as a condition on the row."""
+    return Order.sales_order_id.is_null(False) | Order.error_code.is_null(False)
 
 
 class Canceller:
@@ -189,15 +196,14 @@ class Canceller:
 
     def __call__(self, context: tasks.Context) -> None:
         order = records.find(context.payload["order"])
-        if order is None or order.status == "CANCELLED" or order.cancel_requested_at is None:
+        if order is None or not _undoable(order):
             return
         with logs.bind(order_id=order.order_id):
-            if order.sales_order_id is not None:
-                self._void(order, order.sales_order_id, context)
+            self._void(order, context)
             _complete(order)
 
-    def _void(self, order: Order, sales_order_id: str, context: tasks.Context) -> None:
-        made = provisioning.Made(order.partner_id, order.order_id, sales_order_id)
+    def _void(self, order: Order, context: tasks.Context) -> None:
+        made = provisioning.Made(order.partner_id, order.order_id, order.sales_order_id)
         try:
             self.provisioner.void(made)
         except provisioning.Unreachable as exc:
@@ -209,10 +215,20 @@ class Canceller:
             raise tasks.Retry(str(exc), after=BACKOFF.cap) from exc
 
 
+def _undoable(order: Order) -> bool:
+    """Asked to be cancelled, and not CANCELLED yet: FULFILLED, or PROCESSING and handed
+    over (until then, provisioning still owns the order)."""
+    if order.status == "FULFILLED":
+        return order.cancel_requested_at is not None
+    return order.status == "PROCESSING" and handed_over(order)
+
+
 def _complete(order: Order) -> None:
-    """CANCELLED, the subscription ended or shortened, and the event, in one commit."""
+    """CANCELLED, the subscription ended or shortened, and the event, in one commit. The
+    subscription is locked first (see ``subscriptions.hold``)."""
     now = clock.now()
     with db.transaction():
+        subscriptions.hold(order.subscription_id)
         done = (
             Order.update(status="CANCELLED", cancelled_at=now, updated_at=now)
             .where(
@@ -223,7 +239,7 @@ def _complete(order: Order) -> None:
             .execute()
         )
         if done:
-            subscriptions.revoke(order, now=now)
+            subscriptions.revoke(order.id, now=now)
             _announce(order, now)
     if done:
         _counted(order)

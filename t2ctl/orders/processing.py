@@ -113,16 +113,19 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
     order = records.find(pk)
     if order is None or order.status != "PROCESSING":
         return None
-    if order.cancel_requested_at is not None and order.sales_order_id is not None:
-        return None  # provisioned, then cancelled: the cancel_order job undoes it
+    if cancellation.handed_over(order):
+        return None  # cancelled while provisioning: the cancel_order job undoes what it made
     return order, not moved
 
 
-def _cancelled_meanwhile(order: Order, sales: provisioning.SalesOrder | None) -> bool:
+def _cancelled_meanwhile(
+    order: Order, sales: provisioning.SalesOrder | None, failure: tuple[str, str] | None
+) -> bool:
     """Hand a provisioning outcome to the cancellation asked for while it ran."""
     if sales is not None:
         return cancellation.provisioned(order, sales)
-    return cancellation.unprovisioned(order)
+    assert failure is not None, "_finish is given sales or a failure"
+    return cancellation.unprovisioned(order, *failure)
 
 
 def _finish(
@@ -147,14 +150,10 @@ def _finish(
         }
     else:
         assert failure is not None, "_finish is given sales or a failure"
-        code, message = failure
         # A remote service's message may quote the customer's contact: the partner and the
         # database get it masked.
-        changes = {
-            "status": "FAILED",
-            "error_code": code,
-            "error_message": redaction.redact(message),
-        }
+        failure = (failure[0], redaction.redact(failure[1]))
+        changes = {"status": "FAILED", "error_code": failure[0], "error_message": failure[1]}
     with db.transaction():
         changed = (
             Order.update(**changes, updated_at=now)
@@ -180,7 +179,7 @@ def _finish(
                 occurred_at=now,
                 order_ref=order.order_id,
             )
-    if not changed and _cancelled_meanwhile(order, sales):
+    if not changed and _cancelled_meanwhile(order, sales, failure):
         return
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
     if changed:

@@ -5,7 +5,7 @@ import calendar
 from datetime import datetime
 
 from t2ctl import db
-from t2ctl.db.models import Order, Subscription
+from t2ctl.db.models import Order, Product, Subscription
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -52,30 +52,68 @@ def fulfil(order: Order, *, now: datetime) -> tuple[int, datetime, datetime]:
     return subscription.id, now, expires
 
 
-def revoke(order: Order, *, now: datetime) -> None:
+def hold(subscription_id: int | None) -> None:
+    """Lock the subscription until the transaction ends, before any of its orders' rows:
+    cancellations of two orders of one subscription then queue here, in one order, instead
+    of each holding an order the other's revoke moves."""
+    if subscription_id is not None:
+        list(
+            db.locked(
+                Subscription.select(Subscription.id).where(Subscription.id == subscription_id)
+            )
+        )
+
+
+def revoke(order_pk: int, *, now: datetime) -> None:
     """Take back what a cancelled order bought; call inside the transaction that records it
-    CANCELLED. A first order ends its subscription now (it expires, and its expiry is
-    announced as any other); a renewal takes its term back off the expiry, and the orders
-    bought after it move back by as much, so their dates stay what they paid for. A
-    renewal built on the order is refused before this is reached."""
+    CANCELLED, after ``hold``. The order is read here, under that lock: a revoke committed
+    meanwhile may have moved its dates.
+
+    A first order ends its subscription now (it expires, and its expiry is announced as any
+    other). A renewal's term comes off: the orders bought after it (not cancelled ones) move
+    back into its place (``_move_back``), and the subscription expires with the last of its
+    fulfilled orders, which, for a renewal of a lapsed subscription, is the expiry it had
+    lapsed at. A live renewal built on the order is refused before this is reached."""
+    order = Order.get_by_id(order_pk)
     if order.subscription_id is None:
         return
-    held = db.locked(Subscription.select().where(Subscription.id == order.subscription_id))
-    subscription = held.get()
     if order.renewal_of is None:
+        subscription = Subscription.get_by_id(order.subscription_id)
         expires = min(subscription.expires_at, now)
     else:
-        bought = order.expires_at - order.starts_at
-        expires = subscription.expires_at - bought
-        later = Order.select().where(
-            (Order.subscription == subscription.id)
+        _move_back(order, now=now)
+        last = (
+            Order.select(Order.expires_at)
+            .where((Order.subscription == order.subscription_id) & (Order.status == "FULFILLED"))
+            .order_by(Order.expires_at.desc())
+            .first()
+        )
+        expires = last.expires_at if last is not None else order.starts_at
+    Subscription.update(expires_at=expires, updated_at=now).where(
+        Subscription.id == order.subscription_id
+    ).execute()
+
+
+def _move_back(order: Order, *, now: datetime) -> None:
+    """Lay the subscription's orders bought after ``order`` out again without its term: each
+    starts where the one before it now ends (never before it was fulfilled: time before then
+    was not bought) and runs its own term in calendar months."""
+    later = list(
+        Order.select(Order, Product)
+        .join(Product)
+        .where(
+            (Order.subscription == order.subscription_id)
             & (Order.id != order.id)
+            & (Order.status != "CANCELLED")
             & (Order.starts_at >= order.expires_at)
         )
-        for moved in later:
-            Order.update(
-                starts_at=moved.starts_at - bought, expires_at=moved.expires_at - bought
-            ).where(Order.id == moved.id).execute()
-    Subscription.update(expires_at=expires, updated_at=now).where(
-        Subscription.id == subscription.id
-    ).execute()
+        .order_by(Order.starts_at, Order.id)
+    )
+    starts = order.starts_at
+    for moved in later:
+        starts = max(starts, moved.fulfilled_at or starts)
+        expires = add_months(starts, moved.product.term_months)
+        Order.update(starts_at=starts, expires_at=expires, updated_at=now).where(
+            Order.id == moved.id
+        ).execute()
+        starts = expires

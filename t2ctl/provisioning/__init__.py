@@ -34,11 +34,12 @@ class SalesOrder:
 
 @dataclass(frozen=True)
 class Made:
-    """What provisioning made for one order: the sales order a cancellation voids."""
+    """What provisioning made for one order, for a cancellation to void: its sales order,
+    or None when provisioning failed, and whatever its attempts left is to be looked for."""
 
     partner: int
     order_id: str
-    sales_order_id: str
+    sales_order_id: str | None
 
 
 class Rejected(T2Error):
@@ -67,6 +68,7 @@ class Provisioner(Protocol):
         ...
 
     def void(self, made: Made) -> None:
-        """Void the sales order ``made`` names; one already void is left as it is, so a
-        crash or retry after the void never voids it twice (Rejected if it cannot be)."""
+        """Void the sales order ``made`` names, or the one a failed provisioning left (none:
+        nothing to do); one already void is left as it is, so a crash or retry after the
+        void never voids it again (Rejected if it cannot be voided)."""
         ...

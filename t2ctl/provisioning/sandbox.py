@@ -41,23 +41,19 @@ class SandboxProvisioner:
         return _sales_order(row)
 
     def void(self, made: Made) -> None:
-        """Mark the row void, once: a row already void keeps the moment it was voided."""
-        with db.transaction():
-            found = (
-                SandboxSalesOrder.select()
-                .where(
-                    (SandboxSalesOrder.id == int(made.sales_order_id))
-                    & (SandboxSalesOrder.reference_number == made.order_id)
-                )
-                .exists()
-            )
-            if not found:
+        """Mark the order's rows void, once: a row already void keeps when it was voided."""
+        mine = (SandboxSalesOrder.partner == made.partner) & (
+            SandboxSalesOrder.reference_number == made.order_id
+        )
+        if made.sales_order_id is not None:
+            mine &= SandboxSalesOrder.id == int(made.sales_order_id)
+            if not SandboxSalesOrder.select().where(mine).exists():
                 raise Rejected(
                     "SALES_ORDER_MISSING", f"no sandbox sales order {made.sales_order_id}"
                 )
+        with db.transaction():
             SandboxSalesOrder.update(voided_at=clock.now()).where(
-                (SandboxSalesOrder.id == int(made.sales_order_id))
-                & SandboxSalesOrder.voided_at.is_null()
+                mine & SandboxSalesOrder.voided_at.is_null()
             ).execute()
 
 

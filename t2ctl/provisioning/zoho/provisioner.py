@@ -17,7 +17,11 @@ The contact and item ids a create needs come from ``ids``, which caches them.
 
 A void (a cancellation's undoing) asks Zoho for the sales order's status first and sends the
 void only while it is not void yet, then records ``void``: a crash after the void went out
-finds it void on the next attempt, and sends nothing twice.
+finds it void on the next attempt, and sends nothing again. (Two runs of one cancellation
+at once, after a lost job lease, may both send it: Zoho refuses the second, which is then
+found void.) After a failed provisioning, the sales order to void is the one the progress
+row names, or the one Zoho holds under the order's reference when a create's outcome was
+unknown.
 """
 
 import logging
@@ -89,31 +93,51 @@ class ZohoProvisioner:
         progress = ZohoSalesOrder.get_or_none(key)
         if progress is not None and progress.state == "void":
             return
-        path = f"/salesorders/{made.sales_order_id}"
+        sales_order_id = made.sales_order_id or self._left_by(made.order_id, progress)
+        if sales_order_id is None:
+            return  # the failed provisioning made nothing
+        path = f"/salesorders/{sales_order_id}"
         try:
             if _state(self.client.get(path)["salesorder"]) != "void":
-                self._send_void(path, made.order_id)
+                self._send_void(path)
         except ZohoError as exc:
             logger.error(
                 "order %s: Zoho refused to void sales order %s: %s",
                 made.order_id,
-                made.sales_order_id,
+                sales_order_id,
                 exc,
                 extra={"action": "zoho_void_refused", "order_id": made.order_id},
             )
             raise Rejected(
-                "VOID_REFUSED", f"Zoho refused to void sales order {made.sales_order_id}: {exc}"
+                "VOID_REFUSED", f"Zoho refused to void sales order {sales_order_id}: {exc}"
             ) from exc
         with db.transaction():
             ZohoSalesOrder.update(state="void", updated_at=clock.now()).where(key).execute()
         logger.info(
             "order %s: sales order %s voided",
             made.order_id,
-            made.sales_order_id,
+            sales_order_id,
             extra={"action": "zoho_sales_order_voided", "order_id": made.order_id},
         )
 
-    def _send_void(self, path: str, order_id: str) -> None:
+    def _left_by(self, reference: str, progress: ZohoSalesOrder | None) -> str | None:
+        """The sales order a failed provisioning left, if any: the one its progress row
+        names, or, when a create's outcome is unknown, the one Zoho holds once that create
+        has surely ended."""
+        if progress is None:
+            return None  # no create was sent, or it was refused
+        if progress.salesorder_id is not None:
+            return progress.salesorder_id
+        now = clock.now()
+        if progress.deadline is not None and progress.deadline > now:
+            raise Unreachable(
+                "a create of this order's sales order may still be on its way",
+                retry_after=progress.deadline - now,
+            )
+        found = self._find(reference, progress.contact_id) if progress.contact_id else None
+        return None if found is None else str(found["salesorder_id"])
+
+    def _send_void(self, path: str) -> None:
         """Void; refused, it may be that an earlier void went through and its answer was
         lost: then the status says void."""
         try:
