@@ -311,6 +311,17 @@ def order_body(order_id: str = "T2-20261127-000123", **changes) -> dict:
     return body
 
 
+# order_body's changes for the catalogue's other product (the one tests decline, often).
+NORTON = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
+
+
+def post_orders(server: LiveServer, http: requests.Session, *order_ids: str, **changes) -> None:
+    """Submit ``order_body(order_id, **changes)`` for each id over ``http``: each accepted."""
+    for order_id in order_ids:
+        response = http.post(server.endpoint("/fulfilment"), json=order_body(order_id, **changes))
+        assert response.status_code == 202, response.text
+
+
 def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worker:
     """A worker with the handlers the daemon itself would register for these settings."""
     settings = settings or server.settings

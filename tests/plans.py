@@ -2,7 +2,7 @@
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import peewee
 
@@ -47,3 +47,16 @@ def plan(sql: str, params: tuple) -> str:
         handle.execute_sql("SET LOCAL enable_seqscan = off")
         rows = handle.execute_sql(f"EXPLAIN {sql}", params).fetchall()
     return "\n".join(row[0] for row in rows)
+
+
+def assert_walked(
+    ran: list[tuple[str, tuple]], picked: Callable[[str], bool], count: int, *indexes: str
+) -> None:
+    """The ``count`` statements of ``ran`` that ``picked`` selects each walk one of
+    ``indexes`` in its order: nothing sorted apart."""
+    chosen = [(sql, params) for sql, params in ran if picked(sql)]
+    assert len(chosen) == count, chosen
+    for sql, params in chosen:
+        found = plan(sql, params)
+        assert any(index in found for index in indexes), found
+        assert "TEMP B-TREE" not in found and "Sort" not in found, f"sorted apart: {found}"

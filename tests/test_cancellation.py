@@ -23,9 +23,11 @@ from t2ctl.db.models import (
     ZohoSalesOrder,
 )
 from t2ctl.jobs.models import Job
+from t2ctl.jobs.worker import Worker
 from t2ctl.orders import cancellation, expiry, subscriptions
 from t2ctl.security.crypto import SecretBox
 from tests.conftest import (
+    NORTON,
     Cli,
     LiveServer,
     ZohoEnv,
@@ -65,6 +67,16 @@ def fulfilled(server: LiveServer, *bodies: dict) -> requests.Session:
     )
     drain(daemon_worker(server, declining))
     return http
+
+
+def fulfilled_in_zoho(
+    server: LiveServer, zoho: ZohoEnv, *bodies: dict
+) -> tuple[requests.Session, Worker]:
+    """The orders submitted and run against the Zoho stand-in: the session, and the worker."""
+    http = submit(server, *bodies)
+    worker = zoho_worker(server, zoho)
+    drain(worker)
+    return http, worker
 
 
 def test_a_pending_order_is_cancelled_at_once_and_never_provisioned(
@@ -125,8 +137,7 @@ def test_a_fulfilled_order_is_voided_then_cancelled_and_its_subscription_ended(
 
 
 def test_the_refusals_say_why_and_change_nothing(server: LiveServer, catalogue) -> None:
-    norton = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
-    http = fulfilled(server, order_body("T2-OLD"), order_body("T2-FAIL", **norton))
+    http = fulfilled(server, order_body("T2-OLD"), order_body("T2-FAIL", **NORTON))
     Order.update(fulfilled_at=clock.now() - timedelta(days=7, minutes=1)).where(
         Order.order_id == "T2-OLD"
     ).execute()
@@ -212,9 +223,7 @@ def test_a_renewal_of_an_order_being_cancelled_is_refused(server: LiveServer, ca
 def test_a_fulfilled_order_in_zoho_has_its_sales_order_voided_once(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    http = submit(server, order_body("T2-1"))
-    worker = zoho_worker(server, zoho)
-    drain(worker)
+    http, worker = fulfilled_in_zoho(server, zoho, order_body("T2-1"))
 
     assert cancel(server, http, "T2-1").status_code == 202
     drain(worker)
@@ -227,10 +236,8 @@ def test_a_fulfilled_order_in_zoho_has_its_sales_order_voided_once(
 
 
 def test_a_void_whose_answer_was_lost_is_not_sent_again(server: LiveServer, zoho: ZohoEnv) -> None:
-    http = submit(server, order_body("T2-1"))
     zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, timeout_seconds=0.5)
-    worker = zoho_worker(server, zoho)
-    drain(worker)
+    http, worker = fulfilled_in_zoho(server, zoho, order_body("T2-1"))
     assert cancel(server, http, "T2-1").status_code == 202
     held = zoho.standin.hold("POST", VOID, after=True)  # voided; the answer held past 0.5 s
 
@@ -373,9 +380,7 @@ def test_the_partner_guides_cancel_example_runs_as_written(server: LiveServer, c
 def test_a_void_zoho_refuses_keeps_the_cancellation_under_way_until_it_is_cleared(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    http = submit(server, order_body("T2-1"))
-    worker = zoho_worker(server, zoho)
-    drain(worker)
+    http, worker = fulfilled_in_zoho(server, zoho, order_body("T2-1"))
     refusal = {"code": 36015, "message": "Invoiced sales orders cannot be voided."}
     zoho.standin.fail("POST", VOID, status=400, body=refusal)
     assert cancel(server, http, "T2-1").status_code == 202
@@ -421,9 +426,7 @@ def test_a_cancel_while_provisioning_fails_after_the_create_voids_what_it_left(
 def test_a_first_order_waits_for_its_renewals_cancellation_to_finish(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    http = submit(server, order_body("T2-FIRST"))
-    worker = zoho_worker(server, zoho)
-    drain(worker)
+    http, worker = fulfilled_in_zoho(server, zoho, order_body("T2-FIRST"))
     renewal = order_body("T2-RENEW", renewalOf="T2-FIRST")
     assert http.post(server.endpoint("/fulfilment"), json=renewal).status_code == 202
     drain(worker)

@@ -7,7 +7,7 @@ import requests
 
 from t2ctl.db.models import ApiKey, Order
 from t2ctl.jobs.models import Job
-from tests.conftest import THROUGH_PGBOUNCER, LiveServer, order_body
+from tests.conftest import NORTON, THROUGH_PGBOUNCER, LiveServer, order_body
 
 
 @THROUGH_PGBOUNCER
@@ -137,10 +137,9 @@ def test_a_renewal_must_name_a_fulfilled_order_of_the_same_product(
     http = server.session(server.add_partner().key.api_key)
     http.post(server.endpoint("/fulfilment"), json=order_body("T2-FIRST"))
     Order.update(status="FULFILLED").where(Order.order_id == "T2-FIRST").execute()
-    norton = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
     other_product = http.post(
         server.endpoint("/fulfilment"),
-        json=order_body("T2-RENEW-X", renewalOf="T2-FIRST", **norton),
+        json=order_body("T2-RENEW-X", renewalOf="T2-FIRST", **NORTON),
     )
     assert other_product.status_code == 422
     assert other_product.json()["errors"][0]["field"] == "renewalOf"

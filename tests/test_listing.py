@@ -11,23 +11,15 @@ import requests
 from t2ctl import partners
 from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Order
-from tests.conftest import LiveServer, daemon_worker, drain, order_body
+from tests.conftest import NORTON, LiveServer, daemon_worker, drain, post_orders
 from tests.openapi_check import assert_documented
-from tests.plans import plan, statements
-
-NORTON = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
+from tests.plans import assert_walked, statements
 
 
 def partner(server: LiveServer, name: str = "t2mobile") -> requests.Session:
     new = partners.add(name, "http://127.0.0.1:9/hook", box=server.box, sandbox=True)
     partners.update(name, sandbox=True, rate_limit="1000/minute")
     return server.session(new.key.api_key)
-
-
-def post(server: LiveServer, http: requests.Session, *order_ids: str, **changes) -> None:
-    for order_id in order_ids:
-        response = http.post(server.endpoint("/fulfilment"), json=order_body(order_id, **changes))
-        assert response.status_code == 202, response.text
 
 
 def listing(server: LiveServer, http: requests.Session, **query) -> requests.Response:
@@ -60,13 +52,13 @@ def ids(count: int, prefix: str = "T2-") -> list[str]:
 def test_pages_stay_exact_while_orders_arrive_between_them(server: LiveServer, catalogue) -> None:
     http = partner(server)
     first = ids(7)
-    post(server, http, *first)
+    post_orders(server, http, *first)
 
     seen, cursor = [], None
     for arriving in (ids(2, "LATE-A-"), ids(2, "LATE-B-"), ids(2, "LATE-C-")):
         got, cursor = page(server, http, limit=3, **({"cursor": cursor} if cursor else {}))
         seen += got
-        post(server, http, *arriving)  # newer than every page: they sort before page 1
+        post_orders(server, http, *arriving)  # newer than every page: they sort before page 1
     assert cursor is None, "7 orders in pages of 3: the third page is the last"
     assert seen == first[::-1], "each of the first 7 once, newest first, and nothing else"
 
@@ -81,7 +73,7 @@ def test_orders_created_in_the_same_microsecond_are_each_listed_once(
     """Several daemons can stamp orders alike: the row id breaks the tie, so none is lost
     between two pages."""
     http = partner(server)
-    post(server, http, *ids(5))
+    post_orders(server, http, *ids(5))
     Order.update(created_at=datetime(2026, 11, 27, 9, 0, 0, 123456, tzinfo=UTC)).execute()
 
     pages = every_page(server, http, limit=2)
@@ -91,13 +83,13 @@ def test_orders_created_in_the_same_microsecond_are_each_listed_once(
 
 def test_filters_by_status_and_created_at(server: LiveServer, catalogue) -> None:
     http = partner(server)
-    post(server, http, "FULFILLED-1", "FULFILLED-2")
-    post(server, http, "FAILED-1", **NORTON)
+    post_orders(server, http, "FULFILLED-1", "FULFILLED-2")
+    post_orders(server, http, "FAILED-1", **NORTON)
     declining = server.settings.model_copy(
         update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
     )
     drain(daemon_worker(server, declining))
-    post(server, http, "PENDING-1")
+    post_orders(server, http, "PENDING-1")
 
     assert page(server, http, status="FAILED") == (["FAILED-1"], None)
     assert page(server, http, status="PENDING") == (["PENDING-1"], None)
@@ -125,7 +117,7 @@ def test_filters_by_status_and_created_at(server: LiveServer, catalogue) -> None
 
 def test_limit_defaults_to_50_and_takes_1_to_200(server: LiveServer, catalogue) -> None:
     http = partner(server)
-    post(server, http, *ids(51))
+    post_orders(server, http, *ids(51))
     got, cursor = page(server, http)
     assert len(got) == 50 and cursor is not None
     assert page(server, http, cursor=cursor) == (["T2-000"], None)
@@ -160,7 +152,7 @@ BAD = [
 
 def test_each_bad_parameter_is_400_naming_it(server: LiveServer, catalogue) -> None:
     http = partner(server)
-    post(server, http, "T2-1")
+    post_orders(server, http, "T2-1")
     for query, field in BAD:
         response = http.get(f"{server.endpoint('/orders')}?{query}")
         assert_documented("GET", "/orders", response)
@@ -174,7 +166,7 @@ def test_each_bad_parameter_is_400_naming_it(server: LiveServer, catalogue) -> N
 
 def test_a_tampered_cursor_is_400(server: LiveServer, catalogue) -> None:
     http = partner(server)
-    post(server, http, *ids(3))
+    post_orders(server, http, *ids(3))
     _, cursor = page(server, http, limit=1)
     assert cursor is not None
     text = base64.urlsafe_b64decode(cursor + "==").decode()
@@ -198,8 +190,8 @@ def test_a_tampered_cursor_is_400(server: LiveServer, catalogue) -> None:
 
 def test_a_partner_sees_only_its_own_orders(server: LiveServer, catalogue) -> None:
     ours, theirs = partner(server, "t2mobile"), partner(server, "other")
-    post(server, ours, *ids(3))
-    post(server, theirs, *ids(3, "OTHER-"), "T2-001")  # the same orderId is theirs too
+    post_orders(server, ours, *ids(3))
+    post_orders(server, theirs, *ids(3, "OTHER-"), "T2-001")  # the same orderId is theirs too
 
     assert every_page(server, ours, limit=2) == [["T2-002", "T2-001"], ["T2-000"]]
     assert every_page(server, theirs) == [["T2-001", *ids(3, "OTHER-")[::-1]]]
@@ -220,7 +212,7 @@ def test_the_listing_walks_an_index_in_its_order(
     server: LiveServer, catalogue, status: str | None, index: str
 ) -> None:
     http = partner(server)
-    post(server, http, *ids(5))
+    post_orders(server, http, *ids(5))
     first = {"limit": 2, **({"status": status} if status else {})}
     _, cursor = page(server, http, **first)
     later = {**first, "cursor": cursor}
@@ -234,9 +226,4 @@ def test_the_listing_walks_an_index_in_its_order(
     with statements() as ran:
         for query in variants:
             page(server, http, **query)
-    listings = [(sql, params) for sql, params in ran if 'FROM "order"' in sql and "LIMIT" in sql]
-    assert len(listings) == len(variants)
-    for sql, params in listings:
-        found = plan(sql, params)
-        assert index in found, found
-        assert "TEMP B-TREE" not in found and "Sort" not in found, f"sorted apart: {found}"
+    assert_walked(ran, lambda sql: 'FROM "order"' in sql and "LIMIT" in sql, len(variants), index)

@@ -32,6 +32,7 @@ from t2ctl.monitoring.metrics import HTTP_REQUESTS
 from t2ctl.security.crypto import SecretBox
 from tests.conftest import (
     CATALOGUE,
+    NORTON,
     Cli,
     LiveServer,
     ZohoEnv,
@@ -264,8 +265,7 @@ def test_on_a_terminal_the_log_is_text_for_people(tmp_path: Path) -> None:
 def test_status_shows_the_queue_then_failures_and_dead_deliveries(
     server: LiveServer, catalogue, cli: Cli
 ) -> None:
-    norton = {"productId": "NORTON-1Y", "amount": {"value": "9999.99", "currency": "NGN"}}
-    submit(server, order_body("T2-S-1"), order_body("T2-S-2", **norton))
+    submit(server, order_body("T2-S-1"), order_body("T2-S-2", **NORTON))
     waiting = json.loads(cli("status", "--json").stdout)
     assert waiting["database"] == {
         "url": server.settings.database.redacted_url(),
