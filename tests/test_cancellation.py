@@ -3,8 +3,6 @@ in, the refusals, the subscription it ends or shortens, the event that follows, 
 with provisioning, run many times against the Zoho stand-in holding the create."""
 
 import json
-import os
-import subprocess
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +39,6 @@ from tests.conftest import (
 )
 from tests.faults import free_port
 from tests.processes import LISTENING, serve, wait_until
-from tests.test_partner_guide import guide_snippet
 from tests.test_zoho import CONFIRM_PATH, SO_PATH, zoho_worker
 
 REASON = {"reason": "Payment reversed by the customer's bank"}
@@ -359,22 +356,6 @@ def test_a_sigkill_between_the_void_and_cancelled_is_finished_on_restart_without
     assert len(events("T2-1", "order.cancelled")) == 1
     cancelled = Order.get()
     assert Subscription.get().expires_at == cancelled.cancelled_at, "its subscription ended"
-
-
-def test_the_partner_guides_cancel_example_runs_as_written(server: LiveServer, catalogue) -> None:
-    new = server.add_partner()
-    http = server.session(new.key.api_key)
-    body = order_body("T2-20261127-000123")
-    assert http.post(server.endpoint("/fulfilment"), json=body).status_code == 202
-    example = guide_snippet("### Cancelling an order", "sh")
-    env = {**os.environ, "T2CTL_API": server.url, "T2CTL_API_KEY": new.key.api_key}
-
-    ran = subprocess.run(["sh", "-c", example], env=env, capture_output=True, text=True)
-
-    assert ran.returncode == 0, ran.stderr
-    answered = json.loads(ran.stdout)
-    assert answered["status"] == "CANCELLED"
-    assert answered["cancellation"]["reason"] == "Payment reversed by the customer's bank"
 
 
 def test_a_void_zoho_refuses_keeps_the_cancellation_under_way_until_it_is_cleared(

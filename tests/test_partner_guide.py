@@ -1,7 +1,8 @@
 """The partner guide's programs, taken from docs/partner-guide.md as written: the Python
 receiver run against real deliveries (it must verify them, answer 2xx, and drop a resent one
-by its id), and the catch-up programs, Python and Node.js, run against the live server's event
-feed after an outage (each missed event handled once, none handled twice)."""
+by its id), the catch-up programs, Python and Node.js, run against the live server's event
+feed after an outage (each missed event handled once, none handled twice), and the curl
+examples of listing, cancelling and the feed, run by the shell."""
 
 import importlib
 import json
@@ -16,17 +17,77 @@ import pytest
 import requests
 
 from t2ctl import partners, sandbox
+from t2ctl.config import SandboxSettings
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.webhooks import deliveries
-from tests.conftest import LiveServer, daemon_worker, drain, order_body, unavailable
+from tests.conftest import (
+    NORTON,
+    LiveServer,
+    daemon_worker,
+    drain,
+    order_body,
+    post_orders,
+    unavailable,
+)
 
 GUIDE = Path(__file__).parent.parent / "docs" / "partner-guide.md"
 
 
-def guide_snippet(heading: str, language: str) -> str:
+def guide_snippet(heading: str, language: str, nth: int = 0) -> str:
+    """The ``nth`` block of ``language`` after ``heading``."""
     text = GUIDE.read_text()
     section = text[text.index(heading) :]
-    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)[nth]
+
+
+def run_example(server: LiveServer, api_key: str, example: str, **filled: str) -> dict:
+    """A shell example as a partner pastes it, with its base URL and key from the environment
+    (its ``export`` lines set placeholders) and each placeholder of ``filled`` replaced by a
+    real value: the JSON it printed."""
+    script = "\n".join(line for line in example.splitlines() if not line.startswith("export "))
+    for placeholder, value in filled.items():
+        assert placeholder in script
+        script = script.replace(placeholder, value)
+    env = {**os.environ, "T2CTL_API": server.url, "T2CTL_API_KEY": api_key}
+    ran = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    return json.loads(ran.stdout)
+
+
+def test_the_curl_examples_list_cancel_and_read_the_feed(server: LiveServer, catalogue) -> None:
+    new = server.add_partner()
+    http = server.session(new.key.api_key)
+    post_orders(server, http, "T2-F1", "T2-F2", **NORTON)
+    declining = server.settings.model_copy(
+        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
+    )
+    drain(daemon_worker(server, declining))
+    post_orders(server, http, "T2-20261127-000123")  # left PENDING
+    key = new.key.api_key
+
+    listed = run_example(server, key, guide_snippet("### Listing your orders", "sh"))
+    first = http.get(server.endpoint("/orders"), params={"status": "FAILED", "limit": 1}).json()
+    cursor = run_example(
+        server,
+        key,
+        guide_snippet("### Listing your orders", "sh", 1),
+        MjAyNi0xMS0yN1QwOTowMDowMC4xMjM0NTYrMDA6MDB8NDI=first["nextCursor"],
+    )
+    cancelled = run_example(server, key, guide_snippet("### Cancelling an order", "sh"))
+    whole = http.get(server.endpoint("/events")).json()["data"]
+    feed = run_example(
+        server,
+        key,
+        guide_snippet("### The event feed", "sh"),
+        msg_2bU5jMa0ZbTlrpW1dS9pXzkj=whole[0]["id"],
+    )
+
+    assert [o["orderId"] for o in listed["data"]] == ["T2-F2", "T2-F1"]
+    assert listed["nextCursor"] is None
+    assert [o["orderId"] for o in cursor["data"]] == ["T2-F1"]
+    assert cancelled["status"] == "CANCELLED", "the example's order was still PENDING"
+    assert cancelled["cancellation"]["reason"] == "Payment reversed by the customer's bank"
+    assert feed["data"] == whole[1:] and feed["hasMore"] is False
 
 
 def test_the_python_snippet_verifies_real_deliveries_and_drops_a_resend(
