@@ -2,10 +2,12 @@
 
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 from cryptography.fernet import Fernet
@@ -16,6 +18,7 @@ from t2ctl.db import schema
 from t2ctl.jobs import tasks
 from t2ctl.jobs.worker import Pool
 
+T = TypeVar("T")
 PG_ADMIN = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 CONCURRENCY = 4
 
@@ -32,6 +35,16 @@ def postgres_database() -> Iterator[str]:
             if handle is not None and hasattr(handle, "close_all"):
                 handle.close_all()
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def on_both(name: str, run: Callable[[str], T]) -> list[T]:
+    """``run(url)`` on a SQLite file, then on a throwaway PostgreSQL database."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        results.append(run(f"sqlite:///{tmp}/{name}.db"))
+    with postgres_database() as url:
+        results.append(run(url))
+    return results
 
 
 def fresh(url: str) -> Settings:

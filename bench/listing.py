@@ -29,7 +29,6 @@ import argparse
 import logging
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -39,7 +38,7 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import backend, fresh, postgres_database
+from bench.common import backend, fresh, on_both
 from t2ctl import clock, daemon, db, partners, products, sandbox, wiring
 from t2ctl.api import create_app
 from t2ctl.db.models import Order, Partner, Product, WebhookDelivery
@@ -351,11 +350,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        results.append(bench(f"sqlite:///{tmp}/listing.db", args.orders, args.repeat))
-    with postgres_database() as url:
-        results.append(bench(url, args.orders, args.repeat))
+    results = on_both("listing", lambda url: bench(url, args.orders, args.repeat))
     show(results, args.orders, args.repeat)
 
 

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import logging
-import tempfile
 import threading
 import time
 
@@ -35,7 +34,7 @@ from flask import Flask, Response
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import CONCURRENCY, backend, fresh, postgres_database, run_pool, statements
+from bench.common import CONCURRENCY, backend, fresh, on_both, run_pool, statements
 from t2ctl import clock, db, partners, sandbox, wiring
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.jobs import tasks
@@ -123,12 +122,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        rows.append(bench(f"sqlite:///{tmp}/webhooks.db", args.deliveries, args.sequential))
-    with postgres_database() as url:
-        rows.append(bench(url, args.deliveries, args.sequential))
-    show(rows)
+    show(on_both("webhooks", lambda url: bench(url, args.deliveries, args.sequential)))
 
 
 def show(rows: list[Row]) -> None:
