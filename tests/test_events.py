@@ -3,24 +3,23 @@ carried (checked against deliveries verified with the ``standardwebhooks`` libra
 t2ctl's own code), whatever became of each delivery; paged by ``after``, filtered by ``type``,
 scoped to the partner; the query walking an index. Each test runs on SQLite and on PostgreSQL."""
 
+import threading
 from datetime import timedelta
 
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from t2ctl import partners
+from t2ctl import clock, db, partners
 from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Subscription, WebhookDelivery
 from t2ctl.orders import expiry
+from t2ctl.webhooks import outbox
 from tests.conftest import NORTON, LiveServer, daemon_worker, drain, post_orders
 from tests.hooks import Hook
 from tests.openapi_check import assert_documented
-from tests.plans import assert_walked, statements
+from tests.plans import assert_walked, plan, statements
 
-BY_ID = "webhook_delivery_partner_id_id"
-# A SQLite index ends in the rowid, which ``id`` is: the foreign key's own index on partner_id
-# is (partner_id, id) as well, and the planner may walk either.
-SQLITE_BY_ID = "USING INDEX webhook_delivery_partner_id (partner_id=?)"
+IN_FEED_ORDER = "webhook_delivery_partner_id_feed_seq"
 
 
 def partner(server: LiveServer, url: str, name: str = "t2mobile") -> partners.NewPartner:
@@ -168,8 +167,8 @@ def test_the_feed_walks_an_index_in_its_order(server: LiveServer, catalogue, hoo
     http = server.session(new.key.api_key)
     whole, _ = events(server, http)
     variants = {
-        BY_ID: [{}, {"after": whole[0]["id"], "limit": 1}],
-        "webhook_delivery_partner_id_event_id": [
+        IN_FEED_ORDER: [{}, {"after": whole[0]["id"], "limit": 1}],
+        "webhook_delivery_partner_id_event_feed_seq": [
             {"type": "order.fulfilled"},
             {"type": "order.fulfilled", "after": whole[0]["id"], "limit": 1},
         ],
@@ -178,7 +177,58 @@ def test_the_feed_walks_an_index_in_its_order(server: LiveServer, catalogue, hoo
         with statements() as ran:
             for query in queries:
                 events(server, http, **query)
-        walked = [index, SQLITE_BY_ID] if index == BY_ID else [index]
-        assert_walked(
-            ran, lambda sql: "ORDER BY" in sql and "webhook_delivery" in sql, len(queries), *walked
-        )
+        assert_walked(ran, lambda sql: sql.startswith("SELECT") and "ORDER BY" in sql, 2, index)
+        # Each read places what committed since the last: those it finds by an index (their
+        # own, or the feed's where SQLite seeks its nulls), after the last placed one, found
+        # by the feed's.
+        placing = [(sql, p) for sql, p in ran if sql.lstrip().startswith("UPDATE")]
+        assert len(placing) == 2
+        for sql, params in placing:
+            found = plan(sql, params)
+            assert IN_FEED_ORDER in found and "SCAN webhook_delivery" not in found, found
+            assert "webhook_delivery_unplaced" in found or "feed_seq=?" in found, found
+
+
+def test_an_event_that_commits_after_a_later_one_is_not_skipped(server: LiveServer) -> None:
+    """Event A is written first (its id is the smaller) but its transaction commits after B's.
+    A reader that read B meanwhile, and reads on after it, still gets A. (On SQLite writers
+    never overlap: B waits for A's commit, and the read in between is PostgreSQL's alone.)"""
+    new = partner(server, "http://127.0.0.1:9/hook")
+    http = server.session(new.key.api_key)
+    written, release = threading.Event(), threading.Event()
+
+    def record(order_id: str) -> None:
+        data = {
+            "orderId": order_id,
+            "productId": "M365-BASIC-12M",
+            "customer": {"id": "CUST-88"},
+            "expiresAt": clock.rfc3339(clock.now()),
+        }
+        outbox.record(new.partner.id, "subscription.expiring", data, occurred_at=clock.now())
+
+    def slow_first() -> None:
+        with db.transaction():
+            record("T2-A")
+            written.set()
+            release.wait(20)
+
+    first = threading.Thread(target=slow_first)
+    first.start()
+    assert written.wait(10)
+    second = threading.Thread(target=record, args=("T2-B",))
+    second.start()
+    second.join(timeout=2)
+    seen: list[dict] = []
+    if not db.is_sqlite():
+        assert not second.is_alive(), "B committed while A's transaction is open"
+        seen, _ = events(server, http)
+        assert [e["data"]["orderId"] for e in seen] == ["T2-B"]
+    release.set()
+    first.join(timeout=20)
+    second.join(timeout=20)
+
+    later, _ = events(server, http, **({"after": seen[-1]["id"]} if seen else {}))
+    read = [e["data"]["orderId"] for e in seen + later]
+    assert sorted(read) == ["T2-A", "T2-B"], "each once, none skipped"
+    whole, _ = events(server, http)
+    assert whole == seen + later, "the feed's order is the order it was read in"

@@ -14,10 +14,7 @@ def list_events():
     given = params.query("after", "type", "limit")
     event_type = params.choice(given, "type", outbox.EVENTS)
     limit = params.limit(given)
-    after = None
-    if "after" in given:
-        after = feed.position(g.partner, given["after"])
-        if after is None:
-            raise InvalidParameter("after", "names no event of yours: pass an event's id")
-    found = feed.page(g.partner, after=after, event_type=event_type, limit=limit)
+    found = feed.read(g.partner, after=given.get("after"), event_type=event_type, limit=limit)
+    if found is None:
+        raise InvalidParameter("after", "names no event of yours: pass an event's id")
     return jsonify({"data": found.events, "hasMore": found.more})

@@ -131,7 +131,7 @@ def locked(query: peewee.Select) -> peewee.Select:
 
 def serialize(key: int) -> None:
     """Take a lock on ``key`` (a 64-bit integer) until the transaction ends, so transactions
-    taking it commit one after another: an advisory lock on Postgres; SQLite needs none, as
+    taking it run one after another: an advisory lock on Postgres; SQLite needs none, as
     ``transaction()`` already holds its one write lock. Call it inside ``transaction()``."""
     if not is_sqlite():
         database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))

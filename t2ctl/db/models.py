@@ -218,6 +218,7 @@ class WebhookDelivery(BaseModel):
     event = peewee.CharField(max_length=64)
     order_ref = peewee.CharField(max_length=64, null=True)  # the partner's orderId
     body = peewee.TextField()
+    feed_seq = peewee.BigIntegerField(null=True)  # its place in the partner's event feed
     status = peewee.CharField(max_length=16, default="pending")
     attempts = peewee.IntegerField(default=0)  # every try, ever
     failures = peewee.IntegerField(default=0)  # failed tries since last (re)sent: the step
@@ -232,10 +233,21 @@ class WebhookDelivery(BaseModel):
         indexes = (
             (("status", "created_at"), False),
             (("partner", "created_at"), False),
-            # The partner's event feed, oldest first, whole or by type.
-            (("partner", "id"), False),
-            (("partner", "event", "id"), False),
+            # The partner's event feed, in feed order, whole or by type.
+            (("partner", "feed_seq"), False),
+            (("partner", "event", "feed_seq"), False),
         )
+
+
+# The events a feed read has still to place (migration 0006): few at any time, in id order.
+WebhookDelivery.add_index(
+    WebhookDelivery.index(
+        WebhookDelivery.partner,
+        WebhookDelivery.id,
+        name="webhook_delivery_unplaced",
+        where=WebhookDelivery.feed_seq.is_null(),
+    )
+)
 
 
 class WebhookAttempt(BaseModel):

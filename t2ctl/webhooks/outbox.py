@@ -1,12 +1,6 @@
 """The transactional outbox: an event is a delivery row and its ``deliver`` job, both written
 in the caller's transaction, so an event exists exactly when the change that caused it
-committed, and is never sent for a change that rolled back.
-
-A partner's events commit in the order of their ids (each insert holds a lock on the partner's
-outbox until its transaction ends), so the event feed, read by id, never sees a later event
-before an earlier one commits and skips it. Call ``record`` last in a transaction: the lock
-is held from it to the commit.
-"""
+committed, and is never sent for a change that rolled back."""
 
 from datetime import datetime
 from typing import Any
@@ -20,7 +14,6 @@ TASK = "deliver"
 # The handler declares a delivery dead after the retry schedule's last attempt; this only
 # bounds a job that keeps failing in ways the handler cannot see (a worker killed each time).
 MAX_ATTEMPTS = 100
-_LOCK_SPACE = 0x7432_6F62 << 32  # "t2ob": the outbox's advisory locks, one per partner
 EVENTS = (
     "order.fulfilled",
     "order.failed",
@@ -43,7 +36,6 @@ def record(
         raise ValueError(f"unknown webhook event {event!r}")
     now = clock.now()
     with db.transaction():
-        db.serialize(_LOCK_SPACE | partner_id)
         delivery = WebhookDelivery.create(
             webhook_id=signing.new_webhook_id(),
             partner=partner_id,
