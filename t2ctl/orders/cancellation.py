@@ -31,7 +31,6 @@ from t2ctl.jobs import queue, tasks
 from t2ctl.monitoring import logs, metrics
 from t2ctl.orders import records, subscriptions
 from t2ctl.values import TEXT_PATTERN
-from t2ctl.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _take(order: Order, reason: str, *, now: datetime, window: timedelta) -> Non
         Order.update(**asked, status="CANCELLED", cancelled_at=now).where(
             Order.id == order.id
         ).execute()
-        _announce(order, now)
+        records.announce(order, "order.cancelled", now=now)
     elif order.status == "PROCESSING":
         Order.update(**asked).where(Order.id == order.id).execute()
     elif order.status == "FULFILLED":
@@ -240,7 +239,7 @@ def _complete(order: Order) -> None:
         )
         if done:
             subscriptions.revoke(order.id, now=now)
-            _announce(order, now)
+            records.announce(order, "order.cancelled", now=now)
     if done:
         _counted(order)
     else:
@@ -249,19 +248,6 @@ def _complete(order: Order) -> None:
             order.order_id,
             extra={"action": "order_cancelled", "order_id": order.order_id},
         )
-
-
-def _announce(order: Order, now: datetime) -> None:
-    """The ``order.cancelled`` event, last in the commit that makes the order CANCELLED."""
-    cancelled = records.find(order.id)
-    assert cancelled is not None  # this transaction has just changed it
-    outbox.record(
-        order.partner_id,
-        "order.cancelled",
-        records.public(cancelled),
-        occurred_at=now,
-        order_ref=order.order_id,
-    )
 
 
 def _counted(order: Order) -> None:

@@ -18,7 +18,6 @@ from t2ctl.monitoring import logs, metrics
 from t2ctl.orders import cancellation, intake, pipeline, records, subscriptions
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
-from t2ctl.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -170,15 +169,7 @@ def _finish(
                 Order.id == order.id
             ).execute()
         if changed:
-            finished = records.find(order.id)
-            assert finished is not None  # this transaction has just changed it
-            outbox.record(
-                order.partner_id,
-                f"order.{changes['status'].lower()}",
-                records.public(finished),
-                occurred_at=now,
-                order_ref=order.order_id,
-            )
+            records.announce(order, f"order.{changes['status'].lower()}", now=now)
     if not changed and _cancelled_meanwhile(order, sales, failure):
         return
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}

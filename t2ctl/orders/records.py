@@ -1,4 +1,5 @@
-"""Reading orders: the one public shape of an Order, and the queries faces use."""
+"""Reading orders: the one public shape of an Order, the queries faces use, and the event
+that carries an order as it stands."""
 
 import re
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from t2ctl import clock, values
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.errors import Conflict, NotFound
 from t2ctl.values import Money
+from t2ctl.webhooks import outbox
 
 
 def amount(order: Order) -> Money:
@@ -49,6 +51,16 @@ def public(order: Order) -> dict[str, Any]:
         if order.cancel_requested_at is not None
         else None,
     }
+
+
+def announce(order: Order, event: str, *, now: datetime) -> None:
+    """Add ``event`` (an ``order.*``) to the outbox with the order as it now stands, in the
+    caller's transaction: the one that has just changed it."""
+    current = find(order.id)
+    assert current is not None  # the caller's transaction has just changed it
+    outbox.record(
+        order.partner_id, event, public(current), occurred_at=now, order_ref=order.order_id
+    )
 
 
 def _query():
