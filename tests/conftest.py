@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 from t2ctl import daemon, db, partners, products, sandbox, wiring
 from t2ctl.api import create_app
 from t2ctl.cli.main import app as cli_app
-from t2ctl.config import Settings
+from t2ctl.config import SandboxSettings, Settings
 from t2ctl.db import schema
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
@@ -327,6 +327,15 @@ def daemon_worker(server: LiveServer, settings: Settings | None = None) -> Worke
     settings = settings or server.settings
     registry = wiring.registry(settings, box=server.box, schedule=wiring.scheduler(settings))
     return wiring.worker(settings, registry, name="test-worker")
+
+
+def declining_worker(server: LiveServer, product_id: str = "NORTON-1Y") -> Worker:
+    """A daemon worker on which orders for ``product_id`` FAIL (PRODUCT_UNAVAILABLE), as
+    ``sandbox.decline_products`` makes them."""
+    settings = server.settings.model_copy(
+        update={"sandbox": SandboxSettings(decline_products=[product_id])}
+    )
+    return daemon_worker(server, settings)
 
 
 def order_job() -> Job:

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from t2ctl import clock, partners
-from t2ctl.config import SandboxSettings
 from t2ctl.db.models import (
     AuditEvent,
     Order,
@@ -31,6 +30,7 @@ from tests.conftest import (
     ZohoEnv,
     at_once,
     daemon_worker,
+    declining_worker,
     drain,
     order_body,
     submit,
@@ -59,10 +59,7 @@ def events(order_id: str, event: str) -> list[dict]:
 def fulfilled(server: LiveServer, *bodies: dict) -> requests.Session:
     """The orders submitted and run; the product NORTON-1Y is declined: its orders FAIL."""
     http = submit(server, *bodies)
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
-    )
-    drain(daemon_worker(server, declining))
+    drain(declining_worker(server))
     return http
 
 

@@ -10,11 +10,10 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from t2ctl import clock, db, partners
-from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Subscription, WebhookDelivery
 from t2ctl.orders import expiry
 from t2ctl.webhooks import outbox
-from tests.conftest import NORTON, LiveServer, daemon_worker, drain, post_orders
+from tests.conftest import NORTON, LiveServer, daemon_worker, declining_worker, drain, post_orders
 from tests.hooks import Hook
 from tests.openapi_check import assert_documented
 from tests.plans import assert_walked, plan, statements
@@ -56,10 +55,7 @@ def outcomes(server: LiveServer, hook: Hook) -> partners.NewPartner:
     answered 500, so its delivery is still pending (retried later)."""
     new = partner(server, hook.url)
     http = server.session(new.key.api_key)
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
-    )
-    worker = daemon_worker(server, declining)
+    worker = declining_worker(server)
     post_orders(server, http, "T2-1")
     drain(worker)
     hook.answer(500)

@@ -9,9 +9,8 @@ import pytest
 import requests
 
 from t2ctl import partners
-from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Order
-from tests.conftest import NORTON, LiveServer, daemon_worker, drain, post_orders
+from tests.conftest import NORTON, LiveServer, declining_worker, drain, post_orders
 from tests.openapi_check import assert_documented
 from tests.plans import assert_walked, statements
 
@@ -85,10 +84,7 @@ def test_filters_by_status_and_created_at(server: LiveServer, catalogue) -> None
     http = partner(server)
     post_orders(server, http, "FULFILLED-1", "FULFILLED-2")
     post_orders(server, http, "FAILED-1", **NORTON)
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
-    )
-    drain(daemon_worker(server, declining))
+    drain(declining_worker(server))
     post_orders(server, http, "PENDING-1")
 
     assert page(server, http, status="FAILED") == (["FAILED-1"], None)

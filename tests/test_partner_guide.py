@@ -17,13 +17,13 @@ import pytest
 import requests
 
 from t2ctl import partners, sandbox
-from t2ctl.config import SandboxSettings
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.webhooks import deliveries
 from tests.conftest import (
     NORTON,
     LiveServer,
     daemon_worker,
+    declining_worker,
     drain,
     order_body,
     post_orders,
@@ -58,10 +58,7 @@ def test_the_curl_examples_list_cancel_and_read_the_feed(server: LiveServer, cat
     new = server.add_partner()
     http = server.session(new.key.api_key)
     post_orders(server, http, "T2-F1", "T2-F2", **NORTON)
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
-    )
-    drain(daemon_worker(server, declining))
+    drain(declining_worker(server))
     post_orders(server, http, "T2-20261127-000123")  # left PENDING
     key = new.key.api_key
 

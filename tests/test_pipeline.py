@@ -4,7 +4,6 @@ worker to FULFILLED or FAILED through the sandbox provisioner, on SQLite and on 
 from datetime import datetime, timedelta
 
 from t2ctl import clock, provisioning
-from t2ctl.config import SandboxSettings
 from t2ctl.db.models import Order, SandboxSalesOrder
 from t2ctl.jobs import admin, queue, tasks
 from t2ctl.jobs.models import Job
@@ -15,6 +14,7 @@ from tests.conftest import (
     Cli,
     LiveServer,
     daemon_worker,
+    declining_worker,
     drain,
     order_body,
     order_job,
@@ -65,11 +65,8 @@ def test_a_stray_second_job_for_a_finished_order_changes_nothing(
 def test_a_declined_order_fails_then_an_operator_retry_fulfils_it(
     server: LiveServer, catalogue, cli: Cli
 ) -> None:
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["M365-BASIC-12M"])}
-    )
     submit(server, order_body("T2-1"))
-    drain(daemon_worker(server, declining))
+    drain(declining_worker(server, "M365-BASIC-12M"))
     assert Order.get().status == "FAILED"
     shown = cli("orders", "show", "T2-1", "--json")
     assert shown.exit_code == 0

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from t2ctl import clock, partners
-from t2ctl.config import SandboxSettings, Settings
+from t2ctl.config import Settings
 from t2ctl.db.models import Subscription, WebhookAttempt, WebhookDelivery
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
@@ -24,6 +24,7 @@ from tests.conftest import (
     LiveServer,
     at_once,
     daemon_worker,
+    declining_worker,
     drain,
     make_settings,
     order_body,
@@ -91,9 +92,6 @@ def test_every_delivery_verifies_with_standardwebhooks_also_during_a_rotation_gr
     assert rotated.exit_code == 0, rotated.stderr
     second = json.loads(rotated.stdout)["webhookSecret"]
     assert second.startswith("whsec_") and second != first.webhook_secret
-    declining = server.settings.model_copy(
-        update={"sandbox": SandboxSettings(decline_products=["NORTON-1Y"])}
-    )
     post_order(
         server,
         first,
@@ -101,7 +99,7 @@ def test_every_delivery_verifies_with_standardwebhooks_also_during_a_rotation_gr
         productId="NORTON-1Y",
         amount={"value": "9999.99", "currency": "NGN"},
     )
-    drain(daemon_worker(server, declining))
+    drain(declining_worker(server))
 
     during = hook.received[1]
     assert len(during.headers["webhook-signature"].split(" ")) == 2
