@@ -255,9 +255,7 @@ def test_a_cancel_racing_provisioning_ends_cancelled_with_one_void(
 ) -> None:
     """The create is held in Zoho while the order is PROCESSING; the cancel arrives before
     the create is let go, together with it, or after it (racing the FULFILLED commit)."""
-    new = server.add_partner()
-    partners.update(new.partner.name, sandbox=True, rate_limit="1000/minute")
-    http = server.session(new.key.api_key)
+    http = submit(server)
     worker = zoho_worker(server, zoho)
     for n in range(8):
         order_id = f"T2-RACE-{n}"
