@@ -232,6 +232,8 @@ class ScheduleSettings(_Section):
     expiry_reminders_at: ClockTime = "02:00"
     expiry_check_at: ClockTime = "03:00"
     reminder_days: int = Field(7, ge=1, le=365)
+    # The daily reconcile with Zoho (the last 30 days' orders), at this time; unset: never.
+    reconcile_at: ClockTime | None = None
 
     @field_validator("timezone")
     @classmethod

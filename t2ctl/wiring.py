@@ -4,21 +4,23 @@ periodic tasks, and the observers (metrics, redaction) handed to the engine and 
 client, which know neither. The daemon and the CLI both build from here."""
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
 from t2ctl import clock, db
 from t2ctl.config import Settings
 from t2ctl.errors import ConfigError
+from t2ctl.finance import reconciliation
 from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.scheduler import Periodic, Scheduler
 from t2ctl.jobs.worker import Worker, worker_name
 from t2ctl.monitoring import metrics, status
 from t2ctl.orders import cancellation, expiry, processing
-from t2ctl.provisioning import Provisioner
-from t2ctl.provisioning.sandbox import SandboxProvisioner
+from t2ctl.provisioning import Ledger, Provisioner
+from t2ctl.provisioning.sandbox import SandboxLedger, SandboxProvisioner
 from t2ctl.provisioning.zoho.client import Client
+from t2ctl.provisioning.zoho.ledger import ZohoLedger
 from t2ctl.provisioning.zoho.oauth import Credentials, TokenCache
 from t2ctl.provisioning.zoho.pace import Pacer
 from t2ctl.provisioning.zoho.provisioner import ZohoProvisioner
@@ -111,8 +113,28 @@ def settings_provisioner(settings: Settings, box: SecretBox) -> Provisioner:
     return zoho_provisioner(settings, zoho_client(settings, box))
 
 
+def ledger(settings: Settings, box: SecretBox) -> Ledger:
+    """Where the sales orders are read back from: the sandbox's table, or Zoho through a
+    client of its own (its calls counted apart) within the fleet's budget."""
+    if settings.sandbox_mode:
+        return SandboxLedger()
+    return ZohoLedger(zoho_client(settings, box), currency=settings.zoho.currency)
+
+
+def reconcile(
+    settings: Settings, box: SecretBox, *, since: datetime, until: datetime, source: str
+) -> reconciliation.Result:
+    """Reconcile the orders created in ``[since, until)`` with the settings' ledger, and
+    record the run (``source``: cli or schedule) for the drift gauge."""
+    started = clock.now()
+    result = reconciliation.reconcile(ledger(settings, box), since=since, until=until)
+    reconciliation.record(result, source=source, started_at=started)
+    return result
+
+
 def scheduler(settings: Settings) -> Scheduler:
-    """The periodic tasks of CONTRACT §3, at their configured times in schedule.timezone."""
+    """The periodic tasks of CONTRACT §3, at their configured times in schedule.timezone,
+    and ``reconcile`` when ``schedule.reconcile_at`` is set."""
     plan = settings.schedule
     retention = settings.worker.job_retention
     attempts_kept = timedelta(days=settings.webhooks.retention_days)
@@ -125,19 +147,32 @@ def scheduler(settings: Settings) -> Scheduler:
             f"{tries} webhook attempt(s) older than {clock.rfc3339(as_of - attempts_kept)} pruned"
         )
 
-    return Scheduler(
-        [
+    periodic = [
+        Periodic(
+            "expiry-reminders",
+            lambda as_of: expiry.reminders(as_of, days=plan.reminder_days),
+            "day",
+            plan.expiry_reminders_at,
+        ),
+        Periodic("expiry-check", expiry.check, "day", plan.expiry_check_at),
+        Periodic("prune", prune, "hour", ":30"),
+    ]
+    if plan.reconcile_at is not None:
+        periodic.append(
             Periodic(
-                "expiry-reminders",
-                lambda as_of: expiry.reminders(as_of, days=plan.reminder_days),
+                "reconcile",
+                lambda as_of: reconcile(
+                    settings,
+                    box_for(settings),
+                    since=as_of - reconciliation.WINDOW,
+                    until=as_of,
+                    source="schedule",
+                ).summary(),
                 "day",
-                plan.expiry_reminders_at,
-            ),
-            Periodic("expiry-check", expiry.check, "day", plan.expiry_check_at),
-            Periodic("prune", prune, "hour", ":30"),
-        ],
-        timezone=plan.timezone,
-    )
+                plan.reconcile_at,
+            )
+        )
+    return Scheduler(periodic, timezone=plan.timezone)
 
 
 def registry(
@@ -180,4 +215,10 @@ def gauges() -> metrics.Gauges:
     """The fleet's queue as the metrics report it at each scrape."""
     found = status.depth()
     age = found.oldest_due_age
-    return metrics.Gauges(found.jobs.by_task, age.total_seconds() if age else 0.0, found.deliveries)
+    last = reconciliation.latest()
+    return metrics.Gauges(
+        found.jobs.by_task,
+        age.total_seconds() if age else 0.0,
+        found.deliveries,
+        None if last is None else metrics.Reconciled(last.finished_at.timestamp(), last.counts),
+    )

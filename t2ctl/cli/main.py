@@ -18,6 +18,8 @@ from t2ctl.cli import (
     partners,
     products,
     queue,
+    reconcile,
+    report,
     sandbox,
     schedule,
     secrets,
@@ -91,6 +93,8 @@ app.add_typer(partners.app, name="partners", help="Partners and their settings."
 app.add_typer(keys.app, name="keys", help="Partners' API keys.")
 app.add_typer(products.app, name="products", help="The product catalogue.")
 app.add_typer(orders.app, name="orders", help="Orders from partners.")
+app.command("reconcile")(reconcile.reconcile)
+app.add_typer(report.app, name="report", help="Reports for finance.")
 app.add_typer(queue.app, name="queue", help="The job queue.")
 app.add_typer(schedule.app, name="schedule", help="Periodic tasks.")
 app.add_typer(secrets.app, name="secrets", help="Master keys and secrets.")

@@ -51,14 +51,27 @@ def table(
     *,
     title: str | None = None,
     empty: str = "nothing to show",
+    totals: Sequence[Sequence[Any]] = (),
+    right: Sequence[str] = (),
 ) -> None:
+    """Rows under ``columns``, then any ``totals`` in bold below a rule; the columns named
+    in ``right`` (figures) aligned right."""
     rows = list(rows)
     if not rows:
         note(empty)
         return
-    grid = Table(*(Column(name, overflow="fold") for name in columns), title=title)
+    grid = Table(
+        *(
+            Column(name, overflow="fold", justify="right" if name in right else "left")
+            for name in columns
+        ),
+        title=title,
+    )
     for row in rows:
         grid.add_row(*(_cell(cell) for cell in row))
+    grid.rows[-1].end_section = bool(totals)
+    for row in totals:
+        grid.add_row(*(_cell(cell) for cell in row), style="bold")
     stdout().print(grid)
 
 

@@ -116,6 +116,9 @@ class Order(BaseModel):
             (("partner", "created_at", "id"), False),
             (("partner", "status", "created_at", "id"), False),
             (("partner", "renewal_of"), False),
+            # A settlement report: fulfilled, and cancelled, in a period.
+            (("fulfilled_at",), False),
+            (("cancelled_at",), False),
         )
 
 
@@ -127,6 +130,8 @@ class SandboxSalesOrder(BaseModel):
     reference_number = peewee.CharField(max_length=64, index=True)
     created_at = UTCDateTimeField()
     voided_at = UTCDateTimeField(null=True)
+    total_minor = peewee.BigIntegerField(null=True)  # null for rows from before migration 0007
+    currency = peewee.CharField(max_length=3, null=True)
 
 
 class ZohoToken(BaseModel):
@@ -280,6 +285,22 @@ class AuditEvent(BaseModel):
     details = JSONTextField(default=dict)
 
 
+class Reconciliation(BaseModel):
+    """One run of ``reconcile``: its window, what it checked, how many Zoho calls it made, and
+    the drift it found (``counts`` by kind; ``drift`` the first ``DRIFT_KEPT`` of them)."""
+
+    id = peewee.BigAutoField()
+    started_at = UTCDateTimeField()
+    finished_at = UTCDateTimeField(index=True)
+    since = UTCDateTimeField()
+    until = UTCDateTimeField()
+    source = peewee.CharField(max_length=16)  # cli, or schedule
+    checked = peewee.IntegerField()
+    calls = peewee.IntegerField()
+    counts = JSONTextField(default=dict)
+    drift = JSONTextField(default=list)
+
+
 MODELS = [
     Partner,
     ApiKey,
@@ -296,4 +317,5 @@ MODELS = [
     WebhookDelivery,
     WebhookAttempt,
     AuditEvent,
+    Reconciliation,
 ]

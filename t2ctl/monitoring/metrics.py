@@ -107,12 +107,21 @@ def connections_closed(reason: str, count: int) -> None:
 
 
 @dataclass(frozen=True)
+class Reconciled:
+    """The last reconcile run: when it finished (epoch seconds), and its drift by kind."""
+
+    at: float
+    drift: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Gauges:
     """The shared state a scrape reports, as the daemon's wiring reads it."""
 
     jobs_by_task: dict[str, dict[str, int]]  # task → state → count
     oldest_due_seconds: float  # 0 when no job is waiting
     deliveries: dict[str, int]  # status → count
+    reconciled: Reconciled | None = None  # None until reconcile has run
 
 
 class DatabaseCollector(Collector):
@@ -150,6 +159,25 @@ class DatabaseCollector(Collector):
         for name, count in found.deliveries.items():
             deliveries.add_metric([name], count)
         yield deliveries
+        if found.reconciled is not None:
+            yield from _reconciled(found.reconciled)
+
+
+def _reconciled(last: Reconciled) -> Iterator[Metric]:
+    drift = GaugeMetricFamily(
+        "t2ctl_reconcile_drift",
+        "Drift the last reconcile found between the orders and Zoho's sales orders, by kind.",
+        labels=["kind"],
+    )
+    for kind, count in last.drift.items():
+        drift.add_metric([kind], count)
+    yield drift
+    at = GaugeMetricFamily(
+        "t2ctl_reconcile_last_run_timestamp_seconds",
+        "When the last reconcile finished (Unix time).",
+    )
+    at.add_metric([], last.at)
+    yield at
 
 
 @dataclass

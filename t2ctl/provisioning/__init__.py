@@ -2,10 +2,14 @@
 
 A ``Provisioner`` takes plain values and returns plain values; it knows nothing of orders,
 jobs or the database schema. The daemon's wiring picks one (sandbox or Zoho) from settings.
+
+A ``Ledger`` reads back what the system of record holds, its sales orders, so that
+reconciliation can compare them with the orders.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from t2ctl.errors import T2Error
@@ -71,4 +75,29 @@ class Provisioner(Protocol):
         """Void the sales order ``made`` names, or the one a failed provisioning left (none:
         nothing to do); one already void is left as it is, so a crash or retry after the
         void never voids it again (Rejected if it cannot be voided)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A sales order as the system of record lists it."""
+
+    sales_order_id: str
+    number: str
+    reference: str  # the orderId it was made for, or whatever else someone wrote there
+    state: str  # confirmed, draft (not confirmed yet) or void
+    total: Money | None  # None when the listing does not say
+    day: date  # the sales order's date
+    partner: int | None = None  # known to the sandbox only; Zoho knows references
+
+
+class Ledger(Protocol):
+    @property
+    def calls(self) -> int:
+        """How many calls this ledger has made to the system of record so far."""
+        ...
+
+    def sales_orders(self, *, since: datetime, until: datetime) -> Iterator[Listed]:
+        """Every sales order made for an order created in ``[since, until)``, and others
+        of those days (their references may name no order); within the call budget."""
         ...

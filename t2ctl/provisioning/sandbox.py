@@ -6,11 +6,13 @@ part-way, and optional latency after the create, where a crash is most dangerous
 """
 
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 from t2ctl import clock, db
 from t2ctl.db.models import SandboxSalesOrder
-from t2ctl.provisioning import Made, Rejected, Request, SalesOrder
+from t2ctl.provisioning import Listed, Made, Rejected, Request, SalesOrder
+from t2ctl.values import Money
 
 
 class SandboxProvisioner:
@@ -34,8 +36,13 @@ class SandboxProvisioner:
             if existing is not None:
                 return _sales_order(existing)
         with db.transaction():
+            total = request.unit_price.times(request.quantity)
             row = SandboxSalesOrder.create(
-                partner=request.partner, reference_number=request.order_id, created_at=clock.now()
+                partner=request.partner,
+                reference_number=request.order_id,
+                created_at=clock.now(),
+                total_minor=total.minor,
+                currency=total.currency,
             )
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)
@@ -55,6 +62,32 @@ class SandboxProvisioner:
             SandboxSalesOrder.update(voided_at=clock.now()).where(
                 mine & SandboxSalesOrder.voided_at.is_null()
             ).execute()
+
+
+class SandboxLedger:
+    """The sandbox's sales orders, read from its table: no call leaves the process."""
+
+    calls = 0
+
+    def sales_orders(self, *, since: datetime, until: datetime) -> Iterator[Listed]:
+        """Every row made since ``since``: a sales order is made after its order, and an
+        order created before ``until`` may be provisioned after it."""
+        rows = (
+            SandboxSalesOrder.select()
+            .where(SandboxSalesOrder.created_at >= since)
+            .order_by(SandboxSalesOrder.id)
+        )
+        for row in rows.iterator():
+            sales_order = _sales_order(row)
+            yield Listed(
+                sales_order_id=sales_order.sales_order_id,
+                number=sales_order.sales_order_number,
+                reference=row.reference_number,
+                state="confirmed" if row.voided_at is None else "void",
+                total=None if row.total_minor is None else Money(row.total_minor, row.currency),
+                day=row.created_at.date(),
+                partner=row.partner,
+            )
 
 
 def _sales_order(row: SandboxSalesOrder) -> SalesOrder:

@@ -3,15 +3,18 @@
 What it reproduces: the OAuth refresh at ``/oauth/v2/token`` (refusals as HTTP 200 with an
 ``error`` field, and Zoho's 10 tokens per 10 minutes), the ``Zoho-oauthtoken`` header and the
 ``organization_id`` parameter on every API call, the ``{code, message}`` envelope, 201 on
-create, string ids, ``page_context`` paging, a sales order's confirm and void (each refused
-when already done), 401 with code 57 for a bad token, and 429 with
-``X-Rate-Limit-*`` headers past ``limit`` calls per ``window`` seconds for the organization.
+create, string ids, ``page_context`` paging (the sales orders sorted by ``sort_column`` and
+``sort_order``), a sales order's confirm and void (each refused when already done), 401 with
+code 57 for a bad token, and 429 with ``X-Rate-Limit-*`` headers past ``limit`` calls per
+``window`` seconds for the organization.
 
 To rehearse failures it can be told, for the next calls to a route, to answer with an error
 (``fail``), to close the connection without an answer (``reset``), to answer only after a
 stall (``stall``: a timeout, when longer than the client waits; the call takes effect after
 it), or to send the headers at once and the body a byte at a time (``dribble``); to delay every
 call (``latency``); or to stop a call before or after it takes effect until released (``hold``).
+And it lets a test change its sales orders behind the gateway's back, as a person in Zoho
+would (``add_sales_order``, ``edit_sales_order``, ``delete_sales_order``).
 """
 
 import itertools
@@ -32,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 TOKEN_LIMIT = 10  # access tokens per refresh token ...
 TOKEN_WINDOW = 600  # ... per this many seconds
+# The list's sort_column values the stand-in knows, and the field each sorts by (created_time
+# by id: ids grow with time).
+SORT_COLUMNS = {
+    "created_time": "salesorder_id",
+    "date": "date",
+    "reference_number": "reference_number",
+}
 NOT_AUTHORIZED = {"code": 57, "message": "You are not authorized to perform this operation"}
 
 
@@ -436,6 +446,15 @@ class ZohoStandIn:
                     for s in self.salesorders.values()
                     if reference is None or s["reference_number"] == reference
                 ]
+            column = request.args.get("sort_column", "created_time")
+            if column not in SORT_COLUMNS:
+                return _answer(
+                    400, {"code": 2, "message": f"Invalid value for sort_column: {column}"}
+                )
+            found.sort(
+                key=lambda s: (s[SORT_COLUMNS[column]], int(s["salesorder_id"])),
+                reverse=request.args.get("sort_order", "A") == "D",
+            )
             return _page(found, "salesorders")
         body = _body()
         with self.lock:
@@ -451,6 +470,7 @@ class ZohoStandIn:
                 "customer_id": body["customer_id"],
                 "date": body.get("date", ""),
                 "status": "draft",
+                "currency_code": "NGN",
                 "line_items": [
                     {
                         **line,
@@ -496,6 +516,40 @@ class ZohoStandIn:
                 return _answer(400, {"code": 36014, "message": "Sales order is already void."})
             order["status"] = "void"
         return _answer(200, {"code": 0, "message": "Sales Order status has been changed to Void."})
+
+    def add_sales_order(
+        self, reference: str, total: float, *, date: str, status: str = "confirmed"
+    ) -> dict[str, Any]:
+        """A sales order made in Zoho by hand, behind the gateway's back."""
+        with self.lock:
+            order: dict[str, Any] = {
+                "salesorder_id": self._new_id(),
+                "salesorder_number": f"SO-{next(self._numbers):05d}",
+                "reference_number": reference,
+                "customer_id": "",
+                "date": date,
+                "status": status,
+                "currency_code": "NGN",
+                "line_items": [],
+                "total": total,
+            }
+            self.salesorders[order["salesorder_id"]] = order
+        return dict(order)
+
+    def edit_sales_order(self, reference: str, **changes: Any) -> dict[str, Any]:
+        """Change the one sales order with ``reference`` by hand (its ``status``, ``total``)."""
+        with self.lock:
+            (order,) = [o for o in self.salesorders.values() if o["reference_number"] == reference]
+            order.update(changes)
+            return dict(order)
+
+    def delete_sales_order(self, reference: str) -> None:
+        """Delete the sales orders with ``reference`` by hand."""
+        with self.lock:
+            for so_id in [
+                k for k, o in self.salesorders.items() if o["reference_number"] == reference
+            ]:
+                del self.salesorders[so_id]
 
     def voided(self) -> list[dict[str, Any]]:
         """The sales orders voided so far."""
@@ -554,6 +608,7 @@ def _summary(order: dict[str, Any]) -> dict[str, Any]:
         "customer_id",
         "date",
         "status",
+        "currency_code",
         "total",
     )
     return {k: order[k] for k in keys}

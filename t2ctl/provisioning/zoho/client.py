@@ -8,6 +8,7 @@ Zoho's reset.
 """
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
@@ -69,6 +70,8 @@ class Client:
         self.http = http or requests.Session()
         self.timeout = timeout
         self.observer = observer
+        self.sent = 0  # requests sent so far, answered or not
+        self._counting = threading.Lock()
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.call("GET", path, params=params)
@@ -84,7 +87,8 @@ class Client:
         return self.call("POST", path, params=params, body=body, before_send=before_send)
 
     def pages(self, path: str, key: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
-        """Each page of a list, following ``page_context.has_more_page``."""
+        """Each page of a list, following ``page_context.has_more_page``; each page is
+        fetched only when the one before has been taken, so a caller may stop early."""
         page = 1
         while True:
             body = self.get(path, page=page, per_page=PER_PAGE, **params)
@@ -113,6 +117,8 @@ class Client:
             self.pacer.acquire()
             if before_send is not None:
                 before_send()
+            with self._counting:
+                self.sent += 1
             try:
                 response = calls.timed(
                     self.observer,

@@ -98,7 +98,7 @@ class ZohoProvisioner:
             return  # the failed provisioning made nothing
         path = f"/salesorders/{sales_order_id}"
         try:
-            if _state(self.client.get(path)["salesorder"]) != "void":
+            if sales_order_state(self.client.get(path)["salesorder"]) != "void":
                 self._send_void(path)
         except ZohoError as exc:
             logger.error(
@@ -143,7 +143,7 @@ class ZohoProvisioner:
         try:
             self.client.post(f"{path}/status/void")
         except ZohoError:
-            if _state(self.client.get(path)["salesorder"]) != "void":
+            if sales_order_state(self.client.get(path)["salesorder"]) != "void":
                 raise
 
     # -- the sales order ---------------------------------------------------------------
@@ -163,7 +163,7 @@ class ZohoProvisioner:
         self._write(
             request,
             attempt,
-            state=_state(found),
+            state=sales_order_state(found),
             salesorder_id=str(found["salesorder_id"]),
             salesorder_number=str(found["salesorder_number"]),
         )
@@ -236,7 +236,7 @@ class ZohoProvisioner:
         except ZohoError:
             # Refused: perhaps an earlier attempt confirmed it before its answer was lost.
             current = self.client.get(f"/salesorders/{progress.salesorder_id}")["salesorder"]
-            state = _state(current)
+            state = sales_order_state(current)
             if state != "confirmed":
                 raise
         self._write(request, progress.attempt, state=state)
@@ -339,7 +339,7 @@ class ZohoProvisioner:
             ).execute()
 
 
-def _state(order: dict[str, Any]) -> str:
+def sales_order_state(order: dict[str, Any]) -> str:
     """Our progress state for a Zoho status: confirmed, void, or draft (still to confirm)."""
     status = str(order.get("status", "draft"))
     if status in CONFIRMED:

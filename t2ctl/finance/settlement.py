@@ -1,0 +1,179 @@
+"""The settlement report: what each partner sold in a period, per product and currency.
+
+An order counts as sold in the period it was fulfilled (``fulfilled_at``), and as refunded
+in the period it was cancelled (``cancelled_at``), when it had been fulfilled: a cancelled
+order stays in its month's gross and is taken back in its cancellation's month, so a
+closed month's report never changes. Amounts are summed in minor units by the database, as
+integers: never a float. One aggregate query over two indexes (fulfilled, cancelled) makes
+the whole report.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import peewee
+from peewee import Case, fn
+
+from t2ctl import partners
+from t2ctl.db.models import Order, Partner, Product
+from t2ctl.values import Money
+
+# The CSV's header and the JSON's row names, in order.
+FIELDS = (
+    "partner",
+    "productId",
+    "currency",
+    "fulfilled",
+    "renewals",
+    "cancelled",
+    "gross",
+    "refunded",
+    "net",
+)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One partner's sales of one product in one currency, or a currency's total (then
+    ``partner`` and ``product_id`` are None)."""
+
+    partner: str | None
+    product_id: str | None
+    currency: str
+    fulfilled: int
+    renewals: int
+    cancelled: int
+    gross: Money
+    refunded: Money
+
+    @property
+    def net(self) -> Money:
+        return Money(self.gross.minor - self.refunded.minor, self.currency)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "partner": self.partner,
+            "productId": self.product_id,
+            "currency": self.currency,
+            "fulfilled": self.fulfilled,
+            "renewals": self.renewals,
+            "cancelled": self.cancelled,
+            "gross": self.gross.public(),
+            "refunded": self.refunded.public(),
+            "net": self.net.public(),
+        }
+
+    def csv(self) -> dict[str, Any]:
+        """The row for a spreadsheet: the JSON's names, amounts as decimal strings."""
+        return {
+            **self.public(),
+            **{k: getattr(self, k).value for k in ("gross", "refunded", "net")},
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    start: date
+    end: date  # exclusive
+    timezone: str
+    rows: list[Line]
+
+    @property
+    def totals(self) -> list[Line]:
+        """One line per currency: amounts in different currencies are never added."""
+        by_currency: dict[str, list[Line]] = defaultdict(list)
+        for row in self.rows:
+            by_currency[row.currency].append(row)
+        return [
+            Line(
+                None,
+                None,
+                currency,
+                sum(r.fulfilled for r in rows),
+                sum(r.renewals for r in rows),
+                sum(r.cancelled for r in rows),
+                Money(sum(r.gross.minor for r in rows), currency),
+                Money(sum(r.refunded.minor for r in rows), currency),
+            )
+            for currency, rows in sorted(by_currency.items())
+        ]
+
+    def public(self) -> dict[str, Any]:
+        totals = [{k: v for k, v in t.public().items() if k in TOTAL_FIELDS} for t in self.totals]
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "rows": [row.public() for row in self.rows],
+            "totals": totals,
+        }
+
+
+TOTAL_FIELDS = ("currency", "fulfilled", "cancelled", "gross", "refunded", "net")
+
+
+def day_start(day: date, timezone: str) -> datetime:
+    """Midnight of ``day`` in ``timezone`` (schedule.timezone), in UTC."""
+    return datetime.combine(day, time(), ZoneInfo(timezone)).astimezone(UTC)
+
+
+def report(start: date, end: date, *, timezone: str, partner: str | None = None) -> Report:
+    """The report for ``[start, end)``, days in ``timezone``; ``partner`` narrows it to one
+    (NotFound if there is none of that name)."""
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    low, high = day_start(start, timezone), day_start(end, timezone)
+    fulfilled = (Order.fulfilled_at >= low) & (Order.fulfilled_at < high)
+    cancelled = (
+        Order.fulfilled_at.is_null(False)
+        & (Order.cancelled_at >= low)
+        & (Order.cancelled_at < high)
+    )
+    wanted = fulfilled | cancelled
+    if partner is not None:
+        wanted &= Order.partner == partners.get(partner).id
+    found = (
+        Order.select(
+            Partner.name,
+            Product.product_id,
+            Order.currency,
+            _count(fulfilled),
+            _count(fulfilled & Order.renewal_of.is_null(False)),
+            _count(cancelled),
+            _sum(fulfilled),
+            _sum(cancelled),
+        )
+        .join(Partner, on=(Order.partner == Partner.id))
+        .switch(Order)
+        .join(Product, on=(Order.product == Product.id))
+        .where(wanted)
+        .group_by(Partner.name, Product.product_id, Order.currency)
+        .order_by(Partner.name, Product.product_id, Order.currency)
+        .tuples()
+    )
+    # PostgreSQL sums integers as numeric (Decimal): exact, and made int again here.
+    rows = [
+        Line(
+            name,
+            product,
+            currency,
+            int(f),
+            int(r),
+            int(c),
+            Money(int(g), currency),
+            Money(int(d), currency),
+        )
+        for name, product, currency, f, r, c, g, d in cast("Iterable[tuple[Any, ...]]", found)
+    ]
+    return Report(start, end, timezone, rows)
+
+
+def _count(condition: peewee.Expression) -> peewee.Function:
+    return fn.SUM(Case(None, [(condition, 1)], 0))
+
+
+def _sum(condition: peewee.Expression) -> peewee.Function:
+    return fn.SUM(Case(None, [(condition, Order.amount_minor)], 0))
