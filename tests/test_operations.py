@@ -237,6 +237,22 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "t2ctl.service" not in result.stderr, result.stderr  # no warning about the unit
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_the_reconcile_timer_and_its_service_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    for name in ("t2ctl-reconcile.service", "t2ctl-reconcile.timer"):
+        unit = (ROOT / "daemon" / name).read_text()
+        (tmp_path / name).write_text(unit.replace("/opt/t2ctl/bin/t2ctl", shutil.which("t2ctl")))
+    assert "reconcile" in (tmp_path / "t2ctl-reconcile.service").read_text()
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(path) for path in sorted(tmp_path.iterdir()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "t2ctl-reconcile" not in result.stderr, result.stderr
+
+
 def test_on_a_terminal_the_log_is_text_for_people(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     daemon = subprocess.Popen(
