@@ -268,4 +268,3 @@ def test_an_empty_period_is_an_empty_report_and_bad_periods_are_refused(
     assert backwards.exit_code == 2 and "before --from" in backwards.stderr
     assert not_a_date.exit_code == 2 and "not a date" in not_a_date.stderr
     assert nobody.exit_code == 3 and "no partner named 'nobody'" in nobody.stderr
-

@@ -53,7 +53,13 @@ def list_(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fa
 @app.command()
 def run(
     ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="expiry-reminders, expiry-check or prune.")],
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="expiry-reminders, expiry-check, prune; reconcile when "
+            "schedule.reconcile_at is set."
+        ),
+    ],
     as_of: Annotated[
         str | None,
         typer.Option(
