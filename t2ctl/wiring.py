@@ -122,13 +122,20 @@ def ledger(settings: Settings, box: SecretBox) -> Ledger:
 
 
 def reconcile(
-    settings: Settings, box: SecretBox, *, since: datetime, until: datetime, source: str
+    settings: Settings,
+    box: SecretBox,
+    *,
+    since: datetime,
+    until: datetime,
+    source: str,
+    routine: bool,
 ) -> reconciliation.Result:
     """Reconcile the orders created in ``[since, until)`` with the settings' ledger, and
-    record the run (``source``: cli or schedule) for the drift gauge."""
+    record the run (``source``: cli or schedule; ``routine``: the default window, which
+    feeds the drift gauge)."""
     started = clock.now()
     result = reconciliation.reconcile(ledger(settings, box), since=since, until=until)
-    reconciliation.record(result, source=source, started_at=started)
+    reconciliation.record(result, source=source, routine=routine, started_at=started)
     return result
 
 
@@ -167,6 +174,7 @@ def scheduler(settings: Settings) -> Scheduler:
                     since=as_of - reconciliation.WINDOW,
                     until=as_of,
                     source="schedule",
+                    routine=True,
                 ).summary(),
                 "day",
                 plan.reconcile_at,
@@ -215,10 +223,10 @@ def gauges() -> metrics.Gauges:
     """The fleet's queue as the metrics report it at each scrape."""
     found = status.depth()
     age = found.oldest_due_age
-    last = reconciliation.latest()
+    last = reconciliation.last_routine()
     return metrics.Gauges(
         found.jobs.by_task,
         age.total_seconds() if age else 0.0,
         found.deliveries,
-        None if last is None else metrics.Reconciled(last.finished_at.timestamp(), last.counts),
+        None if last is None else metrics.Reconciled(last[0].timestamp(), last[1]),
     )

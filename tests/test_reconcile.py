@@ -6,6 +6,7 @@ PostgreSQL."""
 
 import json
 import re
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tests.conftest import (
     submit,
     write_config,
 )
-from tests.test_zoho import zoho_worker
+from tests.test_zoho import CONFIRM_PATH, zoho_worker
 
 REASON = {"reason": "Payment reversed by the customer's bank"}
 KINDS = {
@@ -221,3 +222,103 @@ def test_the_daily_task_is_off_until_set_and_its_drift_becomes_a_gauge(
     assert run.source == "schedule"
     (stamp,) = re.findall(r"^t2ctl_reconcile_last_run_timestamp_seconds (\S+)$", scraped, re.M)
     assert float(stamp) == run.finished_at.timestamp()
+
+
+def test_what_normal_operation_leaves_is_not_drift(
+    server: LiveServer, zoho: ZohoEnv, tmp_path: Path
+) -> None:
+    """A cancellation under way whose void has reached Zoho; two partners with one orderId,
+    one of them cancelled before it ran; an order cancelled while reconcile reads Zoho."""
+    http = submit(server, *bodies("T2-VOIDING", "T2-SAME", "T2-RACE"))
+    other = server.add_partner("mtn-ng")
+    theirs = server.session(other.key.api_key)
+    assert theirs.post(server.endpoint("/fulfilment"), json=order_body("T2-SAME")).status_code
+    cancel(server, theirs, "T2-SAME")  # PENDING: cancelled at once, nothing made
+    drain(zoho_worker(server, zoho))
+    cancel(server, http, "T2-VOIDING")  # noted; its cancel_order job has voided, not recorded
+    zoho.standin.edit_sales_order("T2-VOIDING", status="void")
+    cli = zoho_cli(server, zoho, tmp_path)
+
+    assert reconciled(cli)[:2] == (0, {"checked": 4, "clean": True, "drift": []})
+
+    # T2-RACE is cancelled and voided while the listing is being read.
+    held = zoho.standin.hold("GET", "/salesorders")
+    racing = threading.Thread(target=lambda: reconciled(cli))
+    racing.start()
+    assert held.reached.wait(10)
+    cancel(server, http, "T2-RACE")
+    drain(zoho_worker(server, zoho))
+    held.release()
+    racing.join(30)
+    (run,) = Reconciliation.select().order_by(Reconciliation.id.desc()).limit(1)
+    assert run.counts["voided_in_zoho"] == 0 and run.drift == []
+
+
+def test_a_second_sales_order_or_one_a_failed_order_left_is_said_apart(
+    server: LiveServer, zoho: ZohoEnv, tmp_path: Path
+) -> None:
+    """Neither has a kind in the contract: each is a warning beside a clean result."""
+    http = submit(server, *bodies("T2-ONE"))
+    drain(zoho_worker(server, zoho))
+    zoho.standin.fail("POST", CONFIRM_PATH, status=400, body={"code": 36012, "message": "No"})
+    (failing,) = bodies("T2-FAILS")
+    assert http.post(server.endpoint("/fulfilment"), json=failing).status_code == 202
+    drain(zoho_worker(server, zoho))
+    assert Order.get(Order.order_id == "T2-FAILS").status == "FAILED"
+    zoho.standin.add_sales_order("T2-ONE", 15000.0, date=clock.now().date().isoformat())
+    cli = zoho_cli(server, zoho, tmp_path)
+
+    code, found, notes = reconciled(cli)
+
+    assert (code, found) == (0, {"checked": 1, "clean": True, "drift": []})
+    assert re.search(r"also: order T2-FAILS FAILED, but sales order SO-\d+ is draft", notes)
+    assert re.search(r"also: sales order SO-\d+ \(confirmed\) names order T2-ONE, which", notes)
+
+
+def test_a_narrower_run_by_hand_leaves_the_gauge_to_the_routine_one(
+    server: LiveServer, catalogue, cli: Cli
+) -> None:
+    submit(server, *bodies("T2-OLD", "T2-NEW"))
+    drain(daemon_worker(server))
+    SandboxSalesOrder.delete().where(SandboxSalesOrder.reference_number == "T2-OLD").execute()
+    assert cli("reconcile").exit_code == 1
+    Order.update(created_at=clock.now() - timedelta(days=3)).where(
+        Order.order_id == "T2-OLD"
+    ).execute()
+
+    assert cli("reconcile", "--since", "1d").exit_code == 0
+
+    assert wiring.gauges().reconciled.drift["missing_in_zoho"] == 1
+    assert [r.routine for r in Reconciliation.select().order_by(Reconciliation.id)] == [
+        True,
+        False,
+    ]
+
+
+def test_a_zoho_that_fails_for_a_while_is_asked_again_and_one_that_refuses_stops_the_run(
+    server: LiveServer, zoho: ZohoEnv, tmp_path: Path
+) -> None:
+    submit(server, *bodies("T2-1"))
+    drain(zoho_worker(server, zoho))
+    cli = zoho_cli(server, zoho, tmp_path)
+    zoho.standin.fail("GET", "/salesorders", status=503)
+
+    assert reconciled(cli)[:2] == (0, {"checked": 1, "clean": True, "drift": []})
+
+    zoho.standin.fail(
+        "GET", "/salesorders", status=400, body={"code": 2, "message": "Invalid sort_column"}
+    )
+    refused = cli("reconcile", "--json")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert "Invalid sort_column" in refused.stderr
+    assert Reconciliation.select().count() == 1, "a run that did not finish is not recorded"
+
+
+def test_sandbox_sales_orders_from_before_totals_were_kept_are_not_judged_by_amount(
+    server: LiveServer, catalogue, cli: Cli
+) -> None:
+    submit(server, *bodies("T2-1"))
+    drain(daemon_worker(server))
+    SandboxSalesOrder.update(total_minor=None, currency=None).execute()
+
+    assert reconciled(cli)[:2] == (0, {"checked": 1, "clean": True, "drift": []})

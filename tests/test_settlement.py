@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import requests
 
-from t2ctl import partners
+from t2ctl import partners, products
 from t2ctl.db.models import Order
+from t2ctl.values import Money
 from tests.conftest import NORTON, Cli, LiveServer, daemon_worker, drain, order_body, submit
 
 REASON = {"reason": "Payment reversed by the customer's bank"}
@@ -268,3 +269,29 @@ def test_an_empty_period_is_an_empty_report_and_bad_periods_are_refused(
     assert backwards.exit_code == 2 and "before --from" in backwards.stderr
     assert not_a_date.exit_code == 2 and "not a date" in not_a_date.stderr
     assert nobody.exit_code == 3 and "no partner named 'nobody'" in nobody.stderr
+
+
+def test_currencies_are_never_added_together(server: LiveServer, catalogue, cli: Cli) -> None:
+    products.upsert(
+        [products.ProductData("VPN-USD", "Secure VPN", "", Money.parse("12.50", "USD"), 12, True)]
+    )
+    http = submit(server)
+    dollars = {"productId": "VPN-USD", "amount": {"value": "25.00", "currency": "USD"}}
+    run(server, http, order_body("T-N"), order_body("T-D", quantity=2, **dollars))
+    dated("T-N", fulfilled=at("2026-11-10T10:00:00"))
+    dated("T-D", fulfilled=at("2026-11-11T10:00:00"))
+
+    report = json.loads(
+        cli(
+            "report", "settlement", "--from", "2026-11-01", "--to", "2026-12-01", "--format", "json"
+        ).stdout
+    )
+
+    assert [(t["currency"], t["gross"], t["net"]) for t in report["totals"]] == [
+        ("NGN", ngn("15000.00"), ngn("15000.00")),
+        ("USD", {"value": "25.00", "currency": "USD"}, {"value": "25.00", "currency": "USD"}),
+    ]
+    assert [(r["productId"], r["currency"], r["fulfilled"]) for r in report["rows"]] == [
+        ("M365-BASIC-12M", "NGN", 1),
+        ("VPN-USD", "USD", 1),
+    ]

@@ -39,7 +39,14 @@ def reconcile(
             param_hint="--since",
         )
     current.connect()
-    result = wiring.reconcile(current.settings, current.box(), since=start, until=end, source="cli")
+    result = wiring.reconcile(
+        current.settings,
+        current.box(),
+        since=start,
+        until=end,
+        source="cli",
+        routine=since is None and until is None,
+    )
     if json:
         output.emit_json(result.public())
     else:
@@ -48,6 +55,8 @@ def reconcile(
             [(d.order_id, d.kind, d.detail) for d in result.drift],
             empty="no drift",
         )
+    for finding in result.findings:
+        output.note(f"also: {finding}")
     output.note(
         f"orders created {clock.rfc3339(start)} to {clock.rfc3339(end)}: {result.summary()}"
     )

@@ -286,8 +286,8 @@ class AuditEvent(BaseModel):
 
 
 class Reconciliation(BaseModel):
-    """One run of ``reconcile``: its window, what it checked, how many Zoho calls it made, and
-    the drift it found (``counts`` by kind; ``drift`` the first ``DRIFT_KEPT`` of them)."""
+    """One finished run of ``reconcile``: its window, what it checked, how many Zoho calls it
+    made, and the drift it found (``counts`` by kind; ``drift`` the first ``DRIFT_KEPT``)."""
 
     id = peewee.BigAutoField()
     started_at = UTCDateTimeField()
@@ -295,6 +295,7 @@ class Reconciliation(BaseModel):
     since = UTCDateTimeField()
     until = UTCDateTimeField()
     source = peewee.CharField(max_length=16)  # cli, or schedule
+    routine = peewee.BooleanField()  # the default window, up to the run: it feeds the gauge
     checked = peewee.IntegerField()
     calls = peewee.IntegerField()
     counts = JSONTextField(default=dict)

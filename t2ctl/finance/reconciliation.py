@@ -1,14 +1,22 @@
 """Reconciliation: does the system of record (Zoho, or the sandbox) say what the gateway says?
 
-The orders created in a window that ended FULFILLED or CANCELLED are compared with the sales
-orders the ledger lists, matched by reference number = orderId (and, where the order knows
-its sales order's id, by that id too: two partners may use the same orderId). Each
-disagreement is a ``Drift`` of one of the contract's kinds. A sales order whose reference
-names no order at all is ``unknown_reference``; one with no reference is not ours to judge
-(someone made it by hand in Zoho) and is left alone.
+The orders created in a window that ended FULFILLED, CANCELLED or FAILED are compared with
+the sales orders the ledger lists, matched by reference number = orderId, and where the order
+knows its sales order's id, by that id (two partners may use one orderId). Each disagreement
+of a kind the contract names is a ``Drift``:
 
-A FULFILLED order whose cancellation is under way may already be void in Zoho: that is the
-cancellation's own progress, not drift.
+- a FULFILLED order's sales order missing, a draft, void, or of another total;
+- a CANCELLED order's sales order still open;
+- a sales order whose reference names no order here at all (``unknown_reference``). One with
+  no reference was made by hand in Zoho and is not ours to judge.
+
+What the contract has no kind for is still said, as a finding (a warning to the operator):
+a second sales order for one order (provisioning must never make two), or a FAILED order's
+sales order left open.
+
+A FULFILLED order whose cancellation is under way may already be void there: that is the
+cancellation's progress, not drift. An order that changed while the ledger was read (a
+cancellation finished meanwhile) is judged again as it stands, so a race is not reported.
 """
 
 import logging
@@ -36,6 +44,7 @@ KINDS = (
 WINDOW = timedelta(days=30)  # the default: orders created in the last 30 days
 DRIFT_KEPT = 1000  # drift entries a run's record keeps; its counts are always whole
 _IN_CHUNKS = 500  # references looked up per query
+_JUDGED = ("FULFILLED", "CANCELLED", "FAILED")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class Result:
     checked: int
     drift: list[Drift]
     calls: int
+    findings: list[str]  # disagreements the contract has no kind for, said to the operator
 
     @property
     def clean(self) -> bool:
@@ -95,29 +105,32 @@ class _Checked:
 
 def reconcile(ledger: Ledger, *, since: datetime, until: datetime) -> Result:
     """Compare the window's orders with the ledger's sales orders; nothing is changed."""
-    orders = _orders(since, until)
+    orders = _orders(
+        (Order.created_at >= since) & (Order.created_at < until) & Order.status.in_(_JUDGED)
+    )
     listed = list(ledger.sales_orders(since=since, until=until))
     by_reference: dict[str, list[Listed]] = defaultdict(list)
     for sales_order in listed:
         by_reference[sales_order.reference].append(sales_order)
-    claimed = {o.sales_order_id for o in orders if o.sales_order_id is not None}
-    matched: set[str] = set()
-    drift: list[Drift] = []
-    for order in orders:
-        mine = _mine(order, by_reference.get(order.order_id, []), claimed)
-        matched.update(s.sales_order_id for s in mine)
-        drift.extend(_compare(order, mine))
-    strangers = [
-        s
-        for s in listed
-        if s.sales_order_id not in matched and s.reference and s.day <= until.date()
-    ]
-    drift.extend(_unknown(strangers))
-    return Result(since, until, len(orders), drift, ledger.calls)
+    claimed = _claimed({o.order_id for o in orders if o.sales_order_id is None})
+    claimed.update(o.sales_order_id for o in orders if o.sales_order_id is not None)
+    mine = {o: _mine(o, by_reference.get(o.order_id, []), claimed) for o in orders}
+    matched = {s.sales_order_id for found in mine.values() for s in found}
+    strangers = [s for s in listed if s.sales_order_id not in matched and s.reference]
+    known = _known_references({s.reference for s in strangers})
+    unknown = [s for s in strangers if s.reference not in known and s.day <= until.date()]
+    drift = _settled(mine) + [_unknown(s) for s in unknown]
+    findings = _left_open(mine) + _second(
+        [s for s in strangers if s.reference in known], {o.order_id for o in orders}
+    )
+    checked = sum(1 for o in orders if o.status != "FAILED")
+    return Result(since, until, checked, drift, ledger.calls, findings)
 
 
-def record(result: Result, *, source: str, started_at: datetime) -> None:
-    """Keep the run's outcome: the last one feeds the drift gauge."""
+def record(result: Result, *, source: str, routine: bool, started_at: datetime) -> None:
+    """Keep the run's outcome. ``routine``: over the default window up to its run, as the
+    timer and the daily task run it; the last routine run feeds the drift gauge, so that a
+    narrower look by hand never clears an alert."""
     with db.transaction():
         Reconciliation.create(
             started_at=started_at,
@@ -125,22 +138,32 @@ def record(result: Result, *, source: str, started_at: datetime) -> None:
             since=result.since,
             until=result.until,
             source=source,
+            routine=routine,
             checked=result.checked,
             calls=result.calls,
             counts=result.counts,
             drift=[d.public() for d in result.drift[:DRIFT_KEPT]],
         )
+    for finding in result.findings:
+        logger.warning("reconcile: %s", finding, extra={"action": "reconcile_finding"})
     if result.clean:
         logger.info("reconcile: %s", result.summary(), extra={"action": "reconciled"})
     else:
         logger.warning("reconcile: %s", result.summary(), extra={"action": "reconcile_drift"})
 
 
-def latest() -> Reconciliation | None:
-    return Reconciliation.select().order_by(Reconciliation.finished_at.desc()).first()
+def last_routine() -> tuple[datetime, dict[str, int]] | None:
+    """When the last routine run finished, and its drift by kind."""
+    row = (
+        Reconciliation.select(Reconciliation.finished_at, Reconciliation.counts)
+        .where(Reconciliation.routine)
+        .order_by(Reconciliation.finished_at.desc())
+        .first()
+    )
+    return None if row is None else (row.finished_at, row.counts)
 
 
-def _orders(since: datetime, until: datetime) -> list[_Checked]:
+def _orders(where: Any) -> list[_Checked]:
     rows = (
         Order.select(
             Order.partner,
@@ -151,11 +174,7 @@ def _orders(since: datetime, until: datetime) -> list[_Checked]:
             Order.sales_order_id,
             Order.cancel_requested_at,
         )
-        .where(
-            (Order.created_at >= since)
-            & (Order.created_at < until)
-            & Order.status.in_(("FULFILLED", "CANCELLED"))
-        )
+        .where(where)
         .order_by(Order.created_at, Order.id)
         .tuples()
     )
@@ -167,14 +186,36 @@ def _orders(since: datetime, until: datetime) -> list[_Checked]:
 
 def _mine(order: _Checked, candidates: list[Listed], claimed: set[str]) -> list[Listed]:
     """The sales orders of ``order`` among those with its reference: the one whose id it
-    knows, else any no other order of the window knows as its own."""
+    knows, else any no other order (of any partner, at any time) knows as its own."""
     ours = [c for c in candidates if c.partner is None or c.partner == order.partner]
     if order.sales_order_id is not None:
         return [c for c in ours if c.sales_order_id == order.sales_order_id]
     return [c for c in ours if c.sales_order_id not in claimed]
 
 
+def _settled(mine: dict[_Checked, list[Listed]]) -> list[Drift]:
+    """The drift of each order, judged again as it now stands where it was found: an order
+    cancelled while the ledger was read is not drift."""
+    found = {o: d for o, sales in mine.items() if (d := _compare(o, sales))}
+    if not found:
+        return []
+    keys = {(o.partner, o.order_id) for o in found}
+    ids = sorted({order_id for _, order_id in keys})
+    now = {
+        (o.partner, o.order_id): o
+        for o in _orders(Order.partner.in_(_everyone()) & Order.order_id.in_(ids))
+        if (o.partner, o.order_id) in keys
+    }
+    drift = []
+    for order, judged in found.items():
+        current = now.get((order.partner, order.order_id), order)
+        drift.extend(judged if current == order else _compare(current, mine[order]))
+    return drift
+
+
 def _compare(order: _Checked, mine: list[Listed]) -> list[Drift]:
+    if order.status == "FAILED":
+        return []  # nothing to agree on; what it left is a finding
     if order.status == "CANCELLED":
         return [
             Drift(
@@ -186,14 +227,11 @@ def _compare(order: _Checked, mine: list[Listed]) -> list[Drift]:
             if s.state != "void"
         ]
     if not mine:
-        known = f" (sales order id {order.sales_order_id})" if order.sales_order_id else ""
+        detail = "no sales order with its reference is there"
+        if order.sales_order_id is not None:
+            detail = f"its sales order (id {order.sales_order_id}) is not there"
         return [
-            Drift(
-                order.order_id,
-                "missing_in_zoho",
-                f"the order is FULFILLED here{known}, but no sales order with its reference "
-                "is there",
-            )
+            Drift(order.order_id, "missing_in_zoho", f"the order is FULFILLED here, but {detail}")
         ]
     found = mine[0]
     if found.state == "draft":
@@ -218,31 +256,58 @@ def _compare(order: _Checked, mine: list[Listed]) -> list[Drift]:
     return []
 
 
-def _unknown(strangers: list[Listed]) -> list[Drift]:
-    """Sales orders whose reference names no order here, at any time, of any partner."""
-    known = _known_references({s.reference for s in strangers})
+def _left_open(mine: dict[_Checked, list[Listed]]) -> list[str]:
+    """A FAILED order's sales orders still open: provisioning did not clean up."""
     return [
-        Drift(
-            s.reference,
-            "unknown_reference",
-            f"sales order {s.number} of {s.day.isoformat()} names no order here",
-        )
-        for s in strangers
-        if s.reference not in known
+        f"order {order.order_id} FAILED, but sales order {s.number} is {s.state}"
+        for order, sales in mine.items()
+        if order.status == "FAILED"
+        for s in sales
+        if s.state != "void"
     ]
 
 
+def _second(named: list[Listed], window: set[str]) -> list[str]:
+    """Open sales orders naming an order of the window that no order knows as its own: a
+    second one for that order (provisioning must never make two)."""
+    owned = _claimed({s.reference for s in named if s.reference in window})
+    return [
+        f"sales order {s.number} ({s.state}) names order {s.reference}, which has its own"
+        for s in named
+        if s.reference in window and s.state != "void" and s.sales_order_id not in owned
+    ]
+
+
+def _unknown(stranger: Listed) -> Drift:
+    return Drift(
+        stranger.reference,
+        "unknown_reference",
+        f"sales order {stranger.number} of {stranger.day.isoformat()} names no order here",
+    )
+
+
 def _known_references(references: Iterable[str]) -> set[str]:
+    return set(_by_reference(references, Order.order_id))
+
+
+def _claimed(references: Iterable[str]) -> set[str]:
+    """The sales order ids that orders with these references know as theirs."""
+    return {str(so_id) for so_id in _by_reference(references, Order.sales_order_id) if so_id}
+
+
+def _by_reference(references: Iterable[str], column: Any) -> list[Any]:
+    """``column`` of every order whose orderId is among ``references``, of any partner."""
     wanted = sorted(references)
-    # Naming every partner lets the (partner, orderId) index answer: partners are few.
-    everyone = list(Partner.select(Partner.id).scalars())
-    known: set[str] = set()
+    everyone = _everyone()
+    found: list[Any] = []
     for start in range(0, len(wanted), _IN_CHUNKS):
         chunk = wanted[start : start + _IN_CHUNKS]
-        query = (
-            Order.select(Order.order_id)
-            .where(Order.partner.in_(everyone) & Order.order_id.in_(chunk))
-            .distinct()
-        )
-        known.update(query.scalars())
-    return known
+        query = Order.select(column).where(Order.partner.in_(everyone) & Order.order_id.in_(chunk))
+        found.extend(query.scalars())
+    return found
+
+
+def _everyone() -> list[int]:
+    """Every partner's id: naming them lets the (partner, orderId) index find orders by
+    orderId alone (partners are few)."""
+    return list(Partner.select(Partner.id).scalars())

@@ -108,7 +108,8 @@ def connections_closed(reason: str, count: int) -> None:
 
 @dataclass(frozen=True)
 class Reconciled:
-    """The last reconcile run: when it finished (epoch seconds), and its drift by kind."""
+    """The last routine reconcile run (the default window): when it finished (epoch
+    seconds), and its drift by kind."""
 
     at: float
     drift: dict[str, int]
@@ -166,7 +167,8 @@ class DatabaseCollector(Collector):
 def _reconciled(last: Reconciled) -> Iterator[Metric]:
     drift = GaugeMetricFamily(
         "t2ctl_reconcile_drift",
-        "Drift the last reconcile found between the orders and Zoho's sales orders, by kind.",
+        "Drift the last routine reconcile (the last 30 days) found between the orders and "
+        "Zoho's sales orders, by kind.",
         labels=["kind"],
     )
     for kind, count in last.drift.items():
@@ -174,7 +176,7 @@ def _reconciled(last: Reconciled) -> Iterator[Metric]:
     yield drift
     at = GaugeMetricFamily(
         "t2ctl_reconcile_last_run_timestamp_seconds",
-        "When the last reconcile finished (Unix time).",
+        "When the last routine reconcile finished (Unix time).",
     )
     at.add_metric([], last.at)
     yield at

@@ -9,6 +9,7 @@ orders made before it have no total: reconcile does not compare their amounts.
 from peewee import (
     BigAutoField,
     BigIntegerField,
+    BooleanField,
     CharField,
     DateTimeField,
     IntegerField,
@@ -32,6 +33,7 @@ def up(migrator, db):
         since = DateTimeField()
         until = DateTimeField()
         source = CharField(max_length=16)
+        routine = BooleanField()
         checked = IntegerField()
         calls = IntegerField()
         counts = TextField()

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 CONFIRMED = {
     "confirmed",
     "open",
+    "onhold",
+    "overdue",
     "closed",
     "fulfilled",
     "partially_packed",
