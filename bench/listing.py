@@ -48,6 +48,7 @@ from t2ctl.values import Money
 from t2ctl.webhooks import signing
 
 BATCH = 20_000
+PARTNERS = ("t2mobile", "t2mobile-ke")
 PAGE = 50
 DEEP = 20  # the page the cursor case times, reached by following nextCursor
 SPAN = timedelta(days=365)
@@ -123,14 +124,7 @@ class Result:
 def bench(url: str, orders: int, repeat: int) -> Result:
     settings = fresh(url)
     box = SecretBox(settings.security.master_keys)
-    products.upsert(CATALOGUE)
-    keys = []
-    for name in ("t2mobile", "t2mobile-ke"):
-        keys.append(
-            partners.add(name, "http://127.0.0.1:9/hooks", box=box, sandbox=True).key.api_key
-        )
-        # Above the requests this script sends in a minute: the limiter is timed, not hit.
-        partners.update(name, sandbox=True, rate_limit="1000000/minute")
+    keys = setup(box)
     started = time.perf_counter()
     seed(orders, box)
     if not db.is_sqlite():
@@ -148,6 +142,19 @@ def bench(url: str, orders: int, repeat: int) -> Result:
     return result
 
 
+def setup(box: SecretBox) -> list[str]:
+    """The catalogue and the two sandbox partners; their API keys."""
+    products.upsert(CATALOGUE)
+    keys = []
+    for name in PARTNERS:
+        keys.append(
+            partners.add(name, "http://127.0.0.1:9/hooks", box=box, sandbox=True).key.api_key
+        )
+        # Above the requests this script sends in a minute: the limiter is timed, not hit.
+        partners.update(name, sandbox=True, rate_limit="1000000/minute")
+    return keys
+
+
 def seed(orders: int, box: SecretBox) -> None:
     partner_ids = [p.id for p in Partner.select().order_by(Partner.id)]
     product = Product.get(Product.product_id == CATALOGUE[0].product_id)
@@ -161,8 +168,8 @@ def seed(orders: int, box: SecretBox) -> None:
         if not batch:
             return
         with db.transaction():
-            _insert("order", ORDER_COLUMNS, [order for order, _ in batch])
-            _insert("webhook_delivery", EVENT_COLUMNS, [event for _, event in batch])
+            insert("order", ORDER_COLUMNS, [order for order, _ in batch])
+            insert("webhook_delivery", EVENT_COLUMNS, [event for _, event in batch])
 
 
 def _rows(
@@ -185,6 +192,8 @@ def _rows(
         updated = cancelled or done
         partner_id = partner_ids[n % 2]
         order_id = f"T2-{n:09d}"
+        # Its sales order as the sandbox names one (by its row's id): n + 1, the id of the
+        # row bench/settlement.py seeds for it, so that reconciliation finds it.
         order = (
             partner_id,
             order_id,
@@ -196,8 +205,8 @@ def _rows(
             email,
             FEE.minor,
             FEE.currency,
-            f"SO-{n}" if fulfilled else None,
-            f"SO-{n:09d}" if fulfilled else None,
+            str(n + 1) if fulfilled else None,
+            f"SBX-{n + 1:08d}" if fulfilled else None,
             f"ACT-{n:09d}" if fulfilled else None,
             naive(done) if fulfilled else None,
             naive(done + SPAN) if fulfilled else None,
@@ -249,8 +258,8 @@ def _public(status: str, product: Product) -> dict[str, Any]:
         customer_id="C000000",
         amount_minor=FEE.minor,
         currency=FEE.currency,
-        sales_order_id="SO-0" if fulfilled else None,
-        sales_order_number="SO-000000000" if fulfilled else None,
+        sales_order_id="1" if fulfilled else None,
+        sales_order_number="SBX-00000001" if fulfilled else None,
         activation_reference="ACT-000000000" if fulfilled else None,
         starts_at=now if fulfilled else None,
         expires_at=now + SPAN if fulfilled else None,
@@ -266,7 +275,7 @@ def _public(status: str, product: Product) -> dict[str, Any]:
     return records.public(order)
 
 
-def _insert(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def insert(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     names = ", ".join(f'"{column}"' for column in columns)
     if db.is_sqlite():
         marks = ", ".join("?" for _ in columns)
