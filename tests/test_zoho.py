@@ -277,14 +277,16 @@ def test_calls_follow_the_data_centre_the_token_names(server: LiveServer, zoho: 
     assert http.get(server.endpoint("/orders/T2-1")).json()["status"] == "FULFILLED"
 
 
-def test_a_backlog_of_150_orders_under_a_budget_of_100_calls_sees_no_429(
+def test_a_backlog_of_150_orders_under_a_budget_of_90_of_zohos_100_calls_sees_no_429(
     server: LiveServer, zoho: ZohoEnv
 ) -> None:
-    # Zoho's window compressed 5 times: 100 calls per 12 s, for the stand-in and for t2ctl,
-    # and 303 calls to make. (The pace's slack of one slot, 121 ms here, absorbs this
-    # process's scheduling jitter, webhook deliveries and a busy CI machine included.)
+    # Zoho's window compressed 5 times: 100 calls per 12 s at the stand-in, a budget of 90 of
+    # them for t2ctl (production keeps 80 of 100), and 303 calls to make, over three windows.
+    # Unpaced, four workers make them in a few seconds. (The budget's slack, about 1.3 s a
+    # window, absorbs this process's scheduling jitter on a machine busy with other tests;
+    # the exact budget of 100 left one slot, 121 ms, and was seen to fail under load.)
     window = timedelta(seconds=12)
-    zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, requests_per_minute=100)
+    zoho.settings = zoho_settings(server.settings, zoho.standin, zoho.url, requests_per_minute=90)
     zoho.standin.limit, zoho.standin.window = 100, window.total_seconds()
     submit(server, *[order_body(f"T2-{n:03d}") for n in range(150)])
     workers = [zoho_worker(server, zoho, per=window, name=f"daemon-{n}") for n in range(4)]

@@ -116,9 +116,9 @@ class Order(BaseModel):
             (("partner", "created_at", "id"), False),
             (("partner", "status", "created_at", "id"), False),
             (("partner", "renewal_of"), False),
-            # A settlement report: fulfilled, and cancelled, in a period.
-            (("fulfilled_at",), False),
-            (("cancelled_at",), False),
+            # A settlement report: each partner's orders fulfilled, and cancelled, in a period.
+            (("partner", "fulfilled_at"), False),
+            (("partner", "cancelled_at"), False),
         )
 
 
@@ -128,7 +128,7 @@ class SandboxSalesOrder(BaseModel):
 
     partner = peewee.IntegerField(null=True)  # null for rows from before migration 0003
     reference_number = peewee.CharField(max_length=64, index=True)
-    created_at = UTCDateTimeField()
+    created_at = UTCDateTimeField(index=True)
     voided_at = UTCDateTimeField(null=True)
     total_minor = peewee.BigIntegerField(null=True)  # null for rows from before migration 0007
     currency = peewee.CharField(max_length=3, null=True)

@@ -73,23 +73,36 @@ class SandboxLedger:
         """Every row made since ``since``: a sales order is made after its order, and an
         order created before ``until`` may be provisioned after it."""
         rows = (
-            SandboxSalesOrder.select()
+            SandboxSalesOrder.select(
+                SandboxSalesOrder.id,
+                SandboxSalesOrder.partner,
+                SandboxSalesOrder.reference_number,
+                SandboxSalesOrder.created_at,
+                SandboxSalesOrder.voided_at,
+                SandboxSalesOrder.total_minor,
+                SandboxSalesOrder.currency,
+            )
             .where(SandboxSalesOrder.created_at >= since)
             .order_by(SandboxSalesOrder.id)
+            .tuples()  # a month of rows: plain tuples, not a model object each
         )
-        for row in rows.iterator():
-            sales_order = _sales_order(row)
+        for row_id, partner, reference, made, voided, minor, currency in rows.iterator():
+            number = _number(row_id)
             yield Listed(
-                sales_order_id=sales_order.sales_order_id,
-                number=sales_order.sales_order_number,
-                reference=row.reference_number,
-                state="confirmed" if row.voided_at is None else "void",
-                total=None if row.total_minor is None else Money(row.total_minor, row.currency),
-                day=row.created_at.date(),
-                partner=row.partner,
+                sales_order_id=str(row_id),
+                number=number,
+                reference=reference,
+                state="confirmed" if voided is None else "void",
+                total=None if minor is None else Money(minor, currency),
+                day=made.date(),
+                partner=partner,
             )
 
 
 def _sales_order(row: SandboxSalesOrder) -> SalesOrder:
-    number = f"SBX-{row.id:08d}"
+    number = _number(row.id)
     return SalesOrder(str(row.id), number, number)
+
+
+def _number(row_id: int) -> str:
+    return f"SBX-{row_id:08d}"

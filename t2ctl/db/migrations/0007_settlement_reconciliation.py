@@ -1,6 +1,7 @@
-"""Money and drift: the indexes a settlement report's one aggregate walks (orders fulfilled,
-orders cancelled, in a period), a sandbox sales order's total (what reconcile compares with
-the order's amount), and the record of each reconciliation.
+"""Money and drift: the indexes a settlement report's one aggregate walks (each partner's
+orders fulfilled, and cancelled, in a period), a sandbox sales order's total (what reconcile
+compares with the order's amount) and the index its listing walks (made since), and the
+record of each reconciliation.
 
 A frozen copy of the schema change, independent of ``t2ctl.db.models``. Sandbox sales
 orders made before it have no total: reconcile does not compare their amounts.
@@ -17,7 +18,11 @@ from peewee import (
     TextField,
 )
 
-INDEXES = (("order", ("fulfilled_at",)), ("order", ("cancelled_at",)))
+INDEXES = (
+    ("order", ("partner_id", "fulfilled_at")),
+    ("order", ("partner_id", "cancelled_at")),
+    ("sandbox_sales_order", ("created_at",)),
+)
 
 
 def up(migrator, db):
