@@ -4,8 +4,8 @@ An order counts as sold in the period it was fulfilled (``fulfilled_at``), and a
 in the period it was cancelled (``cancelled_at``), when it had been fulfilled: a cancelled
 order stays in its month's gross and is taken back in its cancellation's month, so a
 closed month's report never changes. Amounts are summed in minor units by the database, as
-integers: never a float. One aggregate query over two indexes (fulfilled, cancelled) makes
-the whole report.
+integers: never a float. One aggregate query makes the whole report, over two indexes:
+(partner, fulfilled_at) and (partner, cancelled_at).
 """
 
 from collections import defaultdict
@@ -126,31 +126,20 @@ def report(start: date, end: date, *, timezone: str, partner: str | None = None)
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
     low, high = day_start(start, timezone), day_start(end, timezone)
-    fulfilled = (Order.fulfilled_at >= low) & (Order.fulfilled_at < high)
-    cancelled = (
-        Order.fulfilled_at.is_null(False)
-        & (Order.cancelled_at >= low)
-        & (Order.cancelled_at < high)
-    )
     names = {p.id: p.name for p in Partner.select(Partner.id, Partner.name)}
     if partner is not None:
         names = {partners.get(partner).id: partner}
     products = {p.id: p.product_id for p in Product.select(Product.id, Product.product_id)}
-    # Naming the partners (few) lets each (partner, fulfilled_at) and (partner, cancelled_at)
-    # index answer its half of the OR with a range; names are joined after the grouping.
+    sold = _sold(list(names), low, high).alias("sold")
     found = (
         Order.select(
-            Order.partner,
-            Order.product,
-            Order.currency,
-            _count(fulfilled),
-            _count(fulfilled & Order.renewal_of.is_null(False)),
-            _count(cancelled),
-            _sum(fulfilled),
-            _sum(cancelled),
+            sold.c.partner_id,
+            sold.c.product_id,
+            sold.c.currency,
+            *(fn.SUM(sold.c[name]) for name in _MEASURES),
         )
-        .where(Order.partner.in_(list(names)) & (fulfilled | cancelled))
-        .group_by(Order.partner, Order.product, Order.currency)
+        .from_(sold)
+        .group_by(sold.c.partner_id, sold.c.product_id, sold.c.currency)
         .tuples()
     )
     # PostgreSQL sums integers as numeric (Decimal): exact, and made int again here.
@@ -175,9 +164,33 @@ def report(start: date, end: date, *, timezone: str, partner: str | None = None)
     return Report(start, end, timezone, rows)
 
 
-def _count(condition: peewee.Expression) -> peewee.Function:
-    return fn.SUM(Case(None, [(condition, 1)], 0))
+_MEASURES = ("fulfilled", "renewals", "cancelled", "gross", "refunded")
 
 
-def _sum(condition: peewee.Expression) -> peewee.Function:
-    return fn.SUM(Case(None, [(condition, Order.amount_minor)], 0))
+def _sold(partner_ids: list[int], low: datetime, high: datetime) -> peewee.CompoundSelectQuery:
+    """Each order fulfilled in ``[low, high)``, and again each fulfilled order cancelled in
+    it, with what it adds to each measure: two halves, each a range of one index (partner,
+    fulfilled_at) or (partner, cancelled_at) per partner (partners are few), so that no
+    database has to choose one index for an OR of both."""
+    zero, one = peewee.SQL("0"), peewee.SQL("1")
+    fulfilled = Order.select(
+        Order.partner,
+        Order.product,
+        Order.currency,
+        one.alias("fulfilled"),
+        Case(None, [(Order.renewal_of.is_null(False), 1)], 0).alias("renewals"),
+        zero.alias("cancelled"),
+        Order.amount_minor.alias("gross"),
+        zero.alias("refunded"),
+    ).where(
+        Order.partner.in_(partner_ids) & (Order.fulfilled_at >= low) & (Order.fulfilled_at < high)
+    )
+    cancelled = Order.select(
+        Order.partner, Order.product, Order.currency, zero, zero, one, zero, Order.amount_minor
+    ).where(
+        Order.partner.in_(partner_ids)
+        & (Order.cancelled_at >= low)
+        & (Order.cancelled_at < high)
+        & Order.fulfilled_at.is_null(False)
+    )
+    return fulfilled + cancelled  # UNION ALL
