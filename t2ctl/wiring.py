@@ -164,22 +164,17 @@ def scheduler(settings: Settings) -> Scheduler:
         Periodic("expiry-check", expiry.check, "day", plan.expiry_check_at),
         Periodic("prune", prune, "hour", ":30"),
     ]
-    if plan.reconcile_at is not None:
-        periodic.append(
-            Periodic(
-                "reconcile",
-                lambda as_of: reconcile(
-                    settings,
-                    box_for(settings),
-                    since=as_of - reconciliation.WINDOW,
-                    until=as_of,
-                    source="schedule",
-                    routine=True,
-                ).summary(),
-                "day",
-                plan.reconcile_at,
-            )
+
+    def reconcile_daily(as_of: datetime) -> str:
+        since = as_of - reconciliation.WINDOW
+        result = reconcile(
+            settings, box_for(settings), since=since, until=as_of, source="schedule", routine=True
         )
+        reconciliation.warn(result)  # the journal's only reader is whoever looks for trouble
+        return result.summary()
+
+    if plan.reconcile_at is not None:
+        periodic.append(Periodic("reconcile", reconcile_daily, "day", plan.reconcile_at))
     return Scheduler(periodic, timezone=plan.timezone)
 
 

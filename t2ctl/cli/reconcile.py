@@ -49,11 +49,9 @@ def reconcile(
     )
     if json:
         output.emit_json(result.public())
-    else:
+    elif result.drift:
         output.table(
-            ["order id", "kind", "detail"],
-            [(d.order_id, d.kind, d.detail) for d in result.drift],
-            empty="no drift",
+            ["order id", "kind", "detail"], [(d.order_id, d.kind, d.detail) for d in result.drift]
         )
     for finding in result.findings:
         output.note(f"also: {finding}")

@@ -144,11 +144,13 @@ def record(result: Result, *, source: str, routine: bool, started_at: datetime) 
             counts=result.counts,
             drift=[d.public() for d in result.drift[:DRIFT_KEPT]],
         )
+
+
+def warn(result: Result) -> None:
+    """Say in the log what a run nobody watches found: its findings, and its drift."""
     for finding in result.findings:
         logger.warning("reconcile: %s", finding, extra={"action": "reconcile_finding"})
-    if result.clean:
-        logger.info("reconcile: %s", result.summary(), extra={"action": "reconciled"})
-    else:
+    if not result.clean:
         logger.warning("reconcile: %s", result.summary(), extra={"action": "reconcile_drift"})
 
 
