@@ -21,10 +21,10 @@ cancellation finished meanwhile) is judged again as it stands, so a race is not 
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from t2ctl import clock, db
 from t2ctl.db.models import Order, Partner, Reconciliation
@@ -112,16 +112,16 @@ def reconcile(ledger: Ledger, *, since: datetime, until: datetime) -> Result:
     by_reference: dict[str, list[Listed]] = defaultdict(list)
     for sales_order in listed:
         by_reference[sales_order.reference].append(sales_order)
-    claimed = _claimed({o.order_id for o in orders if o.sales_order_id is None})
+    claimed = _claimed(_owners({o.order_id for o in orders if o.sales_order_id is None}))
     claimed.update(o.sales_order_id for o in orders if o.sales_order_id is not None)
     mine = {o: _mine(o, by_reference.get(o.order_id, []), claimed) for o in orders}
     matched = {s.sales_order_id for found in mine.values() for s in found}
     strangers = [s for s in listed if s.sales_order_id not in matched and s.reference]
-    known = _known_references({s.reference for s in strangers})
-    unknown = [s for s in strangers if s.reference not in known and s.day <= until.date()]
+    owners = _owners({s.reference for s in strangers})
+    unknown = [s for s in strangers if s.reference not in owners and s.day <= until.date()]
     drift = _settled(mine) + [_unknown(s) for s in unknown]
     findings = _left_open(mine) + _second(
-        [s for s in strangers if s.reference in known], {o.order_id for o in orders}
+        [s for s in strangers if s.reference in owners], {o.order_id for o in orders}, owners
     )
     checked = sum(1 for o in orders if o.status != "FAILED")
     return Result(since, until, checked, drift, ledger.calls, findings)
@@ -202,10 +202,10 @@ def _settled(mine: dict[_Checked, list[Listed]]) -> list[Drift]:
     if not found:
         return []
     keys = {(o.partner, o.order_id) for o in found}
-    ids = sorted({order_id for _, order_id in keys})
     now = {
         (o.partner, o.order_id): o
-        for o in _orders(Order.partner.in_(_everyone()) & Order.order_id.in_(ids))
+        for named in _named({order_id for _, order_id in keys})
+        for o in _orders(named)
         if (o.partner, o.order_id) in keys
     }
     drift = []
@@ -269,10 +269,10 @@ def _left_open(mine: dict[_Checked, list[Listed]]) -> list[str]:
     ]
 
 
-def _second(named: list[Listed], window: set[str]) -> list[str]:
+def _second(named: list[Listed], window: set[str], owners: dict[str, set[str]]) -> list[str]:
     """Open sales orders naming an order of the window that no order knows as its own: a
     second one for that order (provisioning must never make two)."""
-    owned = _claimed({s.reference for s in named if s.reference in window})
+    owned = _claimed({ref: owners[ref] for ref in {s.reference for s in named} & window})
     return [
         f"sales order {s.number} ({s.state}) names order {s.reference}, which has its own"
         for s in named
@@ -288,25 +288,31 @@ def _unknown(stranger: Listed) -> Drift:
     )
 
 
-def _known_references(references: Iterable[str]) -> set[str]:
-    return set(_by_reference(references, Order.order_id))
+def _owners(references: Iterable[str]) -> dict[str, set[str]]:
+    """Each of ``references`` that is an orderId here (of any partner, at any time), with
+    the sales order ids its orders know as theirs (none, if none is known)."""
+    owners: dict[str, set[str]] = {}
+    for named in _named(references):
+        query = Order.select(Order.order_id, Order.sales_order_id).where(named)
+        for order_id, sales_order_id in cast("Iterable[tuple[str, str | None]]", query.tuples()):
+            known = owners.setdefault(order_id, set())
+            if sales_order_id is not None:
+                known.add(sales_order_id)
+    return owners
 
 
-def _claimed(references: Iterable[str]) -> set[str]:
-    """The sales order ids that orders with these references know as theirs."""
-    return {str(so_id) for so_id in _by_reference(references, Order.sales_order_id) if so_id}
+def _claimed(owners: dict[str, set[str]]) -> set[str]:
+    """The sales order ids the orders of ``owners`` know as theirs."""
+    return {sales_order_id for known in owners.values() for sales_order_id in known}
 
 
-def _by_reference(references: Iterable[str], column: Any) -> list[Any]:
-    """``column`` of every order whose orderId is among ``references``, of any partner."""
-    wanted = sorted(references)
+def _named(references: Iterable[str]) -> Iterator[Any]:
+    """Conditions that select the orders whose orderId is among ``references``, of any
+    partner, a chunk at a time (a statement holds a bounded number of parameters)."""
+    wanted = sorted(set(references))
     everyone = _everyone()
-    found: list[Any] = []
     for start in range(0, len(wanted), _IN_CHUNKS):
-        chunk = wanted[start : start + _IN_CHUNKS]
-        query = Order.select(column).where(Order.partner.in_(everyone) & Order.order_id.in_(chunk))
-        found.extend(query.scalars())
-    return found
+        yield Order.partner.in_(everyone) & Order.order_id.in_(wanted[start : start + _IN_CHUNKS])
 
 
 def _everyone() -> list[int]:
