@@ -5,8 +5,9 @@ face (API, CLI), always as RFC 3339 with a ``Z``.
 """
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
+from zoneinfo import ZoneInfo
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -23,6 +24,12 @@ def rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local(day: date, timezone: str, at: time = time()) -> datetime:
+    """The moment the clocks of ``timezone`` (an IANA name) read ``at`` on ``day``, in UTC:
+    a day of a schedule or a report, whatever the host's own zone is."""
+    return datetime.combine(day, at, ZoneInfo(timezone)).astimezone(UTC)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -1,7 +1,8 @@
 """What a command needs from its surroundings, resolved lazily and once per invocation."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,19 @@ def since_moment(text: str | None) -> datetime | None:
         return clock.parse_moment(text) if text else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+
+def moment(text: str, option: str, *, day: Callable[[date], datetime]) -> datetime:
+    """An option naming a moment: a date, as ``day`` places it (a task's time that day, a
+    day's start), else a date-time or a duration ago; a usage error naming ``option``."""
+    try:
+        return day(date.fromisoformat(text))
+    except ValueError:
+        pass
+    try:
+        return clock.parse_moment(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def duration(text: str, option: str) -> timedelta:

@@ -1,14 +1,14 @@
 """``t2ctl reconcile``: do Zoho's sales orders say what the gateway says?"""
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
 
 from t2ctl import clock, wiring
-from t2ctl.cli import output
+from t2ctl.cli import context, output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
-from t2ctl.finance import reconciliation, settlement
+from t2ctl.finance import reconciliation
 
 MomentOption = Annotated[
     str | None,
@@ -63,13 +63,7 @@ def reconcile(
 
 
 def _moment(text: str | None, option: str, timezone: str) -> datetime | None:
+    """A date is its start in ``timezone``, as the settlement report's days are."""
     if text is None:
         return None
-    try:
-        return settlement.day_start(date.fromisoformat(text), timezone)
-    except ValueError:
-        pass
-    try:
-        return clock.parse_moment(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=option) from None
+    return context.moment(text, option, day=lambda day: clock.local(day, timezone))

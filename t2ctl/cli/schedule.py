@@ -1,12 +1,12 @@
 """``t2ctl schedule``: the periodic tasks, and running one by hand."""
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
 
 from t2ctl import clock, wiring
-from t2ctl.cli import output
+from t2ctl.cli import context, output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
 from t2ctl.security import audit
 
@@ -84,13 +84,7 @@ def run(
 
 def _as_of(scheduler, task: str, text: str) -> datetime:
     """A past moment: an expiry event sent early could not be taken back."""
-    try:
-        moment = scheduler.as_of_day(task, date.fromisoformat(text))
-    except ValueError:
-        try:
-            moment = clock.parse_moment(text)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--as-of") from None
+    moment = context.moment(text, "--as-of", day=lambda day: scheduler.as_of_day(task, day))
     if moment > clock.now():
         raise typer.BadParameter(
             f"{clock.rfc3339(moment)} is in the future; --as-of catches up, it never runs ahead",

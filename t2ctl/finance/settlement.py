@@ -11,14 +11,13 @@ integers: never a float. One aggregate query makes the whole report, over two in
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 import peewee
 from peewee import Case, fn
 
-from t2ctl import partners
+from t2ctl import clock, partners
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.values import Money
 
@@ -115,17 +114,12 @@ class Report:
 TOTAL_FIELDS = ("currency", "fulfilled", "cancelled", "gross", "refunded", "net")
 
 
-def day_start(day: date, timezone: str) -> datetime:
-    """Midnight of ``day`` in ``timezone`` (schedule.timezone), in UTC."""
-    return datetime.combine(day, time(), ZoneInfo(timezone)).astimezone(UTC)
-
-
 def report(start: date, end: date, *, timezone: str, partner: str | None = None) -> Report:
     """The report for ``[start, end)``, days in ``timezone``; ``partner`` narrows it to one
     (NotFound if there is none of that name)."""
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
-    low, high = day_start(start, timezone), day_start(end, timezone)
+    low, high = clock.local(start, timezone), clock.local(end, timezone)
     names = {p.id: p.name for p in Partner.select(Partner.id, Partner.name)}
     if partner is not None:
         names = {partners.get(partner).id: partner}

@@ -147,7 +147,7 @@ class Scheduler:
         """The moment a task would have run on ``day``: its daily time, else the day's start."""
         task = self.get(name)
         at = time.fromisoformat(task.at) if task.unit == "day" else time()
-        return datetime.combine(day, at, ZoneInfo(self.timezone)).astimezone(UTC)
+        return clock.local(day, self.timezone, at)
 
     def plan(self) -> list[Planned]:
         """Each task with its next run and the last tick any daemon recorded."""
