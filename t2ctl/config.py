@@ -29,10 +29,11 @@ from pydantic import (
 )
 
 from t2ctl import clock, urls
-from t2ctl.errors import ConfigError
+from t2ctl.errors import ConfigError, ConfigNotFound
 
 ENV_PREFIX = "T2CTL_"
 CONFIG_ENV = "T2CTL_CONFIG"
+SYSTEM_CONFIG = Path("/etc/t2ctl/config.toml")
 SECRET_KEYS = ("security.master_key", "zoho.client_secret", "zoho.refresh_token")
 
 
@@ -338,14 +339,22 @@ class Settings(_Section):
         return data
 
 
+def search_path(env: Mapping[str, str]) -> list[Path]:
+    """Where a config file is looked for when none is named, first found wins: the working
+    directory (a checkout, a trial), the user's (XDG), then the host's (an installed daemon)."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    user = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    return [Path("config.toml").absolute(), user / "t2ctl" / "config.toml", SYSTEM_CONFIG]
+
+
 def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
-    """``--config``, else ``T2CTL_CONFIG``, else ``./config.toml`` if present, else none."""
+    """``--config``, else ``T2CTL_CONFIG``, else the first of ``search_path`` that exists,
+    else none (the built-in defaults)."""
     if path is not None:
         return path
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV])
-    local = Path("config.toml")
-    return local if local.is_file() else None
+    return next((found for found in search_path(env) if found.is_file()), None)
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -369,7 +378,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
+        raise ConfigNotFound([f"config file {path.absolute()}: no such file"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
     except tomllib.TOMLDecodeError as exc:

@@ -115,3 +115,7 @@ class ConfigError(T2Error):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class ConfigNotFound(ConfigError, NotFound):
+    """The config file named by ``--config`` or ``T2CTL_CONFIG`` does not exist."""
