@@ -11,13 +11,19 @@ import typer
 from t2ctl import clock, config, wiring
 from t2ctl.config import Settings
 from t2ctl.db import schema
+from t2ctl.errors import T2Error
 from t2ctl.monitoring import logs
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", envvar="T2CTL_CONFIG", help="Config file (default: ./config.toml)."),
+    typer.Option(
+        "--config",
+        envvar="T2CTL_CONFIG",
+        help="Config file (default: the first of ./config.toml, "
+        "$XDG_CONFIG_HOME/t2ctl/config.toml, /etc/t2ctl/config.toml).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts.")]
 SinceOption = Annotated[
@@ -73,9 +79,13 @@ class Session:
             logs.configure(self._settings.log.format, self._settings.log.level)
         return self._settings
 
-    def connect(self, *, require_current: bool = True) -> None:
+    def connect(self, *, require_current: bool = True, create: bool = False) -> None:
         """Open the database and the master key, as the daemon does; refuse a schema that
-        needs ``db migrate`` unless told not to."""
+        needs ``db migrate`` unless told not to. Only a command that builds the schema may
+        ``create`` a missing SQLite file: any other, run in the wrong directory, would make an
+        empty database (and a master key beside it) and report on that."""
+        if not create:
+            _require_database(self.settings)
         self._box = wiring.connect(self.settings, connections=CONNECTIONS)
         if require_current:
             schema.require_current()
@@ -85,6 +95,19 @@ class Session:
         if self._box is None:
             raise RuntimeError("Session.connect() opens the secrets; call it first")
         return self._box
+
+
+def _require_database(settings: Settings) -> None:
+    path = settings.database.sqlite_path
+    if path is None or str(path) == ":memory:" or path.exists():
+        return
+    where = settings.source or "the built-in default"
+    raise T2Error(
+        f"no database at {path.absolute()} (database.url = {settings.database.url}, from "
+        f"{where}; a relative path is read from the working directory). Run t2ctl where its "
+        "config.toml is, or name the config with --config or T2CTL_CONFIG; "
+        "`t2ctl db migrate` or `t2ctl serve` creates a new database"
+    )
 
 
 def session(ctx: typer.Context, config_path: Path | None = None) -> Session:

@@ -15,8 +15,11 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def migrate(ctx: typer.Context, config: ConfigOption = None) -> None:
-    """Apply pending schema migrations (safe while daemons run; they take a lock)."""
-    session(ctx, config).connect(require_current=False)
+    """Apply pending schema migrations (safe while daemons run; they take a lock).
+
+    Creates the database when there is none yet: say where with `database.url`.
+    """
+    session(ctx, config).connect(require_current=False, create=True)
     applied = schema.migrate()
     if applied:
         audit.record("db.migrate", "schema", applied=applied)
@@ -49,4 +52,7 @@ def backup(ctx: typer.Context, path: Path, config: ConfigOption = None) -> None:
     schema.backup(path)
     with db.transaction():  # a copy of customer data: the auditor asks who took it
         audit.record("db.backup", str(path.resolve()))
-    output.note(f"backed up to {path}; keep the master key with it, or it cannot be read")
+    output.note(
+        f"backed up to {path}; keep the master key apart from it (a copy of both reads "
+        "everything), and safe: without it the copy cannot be read"
+    )
