@@ -398,7 +398,10 @@ def build(
             app, settings, host=host, port=port, connection_limit=limit, observer=observer
         )
     except OSError as exc:
-        raise errors.T2Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise errors.T2Error(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(pass serve --port, or set server.port)"
+        ) from exc
 
 
 def _fit_open_files(limit: int) -> int:

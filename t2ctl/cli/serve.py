@@ -27,6 +27,16 @@ def serve(
         int | None,
         typer.Option("--port", min=0, max=65535, help="Default: server.port; 0 picks a free one."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Default: metrics.port; 0 picks a free one. A second daemon on a host needs "
+            "its own.",
+        ),
+    ] = None,
     role: Annotated[
         Role,
         typer.Option("--role", help="api: HTTP only; worker: jobs and schedule only; all: both."),
@@ -38,6 +48,9 @@ def serve(
     Works with no config (SQLite, sandbox). SIGTERM drains and exits 0.
     """
     settings = session(ctx, config).settings
+    if metrics_port is not None:
+        metrics = settings.metrics.model_copy(update={"port": metrics_port})
+        settings = settings.model_copy(update={"metrics": metrics})
     daemon.serve(
         settings,
         host=host or settings.server.host,

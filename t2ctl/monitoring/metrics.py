@@ -203,6 +203,7 @@ def serve(settings: MetricsSettings, gauges: Callable[[], Gauges]) -> Listener:
     except OSError as exc:
         raise T2Error(
             f"cannot listen for metrics on {settings.host}:{settings.port}: "
-            f"{exc.strerror or exc} (set metrics.port, or metrics.enabled = false)"
+            f"{exc.strerror or exc} (pass serve --metrics-port, set metrics.port, "
+            "or metrics.enabled = false)"
         ) from exc
     return Listener(server.server_port, server)
