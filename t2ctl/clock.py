@@ -43,9 +43,12 @@ def parse_duration(text: str) -> timedelta:
 
 def format_duration(delta: timedelta) -> str:
     """The inverse of ``parse_duration``: exact, in the largest unit that divides it (``90m``,
-    ``1d``), so a setting shown can be written back as it is."""
+    ``7d``), so a setting shown can be written back as it is. A day or so stays in hours
+    (``24h``, ``36h``), as people and the docs say it."""
     seconds = int(delta.total_seconds())
     for unit, size in _SIZES:
+        if unit == "d" and seconds < 2 * size:
+            continue
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"  # zero

@@ -1,10 +1,15 @@
 """``t2ctl config``: check and show the effective configuration."""
 
 import contextlib
+import json as json_text
+import os
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import typer
 
+from t2ctl import config as config_file
 from t2ctl import db, wiring
 from t2ctl.cli import output
 from t2ctl.cli.context import ConfigOption, JsonOption, session
@@ -12,7 +17,7 @@ from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error, Unavailable
 from t2ctl.security import atrest
-from t2ctl.security.crypto import SecretBox
+from t2ctl.security.crypto import SecretBox, sandbox_key_file
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +31,7 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     current.connect(require_current=False)
     box = current.box()
     waiting = schema.pending()
-    output.note(f"configuration is valid ({settings.source or 'built-in defaults'})")
+    output.note(f"configuration is valid ({settings.source or _no_file()})")
     output.note(f"database reachable: {settings.database.redacted_url()}")
     _check_pooling(settings)
     if waiting:
@@ -93,15 +98,42 @@ def show(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
     """Print the effective configuration, secrets redacted."""
     settings = session(ctx, config).settings
     data = settings.redacted()
+    generated = _generated_key(settings)
+    if generated:
+        data["security"]["master_key"] = f"generated: {generated}"
+    source = str(settings.source.absolute()) if settings.source else None
     if json:
-        output.emit_json({"mode": settings.mode, **data})
+        output.emit_json({"mode": settings.mode, "source": source, **data})
         return
-    output.note(f"mode: {settings.mode}; source: {settings.source or 'built-in defaults'}")
+    output.note(f"mode: {settings.mode}; config: {source or _no_file()}")
     output.table(
         ["key", "value"],
         [
-            (f"{section}.{key}", value)
+            (f"{section}.{key}", _shown(value))
             for section, values in data.items()
             for key, value in values.items()
         ],
     )
+
+
+def _no_file() -> str:
+    looked = ", ".join(str(path) for path in config_file.search_path(os.environ))
+    return f"none found (looked for {looked}): built-in defaults and T2CTL_* variables"
+
+
+def _generated_key(settings: Settings) -> Path | None:
+    """The key file sandbox mode makes (or will make) when no master key is configured."""
+    if settings.security.master_keys or settings.database.sqlite_path is None:
+        return None
+    return sandbox_key_file(settings).absolute()
+
+
+def _shown(value: Any) -> str:
+    """A value as it is written in config.toml: TOML's true/false, lists in brackets."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return json_text.dumps(value)
+    return str(value)
