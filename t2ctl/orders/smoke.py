@@ -39,8 +39,17 @@ class Api:
                 headers={"X-API-Key": self.api_key},
                 timeout=self.timeout,
             )
-        except requests.RequestException as exc:
-            raise T2Error(f"cannot reach the partner API at {self.url}: {exc}") from exc
+        except requests.ConnectionError as exc:
+            raise T2Error(
+                f"no t2ctl serve answers at {self.url}; is it running? "
+                "(start it with `t2ctl serve`, or name another with --url)"
+            ) from exc
+        except requests.Timeout as exc:
+            raise T2Error(
+                f"the partner API at {self.url} did not answer within {self.timeout:g} s"
+            ) from exc
+        except requests.RequestException as exc:  # a malformed --url, say
+            raise T2Error(f"cannot call the partner API at {self.url}: {exc}") from exc
 
 
 def bodies(product: Product, count: int) -> list[dict[str, Any]]:
