@@ -13,6 +13,7 @@ from t2ctl import db, errors
 from t2ctl.cli import (
     audit,
     keys,
+    manual,
     orders,
     output,
     partners,
@@ -77,6 +78,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Operate the T2Mobile partner gateway.",
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -102,6 +104,7 @@ app.add_typer(webhooks.app, name="webhooks", help="Webhook deliveries to partner
 app.add_typer(audit.app, name="audit", help="Who changed what, from the CLI, and when.")
 app.command("sandbox")(sandbox.run)
 app.command("status")(status.status)
+app.command("help")(manual.help_page)
 
 
 def main() -> None:
