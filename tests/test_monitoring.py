@@ -1,12 +1,13 @@
 """What ships in daemon/monitoring/: the alert rules pass promtool's check and their own unit
-tests, and every t2ctl_* series they name is one that a real ``/metrics`` listener, started
-as the daemon starts it, shows. A misspelt series would otherwise be an alert that never
-fires, silently."""
+tests, and every t2ctl_* series the rules and the Grafana dashboard name is one that a real
+``/metrics`` listener, started as the daemon starts it, shows. A misspelt series would
+otherwise be an alert that never fires and a panel that stays empty, silently."""
 
+import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from tests.conftest import Cli, unavailable
 MONITORING = Path(__file__).parent.parent / "daemon" / "monitoring"
 RULES = MONITORING / "t2ctl-alerts.yml"
 RULE_TESTS = MONITORING / "t2ctl-alerts.test.yml"
+DASHBOARD = MONITORING / "t2ctl-dashboard.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SERIES = re.compile(r"\bt2ctl_[a-z0-9_]+\b")
 # The series a family has before its first sample: the exposition gives the family's name and
 # type at once, its samples only once observed.
@@ -40,6 +43,18 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def alert_rules() -> list[dict]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def panels(within: list[dict]) -> Iterator[dict]:
+    """Every panel, those inside a collapsed row too."""
+    for panel in within:
+        yield panel
+        yield from panels(panel.get("panels", []))
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in panels(dashboard["panels"]) for t in p.get("targets", [])]
 
 
 def rule_series() -> list[str]:
@@ -98,13 +113,56 @@ def test_each_alert_says_how_urgent_it_is_and_what_to_run() -> None:
         assert re.search(r"`(t2ctl|systemctl|journalctl) ", rule["annotations"]["description"])
 
 
+def test_every_dashboard_expression_is_promql(tmp_path: Path) -> None:
+    """promtool parses each as a recording rule; Grafana's own $__ variables become 5m."""
+    exprs = dashboard_exprs()
+    recorded = [
+        {"record": f"t2ctl:dashboard_{n}", "expr": re.sub(r"\$__\w+", "5m", expr)}
+        for n, expr in enumerate(exprs)
+    ]
+    rules = tmp_path / "dashboard-rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}))
+    checked = promtool("check", "rules", str(rules))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in checked.stdout
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_the_rules_name_only_series_the_daemon_exports(scraped: str) -> None:
+def test_the_rules_and_the_dashboard_name_only_series_the_daemon_exports(scraped: str) -> None:
     names = exported(scraped)
     assert {"t2ctl_reconcile_drift", "t2ctl_webhook_attempts_total"} <= names
     assert unknown(rule_series(), names) == set()
+    assert unknown(dashboard_exprs(), names) == set()
     # The check would see a misspelling, or a histogram named without its suffix.
     assert unknown(["rate(t2ctl_webhook_attempt_total[5m])"], names) == {
         "t2ctl_webhook_attempt_total"
     }
     assert unknown(["t2ctl_zoho_request_duration_seconds"], names)
+    # ...and the dashboard shows every family the daemon exports (a counter's _created, its
+    # start time, is a family of its own in this format).
+    families = {f.name for f in text_string_to_metric_families(scraped)}
+    shown = {n.removesuffix("_total") for n in SERIES.findall(" ".join(dashboard_exprs()))}
+    shown |= {re.sub(r"_(bucket|count|sum)$", "", n) for n in shown}
+    assert {f for f in families if not f.endswith("_created")} <= shown
+
+
+def test_the_dashboard_imports_into_grafana() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["uid"] and dashboard["title"]
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["type"], variable["name"], variable["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+    every = list(panels(dashboard["panels"]))
+    ids = [panel["id"] for panel in every]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for panel in every:
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE and target["expr"], panel["title"]
