@@ -38,6 +38,9 @@ _PROBLEMS = {
 _AUTHED = (401, 403, 429, 500, 503)
 # What the HTTP server itself may answer, before any route: every operation lists them.
 _TRANSPORT = (400, 408, 431)
+# The project states no licence: the API is IconTech's own, offered to partners under their
+# agreement. A LicenseRef- is SPDX's way to name a licence its list does not hold.
+LICENSE = {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}
 
 
 def document(version: str) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def document(version: str) -> dict[str, Any]:
         "info": {
             "title": "t2ctl partner API",
             "version": version,
+            "license": LICENSE,
             "description": (
                 "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
                 "read them back and list them, and catch up on events from the feed. Errors "
