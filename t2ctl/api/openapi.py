@@ -24,8 +24,8 @@ _PROBLEMS = {
     "different body (type `urn:t2ctl:problem:idempotency-conflict`). On a cancellation: the "
     "order cannot be cancelled, and `detail` says why: it FAILED, its cancellation window "
     "has passed, or a renewal builds on it (type `urn:t2ctl:problem:not-cancellable`).",
-    413: "The body is larger than 64 KiB. (One announced over 1 MiB is refused by the HTTP "
-    "server before the API reads it, with the same problem.)",
+    413: "The body is larger than 64 KiB, on a route that reads one. One announced over 1 MiB "
+    "is refused by the HTTP server before the API reads it, on any route (a GET's too).",
     415: "The body is not sent as application/json.",
     431: "The request line and headers are larger than the server takes (16 KiB unless "
     "configured otherwise); the connection is closed.",
@@ -37,7 +37,7 @@ _PROBLEMS = {
 }
 _AUTHED = (401, 403, 429, 500, 503)
 # What the HTTP server itself may answer, before any route: every operation lists them.
-_TRANSPORT = (400, 408, 431)
+_TRANSPORT = (400, 408, 413, 431)
 # The project states no licence: the API is IconTech's own, offered to partners under their
 # agreement. A LicenseRef- is SPDX's way to name a licence its list does not hold.
 LICENSE = {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}
