@@ -17,7 +17,7 @@ _PROBLEMS = {
     "a header is not valid HTTP.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
-    404: "No such order for this partner.",
+    404: "No such order for this partner (an id outside the orderId pattern names none).",
     408: "The request had not arrived in full within the server's read timeout (30 s unless "
     "configured otherwise); the connection is closed.",
     409: "Nothing was changed. On a fulfilment: this orderId was already used with a "
@@ -261,7 +261,7 @@ _ORDER_ID = {
     "required": True,
     "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): clients drop such a "
     "path segment. The Location of a 202 does.",
-    **_TEXT,
+    "schema": {"type": "string", "pattern": values.ID_PATTERN},
 }
 
 
