@@ -59,6 +59,15 @@ def test_success_responses_match_their_schemas(server: LiveServer, catalogue) ->
     assert {created.status_code, replayed.status_code, unchanged.status_code} == {202, 200, 304}
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the HTTP server's, not the DB's
+def test_the_probes_refuse_an_oversized_body_as_documented(server: LiveServer) -> None:
+    """No probe reads a body, yet waitress refuses one announced over 1 MiB on any route."""
+    for path in ("/health", "/health/live", "/health/ready", "/openapi.json"):
+        refused = requests.get(server.endpoint(path), data=b"x" * (2 << 20))
+        assert refused.status_code == 413, path
+        assert_documented("GET", path, refused)
+
+
 # Redocly CLI, pinned: .ci/run installs this version here, outside the work tree.
 REDOCLY_VERSION = "2.77.0"
 REDOCLY_HOME = (
