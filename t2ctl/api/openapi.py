@@ -17,15 +17,15 @@ _PROBLEMS = {
     "a header is not valid HTTP.",
     401: "The API key is missing, unknown, expired or revoked.",
     403: "The client address is not in the partner's allow-list.",
-    404: "No such order for this partner.",
+    404: "No such order for this partner (an id outside the orderId pattern names none).",
     408: "The request had not arrived in full within the server's read timeout (30 s unless "
     "configured otherwise); the connection is closed.",
     409: "Nothing was changed. On a fulfilment: this orderId was already used with a "
     "different body (type `urn:t2ctl:problem:idempotency-conflict`). On a cancellation: the "
     "order cannot be cancelled, and `detail` says why: it FAILED, its cancellation window "
     "has passed, or a renewal builds on it (type `urn:t2ctl:problem:not-cancellable`).",
-    413: "The body is larger than 64 KiB. (One announced over 1 MiB is refused by the HTTP "
-    "server before the API reads it, with the same problem.)",
+    413: "The body is larger than 64 KiB, on a route that reads one. One announced over 1 MiB "
+    "is refused by the HTTP server before the API reads it, on any route (a GET's too).",
     415: "The body is not sent as application/json.",
     431: "The request line and headers are larger than the server takes (16 KiB unless "
     "configured otherwise); the connection is closed.",
@@ -37,7 +37,10 @@ _PROBLEMS = {
 }
 _AUTHED = (401, 403, 429, 500, 503)
 # What the HTTP server itself may answer, before any route: every operation lists them.
-_TRANSPORT = (400, 408, 431)
+_TRANSPORT = (400, 408, 413, 431)
+# The project states no licence: the API is IconTech's own, offered to partners under their
+# agreement. A LicenseRef- is SPDX's way to name a licence its list does not hold.
+LICENSE = {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}
 
 
 def document(version: str) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def document(version: str) -> dict[str, Any]:
         "info": {
             "title": "t2ctl partner API",
             "version": version,
+            "license": LICENSE,
             "description": (
                 "IconTech's API for T2Mobile: read the catalogue, submit fulfilment orders, "
                 "read them back and list them, and catch up on events from the feed. Errors "
@@ -257,7 +261,7 @@ _ORDER_ID = {
     "required": True,
     "description": "Percent-encode an orderId . or .. (%2E, %2E%2E): clients drop such a "
     "path segment. The Location of a 202 does.",
-    **_TEXT,
+    "schema": {"type": "string", "pattern": values.ID_PATTERN},
 }
 
 
