@@ -6,7 +6,7 @@ from t2ctl import clock, partners
 from t2ctl.errors import Forbidden, Unauthorized
 from t2ctl.security import apikeys
 
-PUBLIC_BLUEPRINT = "meta"  # health, its probes and the OpenAPI document
+PUBLIC_BLUEPRINT = "meta"  # health, its probes, the OpenAPI document and its reference page
 
 
 def authenticate() -> None:

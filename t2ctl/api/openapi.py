@@ -153,7 +153,7 @@ _TEXT = {"schema": {"type": "string"}}
 
 
 def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
-    """A GET that needs no API key: probes and this document."""
+    """A GET that needs no API key: probes, this document and its page."""
     return {
         "get": {
             "operationId": operation_id,
@@ -195,7 +195,17 @@ def _openapi() -> dict[str, Any]:
         "description": "The OpenAPI 3.1 document.",
         "content": {"application/json": {"schema": {"type": "object"}}},
     }
-    return {f"{BASE}/openapi.json": _public("openapi", "This document.", {"200": document})}
+    page = {
+        "description": "Swagger UI, its assets served from here too (no CDN); Try it out takes "
+        "your API key in Authorize.",
+        "content": {"text/html": _TEXT},
+    }
+    return {
+        f"{BASE}/openapi.json": _public("openapi", "This document.", {"200": document}),
+        f"{BASE}/docs": _public(
+            "apiReference", "This document as a page to read and try.", {"200": page}
+        ),
+    }
 
 
 def _products() -> dict[str, Any]:
