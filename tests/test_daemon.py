@@ -47,7 +47,7 @@ def test_serve_refuses_a_config_file_others_can_read_that_holds_a_secret(tmp_pat
     result = serve_once(tmp_path)
     assert result.returncode == 1
     assert "holds security.master_key but is readable by others" in result.stderr
-    assert f"chmod o-r {config.name}" in result.stderr and key not in result.stderr
+    assert f"chmod o-r {config}" in result.stderr and key not in result.stderr
 
 
 def test_serve_reports_a_port_in_use_plainly(tmp_path: Path) -> None:
