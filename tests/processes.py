@@ -24,17 +24,22 @@ class Daemon:
         *args: str,
         env: dict[str, str] | None = None,
         preexec: Callable[[], None] | None = None,
+        shell: str | None = None,
     ):
+        """``t2ctl ARGS`` with this interpreter, or a ``shell`` command line as a person
+        types it (in a session of its own: signal its group to reach the daemon)."""
         # Metrics on a free port unless told otherwise: tests run several daemons at once.
         environment = {**os.environ, "T2CTL_METRICS__PORT": "0", **(env or {})}
+        command = ["bash", "-c", shell] if shell else [sys.executable, "-m", "t2ctl", *args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "t2ctl", *args],
+            command,
             cwd=cwd,
             env=environment,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
             preexec_fn=preexec,  # in the child, before t2ctl starts: a resource limit, say
+            start_new_session=shell is not None,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

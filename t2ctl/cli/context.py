@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from click.core import ParameterSource
 
 from t2ctl import clock, config, wiring
 from t2ctl.config import Settings
@@ -111,8 +112,10 @@ def _require_database(settings: Settings) -> None:
 
 
 def session(ctx: typer.Context, config_path: Path | None = None) -> Session:
-    """The session for this invocation; a command's own ``--config`` beats the root one."""
+    """The session for this invocation; a command's own ``--config`` beats the root one, and
+    either beats ``T2CTL_CONFIG``."""
     root = ctx.find_root()
-    if root.obj is None or config_path is not None:
+    typed = ctx.get_parameter_source("config") is ParameterSource.COMMANDLINE
+    if root.obj is None or (config_path is not None and typed):
         root.obj = Session(config_path)
     return root.obj
