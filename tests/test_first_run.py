@@ -237,25 +237,6 @@ def test_config_show_says_generated_key_true_false_and_durations_as_written(
     assert key not in table and key not in json.dumps(shown)
 
 
-def test_submitting_test_orders_to_a_server_that_is_not_running_says_so(cli) -> None:
-    assert cli("partners", "add", "acme", "--webhook-url", "http://127.0.0.1:9/h").exit_code == 0
-    assert cli("products", "import", str(catalogue_file(Path.cwd()))).exit_code == 0
-    url = f"http://127.0.0.1:{free_port()}"
-    result = cli("orders", "submit", "--test", "--url", url)
-    assert result.exit_code == 1
-    assert f"t2ctl: error: no t2ctl serve answers at {url}; is it running?" in result.stderr
-    assert "urllib3" not in result.stderr and "HTTPConnectionPool" not in result.stderr
-
-
-def catalogue_file(directory: Path) -> Path:
-    path = directory / "catalogue.csv"
-    path.write_text(
-        "productId,name,description,price,currency,termMonths,active\n"
-        "M365-BASIC-12M,Microsoft 365 Basic,Twelve months,15000.00,NGN,12,true\n"
-    )
-    return path
-
-
 def help_text(*args: str) -> str:
     result = CliRunner().invoke(cli_app, list(args), env={"COLUMNS": "250"}, prog_name="t2ctl")
     assert result.exit_code == 0, result.stdout
