@@ -354,7 +354,16 @@ def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
         return path
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV])
-    return next((found for found in search_path(env) if found.is_file()), None)
+    return next((found for found in search_path(env) if _present(found)), None)
+
+
+def _present(path: Path) -> bool:
+    """A file there, or one this user may not see (/etc/t2ctl is the daemon's group's):
+    reading it then says "permission denied" rather than quietly using the defaults."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        return True
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -380,7 +389,12 @@ def _read_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigNotFound([f"config file {path.absolute()}: no such file"]) from None
     except PermissionError:
-        raise ConfigError([f"{path}: permission denied"]) from None
+        raise ConfigError(
+            [
+                f"config file {path.absolute()}: permission denied (run t2ctl as a user who may "
+                "read it: the daemon's, as the README's Operations section shows)"
+            ]
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 
