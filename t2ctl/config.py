@@ -281,6 +281,12 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     source: Path | None = Field(None, exclude=True)
+    # Where each key that is not a default came from: the file, or the T2CTL_* variable.
+    origins: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def origin(self, key: str) -> str:
+        """Where ``key`` (``database.url``) was set, for messages that say what to change."""
+        return self.origins.get(key, "the built-in default")
 
     @property
     def sandbox_mode(self) -> bool:
@@ -343,7 +349,8 @@ def search_path(env: Mapping[str, str]) -> list[Path]:
     """Where a config file is looked for when none is named, first found wins: the working
     directory (a checkout, a trial), the user's (XDG), then the host's (an installed daemon)."""
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    user = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    xdg = Path(env.get("XDG_CONFIG_HOME") or "")
+    user = xdg if xdg.is_absolute() else home / ".config"  # a relative one is ignored (XDG)
     return [Path("config.toml").absolute(), user / "t2ctl" / "config.toml", SYSTEM_CONFIG]
 
 
@@ -372,12 +379,17 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     path = resolve_path(path, env)
     data = _read_file(path) if path is not None else {}
     problems = _check_secret_file(path, data) if path is not None else []
-    origins: dict[str, str] = {}
+    origins = {
+        f"{section}.{key}": str(path.absolute())
+        for section, values in data.items()
+        if path is not None and isinstance(values, dict)
+        for key in values
+    }
     problems += _apply_env(data, env, origins)
     if problems:
         raise ConfigError(problems)
     try:
-        return Settings.model_validate({**data, "source": path})
+        return Settings.model_validate({**data, "source": path, "origins": origins})
     except ValidationError as exc:
         raise ConfigError([_describe(err, origins, path) for err in exc.errors()]) from None
 

@@ -31,7 +31,7 @@ def check(ctx: typer.Context, config: ConfigOption = None) -> None:
     current.connect(require_current=False)
     box = current.box()
     waiting = schema.pending()
-    output.note(f"configuration is valid ({settings.source or _no_file()})")
+    output.note(f"configuration is valid; config: {settings.source or _no_file()}")
     output.note(f"database reachable: {settings.database.redacted_url()}")
     _check_pooling(settings)
     if waiting:
@@ -100,7 +100,11 @@ def show(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
     data = settings.redacted()
     generated = _generated_key(settings)
     if generated:
-        data["security"]["master_key"] = f"generated: {generated}"
+        data["security"]["master_key"] = (
+            f"generated: {generated}"
+            if generated.exists()
+            else f"none yet: serve or db migrate generates {generated}"
+        )
     source = str(settings.source.absolute()) if settings.source else None
     if json:
         output.emit_json({"mode": settings.mode, "source": source, **data})
@@ -131,7 +135,9 @@ def _generated_key(settings: Settings) -> Path | None:
 def _shown(value: Any) -> str:
     """A value as it is written in config.toml: TOML's true/false, lists in brackets."""
     if value is None:
-        return ""
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"  # 30, as it is written, not 30.0
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):

@@ -15,15 +15,15 @@ from t2ctl.db import schema
 from t2ctl.errors import T2Error
 from t2ctl.monitoring import logs
 from t2ctl.security import redaction
-from t2ctl.security.crypto import SecretBox
+from t2ctl.security.crypto import SecretBox, sandbox_key_file
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
         envvar="T2CTL_CONFIG",
-        help="Config file (default: the first of ./config.toml, "
-        "$XDG_CONFIG_HOME/t2ctl/config.toml, /etc/t2ctl/config.toml).",
+        help="Config file (default: ./config.toml, else the user's, else /etc/t2ctl's; "
+        "`t2ctl config show` says which).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts.")]
@@ -99,16 +99,26 @@ class Session:
 
 
 def _require_database(settings: Settings) -> None:
+    """The SQLite file, and in sandbox mode the key file beside it, must be there already: a
+    new key would not open what the database holds."""
     path = settings.database.sqlite_path
-    if path is None or str(path) == ":memory:" or path.exists():
+    if path is None:
         return
-    where = settings.source or "the built-in default"
-    raise T2Error(
-        f"no database at {path.absolute()} (database.url = {settings.database.url}, from "
-        f"{where}; a relative path is read from the working directory). Run t2ctl where its "
-        "config.toml is, or name the config with --config or T2CTL_CONFIG; "
-        "`t2ctl db migrate` or `t2ctl serve` creates a new database"
-    )
+    if not path.exists():
+        raise T2Error(
+            f"no database at {path.absolute()} (database.url = {settings.database.url}, from "
+            f"{settings.origin('database.url')}; a relative path is read from the working "
+            "directory). Run t2ctl in the directory `t2ctl serve` runs in, or name its config "
+            "with --config or T2CTL_CONFIG; `t2ctl db migrate` or `t2ctl serve` creates a new "
+            "database"
+        )
+    key = sandbox_key_file(settings)
+    if not settings.security.master_keys and not key.exists():
+        raise T2Error(
+            f"no master key: security.master_key is not set and there is no key file at "
+            f"{key.absolute()}, beside the database. Put the key file back, or set "
+            "security.master_key (T2CTL_SECURITY__MASTER_KEY) to the key it was written with"
+        )
 
 
 def session(ctx: typer.Context, config_path: Path | None = None) -> Session:

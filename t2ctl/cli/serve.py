@@ -49,6 +49,10 @@ def serve(
     """
     settings = session(ctx, config).settings
     if metrics_port is not None:
+        if not settings.metrics.enabled:
+            raise typer.BadParameter(
+                "metrics are off (metrics.enabled = false)", param_hint="--metrics-port"
+            )
         metrics = settings.metrics.model_copy(update={"port": metrics_port})
         settings = settings.model_copy(update={"metrics": metrics})
     daemon.serve(

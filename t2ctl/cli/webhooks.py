@@ -156,8 +156,9 @@ def resend(
     since: SinceOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Send deliveries again now, each under its own webhook-id, so receivers can drop what
-    they already have. With --dead, every dead delivery (of events since --since)."""
+    """Send deliveries again now, each under the webhook-id it was first sent with, so
+    receivers can drop what they already have. With --dead, every dead delivery (of events
+    since --since)."""
     if (delivery_id is None) == (not dead):
         raise typer.BadParameter("give either a DELIVERY_ID or --dead")
     if since is not None and not dead:
