@@ -47,7 +47,8 @@ def browser() -> Iterator["Browser"]:
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
-    """Where screenshots go: ``$T2_ARTIFACTS`` when set (CI keeps it), else the test's tmp."""
+    """Where screenshots go: ``$T2_ARTIFACTS`` when set (``.ci/run`` sets ``./artifacts``),
+    else the test's tmp."""
     directory = Path(os.environ.get("T2_ARTIFACTS") or tmp_path / "artifacts")
     directory.mkdir(parents=True, exist_ok=True)
     return directory
