@@ -18,6 +18,7 @@ from click.testing import Result
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
+import t2ctl as t2ctl_package
 from t2ctl.cli.main import app as cli_app
 from tests.conftest import (
     LiveServer,
@@ -271,6 +272,10 @@ def test_help_has_no_type_labels_on_flags_nor_descriptions_cut_mid_sentence() ->
         summary = " ".join(inspect.cleandoc(commands[name].help).split("\n\n")[0].split())
         summary = summary.replace("`", "")  # Markdown's code spans, shown plain
         assert re.search(rf"│ {name}\s+{re.escape(summary)}\s+│", root), name
+
+
+def test_version_prints_the_installed_version() -> None:
+    assert help_text("--version") == f"t2ctl {t2ctl_package.__version__}"
 
 
 def test_help_pages_are_the_commands_own_and_an_unknown_one_is_a_usage_error() -> None:

@@ -5,10 +5,12 @@ Exit codes: 0 success, 1 failure, 2 usage error (Click's), 3 not found.
 
 import logging
 from enum import IntEnum
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
+import t2ctl
 from t2ctl import db, errors
 from t2ctl.cli import (
     audit,
@@ -83,8 +85,21 @@ app = typer.Typer(
 )
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"t2ctl {t2ctl.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(ctx: typer.Context, config: ConfigOption = None) -> None:
+def _root(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
     session(ctx, config)
 
 

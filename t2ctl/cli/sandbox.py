@@ -69,7 +69,8 @@ def _seed(current: Session) -> list[tuple[str, str, float, int]]:
     except Exception:  # no usable database: the sample is enough to try the flow
         known = []
     finally:
-        db.database.close()
+        if db.database.obj is not None:  # connect() may refuse before it opens the database
+            db.database.close()
     if not known:
         return SAMPLE_ITEMS
     return [(p.product_id, p.name, float(products.price(p).value), p.term_months) for p in known]
