@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -204,29 +203,27 @@ mkdir -p {tmp_path}/elsewhere && cd {tmp_path}/elsewhere
     assert (state / "t2ctl.db").exists() and (upper / "t2ctl" / "config.toml").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+METRICS = re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
 
 
 def test_a_second_daemon_on_the_host_needs_and_takes_its_own_metrics_port(
     tmp_path: Path,
 ) -> None:
-    metrics = free_port()
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
     second_dir.mkdir()
-    taken = {"T2CTL_METRICS__PORT": str(metrics)}
-    with serve(first_dir, None, "--port", "0", env=taken) as first:
+    with serve(first_dir, None, "--port", "0") as first:  # its metrics on a free port
+        metrics = first.wait_for(METRICS).group(1)
+        taken = {"T2CTL_METRICS__PORT": metrics}  # the second is configured like the first
         with Daemon(second_dir, "serve", "--port", "0", env=taken) as clash:
             assert clash.proc.wait(timeout=30) == 1
             clash.stop(timeout=5)
         assert f"cannot listen for metrics on 127.0.0.1:{metrics}" in clash.log
         assert "pass serve --metrics-port" in clash.log
-        own = free_port()
-        with serve(second_dir, None, "--port", "0", "--metrics-port", str(own), env=taken) as two:
+        with serve(second_dir, None, "--port", "0", "--metrics-port", "0", env=taken) as two:
             url = two.wait_for(LISTENING).group(1)
+            own = two.wait_for(METRICS).group(1)
+            assert own != metrics
             assert requests.get(f"{url}/t2mobile/health", timeout=5).status_code == 200
             scraped = requests.get(f"http://127.0.0.1:{own}/metrics", timeout=5)
             assert "t2ctl_database_up" in scraped.text

@@ -389,10 +389,12 @@ def test_the_daemon_delivers_a_signed_order_outcome(
 def test_a_receiver_that_refuses_is_told_plainly(server: LiveServer, catalogue) -> None:
     """The attempt's error is the cause in a line, as an operator reads it in `webhooks
     show`: no urllib3 connection repr in front of it."""
-    with socket.create_server(("127.0.0.1", 0)) as taken:
-        closed_port = taken.getsockname()[1]
-    post_order(server, partner_to(server, f"http://127.0.0.1:{closed_port}/hooks"), "T2-1")
-    drain(daemon_worker(server))
+    # Bound and never listening: the port refuses, and no other test's server can take it.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        closed_port = bound.getsockname()[1]
+        post_order(server, partner_to(server, f"http://127.0.0.1:{closed_port}/hooks"), "T2-1")
+        drain(daemon_worker(server))
 
     (attempt,) = deliveries.attempts(WebhookDelivery.get())
     assert attempt.outcome == "failed" and attempt.status_code is None
