@@ -356,11 +356,11 @@ def search_path(env: Mapping[str, str]) -> list[Path]:
 
 def resolve_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
     """``--config``, else ``T2CTL_CONFIG``, else the first of ``search_path`` that exists,
-    else none (the built-in defaults)."""
+    else none (the built-in defaults); absolute, as every message names it."""
     if path is not None:
-        return path
+        return path.absolute()
     if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV])
+        return Path(env[CONFIG_ENV]).absolute()
     return next((found for found in search_path(env) if _present(found)), None)
 
 
@@ -380,7 +380,7 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     data = _read_file(path) if path is not None else {}
     problems = _check_secret_file(path, data) if path is not None else []
     origins = {
-        f"{section}.{key}": str(path.absolute())
+        f"{section}.{key}": str(path)
         for section, values in data.items()
         if path is not None and isinstance(values, dict)
         for key in values
@@ -399,11 +399,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigNotFound([f"config file {path.absolute()}: no such file"]) from None
+        raise ConfigNotFound([f"config file {path}: no such file"]) from None
     except PermissionError:
         raise ConfigError(
             [
-                f"config file {path.absolute()}: permission denied (run t2ctl as a user who may "
+                f"config file {path}: permission denied (run t2ctl as a user who may "
                 "read it: the daemon's, as the README's Operations section shows)"
             ]
         ) from None

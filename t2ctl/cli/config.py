@@ -3,7 +3,6 @@
 import contextlib
 import json as json_text
 import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,14 +97,15 @@ def show(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
     """Print the effective configuration, secrets redacted."""
     settings = session(ctx, config).settings
     data = settings.redacted()
-    generated = _generated_key(settings)
-    if generated:
+    generated = sandbox_key_file(settings)
+    if generated is not None:
+        generated = generated.absolute()
         data["security"]["master_key"] = (
             f"generated: {generated}"
             if generated.exists()
             else f"none yet: serve or db migrate generates {generated}"
         )
-    source = str(settings.source.absolute()) if settings.source else None
+    source = str(settings.source) if settings.source else None
     if json:
         output.emit_json({"mode": settings.mode, "source": source, **data})
         return
@@ -123,13 +123,6 @@ def show(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
 def _no_file() -> str:
     looked = ", ".join(str(path) for path in config_file.search_path(os.environ))
     return f"none found (looked for {looked}): built-in defaults and T2CTL_* variables"
-
-
-def _generated_key(settings: Settings) -> Path | None:
-    """The key file sandbox mode makes (or will make) when no master key is configured."""
-    if settings.security.master_keys or settings.database.sqlite_path is None:
-        return None
-    return sandbox_key_file(settings).absolute()
 
 
 def _shown(value: Any) -> str:

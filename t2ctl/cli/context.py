@@ -113,7 +113,7 @@ def _require_database(settings: Settings) -> None:
             "database"
         )
     key = sandbox_key_file(settings)
-    if not settings.security.master_keys and not key.exists():
+    if key is not None and not key.exists():
         raise T2Error(
             f"no master key: security.master_key is not set and there is no key file at "
             f"{key.absolute()}, beside the database. Put the key file back, or set "

@@ -65,7 +65,11 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def sandbox_key_file(settings: Settings) -> Path:
+def sandbox_key_file(settings: Settings) -> Path | None:
+    """The key file beside the SQLite database that sandbox mode keeps its master key in;
+    None when ``security.master_key`` is configured (then no file is read or made)."""
+    if settings.security.master_keys:
+        return None
     path = settings.database.sqlite_path
     assert path is not None, "settings require security.master_key off SQLite"
     return path.with_name(path.name + ".key")
@@ -73,9 +77,9 @@ def sandbox_key_file(settings: Settings) -> Path:
 
 def box_for(settings: Settings) -> SecretBox:
     """The box for these settings, generating the sandbox key file on first use."""
-    if settings.security.master_keys:
-        return SecretBox(settings.security.master_keys)
     path = sandbox_key_file(settings)
+    if path is None:
+        return SecretBox(settings.security.master_keys)
     if not path.exists():
         _write_private(path, generate_key())
         logger.warning(
