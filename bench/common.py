@@ -2,6 +2,7 @@
 
 import logging
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -19,6 +20,7 @@ from t2ctl.jobs import tasks
 from t2ctl.jobs.worker import Pool
 
 T = TypeVar("T")
+Timing = tuple[float, float, float]  # min, median, p95 in ms
 PG_ADMIN = os.environ.get("T2_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 CONCURRENCY = 4
 
@@ -104,3 +106,16 @@ def statements() -> Iterator[_Counter]:
         peewee_log.removeHandler(counter)
         peewee_log.setLevel(logging.WARNING)
         peewee_log.propagate = True
+
+
+def timed(call: Callable[[], object], repeat: int) -> Timing:
+    """``call`` run ``repeat`` times: min, median and p95 of its wall time, in ms."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    if len(times) < 2:
+        return times[0], times[0], times[0]
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[-1]
+    return min(times), statistics.median(times), p95

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse
 import logging
 import random
-import statistics
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -38,7 +37,7 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import backend, fresh, on_both
+from bench.common import Timing, backend, fresh, on_both, timed
 from t2ctl import clock, daemon, db, partners, products, sandbox, wiring
 from t2ctl.api import create_app
 from t2ctl.db.models import Order, Partner, Product, WebhookDelivery
@@ -110,7 +109,6 @@ EVENT_COLUMNS = (
     "feed_seq",
 )
 
-Timing = tuple[float, float, float]  # min, median, p95 in ms
 
 
 class Result:
@@ -347,12 +345,7 @@ def _get(http: requests.Session, url: str, params: dict[str, Any]) -> dict[str, 
 
 def _timed(http: requests.Session, url: str, params: dict[str, Any], repeat: int) -> Timing:
     _get(http, url, params)  # untimed: the first of a kind warms caches and the connection
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        _get(http, url, params)
-        times.append((time.perf_counter() - started) * 1000)
-    return min(times), statistics.median(times), statistics.quantiles(times, n=20)[-1]
+    return timed(lambda: _get(http, url, params), repeat)
 
 
 def main() -> None:

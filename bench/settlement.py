@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse
 import logging
 import re
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ from peewee import QueryEvent, fn
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import backend, fresh, on_both
+from bench.common import Timing, backend, fresh, on_both, timed
 from bench.listing import BATCH, PARTNERS, insert, seed, setup
 from t2ctl import clock, db
 from t2ctl.db.models import Order, SandboxSalesOrder
@@ -68,7 +67,6 @@ SALES_COLUMNS = (
     "currency",
 )
 
-Timing = tuple[float, float, float]  # min, median, p95 in ms
 
 
 class Result:
@@ -204,22 +202,6 @@ def reads(sql: str, lines: list[str]) -> str:
     if re.search(rf'Seq Scan on "order"|^\s*SCAN {alias}\b', text, re.MULTILINE):
         used.insert(0, "full scan of order")
     return " + ".join(used) or "?"
-
-
-def timed(call: Callable[[], Any], repeat: int) -> Timing:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return _summary(times)
-
-
-def _summary(times: list[float]) -> Timing:
-    if len(times) < 2:
-        return times[0], times[0], times[0]
-    p95 = statistics.quantiles(times, n=20, method="inclusive")[-1]
-    return min(times), statistics.median(times), p95
 
 
 def reconcile_timed(result: Result) -> None:
