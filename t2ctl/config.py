@@ -345,9 +345,10 @@ class Settings(_Section):
         return data
 
 
-def search_path(env: Mapping[str, str]) -> list[Path]:
+def search_path(env: Mapping[str, str] | None = None) -> list[Path]:
     """Where a config file is looked for when none is named, first found wins: the working
     directory (a checkout, a trial), the user's (XDG), then the host's (an installed daemon)."""
+    env = os.environ if env is None else env
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     xdg = Path(env.get("XDG_CONFIG_HOME") or "")
     user = xdg if xdg.is_absolute() else home / ".config"  # a relative one is ignored (XDG)

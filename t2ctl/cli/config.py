@@ -2,7 +2,6 @@
 
 import contextlib
 import json as json_text
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,7 +120,7 @@ def show(ctx: typer.Context, config: ConfigOption = None, json: JsonOption = Fal
 
 
 def _no_file() -> str:
-    looked = ", ".join(str(path) for path in config_file.search_path(os.environ))
+    looked = ", ".join(str(path) for path in config_file.search_path())
     return f"none found (looked for {looked}): built-in defaults and T2CTL_* variables"
 
 
