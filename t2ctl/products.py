@@ -79,8 +79,15 @@ def listing(*, active_only: bool = False) -> list[Product]:
     return list(query)
 
 
+_BY_ID = db.Prepared(lambda product_id: Product.select().where(Product.product_id == product_id), 1)
+
+
+def find(product_id: str) -> Product | None:
+    return _BY_ID.first(product_id)
+
+
 def get(product_id: str) -> Product:
-    product = Product.get_or_none(Product.product_id == product_id)
+    product = find(product_id)
     if product is None:
         raise NotFound(f"no product {product_id!r}")
     return product

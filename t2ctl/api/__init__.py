@@ -69,5 +69,5 @@ def create_app(settings: Settings, box: SecretBox) -> Flask:
 
 
 def _close_db(_exc: BaseException | None) -> None:
-    if not db.database.is_closed():
+    if not db.is_sqlite() and not db.database.is_closed():
         db.database.close()

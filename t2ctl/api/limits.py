@@ -19,11 +19,13 @@ logs the switch both ways, once, and counts it in ``t2ctl_rate_limit_*``
 
 import logging
 import threading
+import time
 from functools import partial
 from typing import Any
 
 from flask import Flask, Response, g
 from flask_limiter import Limiter
+from limits.storage import MemoryStorage
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -31,6 +33,26 @@ from t2ctl.config import ServerSettings
 from t2ctl.monitoring import metrics
 
 logger = logging.getLogger(__name__)
+
+# How often the in-process counts drop their expired entries.
+EXPIRE_EVERY = 1.0
+
+
+class _InProcessStorage(MemoryStorage):
+    """``memory://`` without a thread a hit. The library's storage drops expired entries on
+    a timer thread it starts anew whenever the last one has ended, so under steady traffic a
+    new thread every few requests, each start a stall of its caller. Here the request that
+    finds the last sweep ``EXPIRE_EVERY`` old makes the next one, in passing."""
+
+    STORAGE_SCHEME = "t2ctl-memory"  # type: ignore[assignment]  # the registry takes a str too
+    _swept = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the library's private hook
+        now = time.monotonic()
+        if now - self._swept >= EXPIRE_EVERY:
+            self._swept = now
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
 
 # Redis on the LAN answers in a millisecond: a request waits at most this long on one that
 # hangs, once when it goes down and once per retry (the URI's ?socket_timeout= overrides it).
@@ -49,7 +71,7 @@ def init(app: Flask, server: ServerSettings) -> Limiter:
         default_limits=[per_minute],
         default_limits_exempt_when=lambda: "api_key" not in g,
         headers_enabled=True,
-        storage_uri=server.rate_limit_storage,
+        storage_uri=server.rate_limit_storage if server.shares_rate_limits else "t2ctl-memory://",
         storage_options=_redis_options() if server.shares_rate_limits else {},
         strategy="moving-window",
         in_memory_fallback_enabled=True,

@@ -13,8 +13,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import peewee
 import psycopg
@@ -121,6 +122,98 @@ def _sqlite_turn() -> Iterator[None]:
                 database.execute_sql(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
         finally:
             _sqlite_writer.release()
+
+
+class _Slot(peewee.Node):
+    """Where a ``Prepared`` query's argument goes: compiled as a parameter, it keeps the
+    converter to apply to each value it is later given: its own, or that of the field it is
+    compared with (a foreign key's takes a model or its id)."""
+
+    def __init__(self, index: int, convert: Callable[[Any], Any] | None):
+        self.index = index
+        self.convert = convert
+
+    def __sql__(self, ctx: peewee.Context) -> peewee.Context:
+        self.convert = self.convert or ctx.state.converter
+        ctx._values.append(self)  # type: ignore[attr-defined]  # the statement's parameters
+        return ctx.literal(ctx.state.param or "?")
+
+
+# What a peewee cursor wrapper holds of one run; the rest, its layout (which column goes to
+# which model and field, and their converters), its ``initialize`` works out again from the
+# statement's columns on every run, at more cost than reading the row: a Prepared keeps it.
+_PER_RUN = frozenset({"cursor", "count", "index", "populated", "row_cache"})
+
+
+class Prepared:
+    """A query whose SQL is built once per kind of database, then run with new values.
+
+    Peewee builds a query's SQL again on every run, and for a select of a few joined tables
+    or an insert of a dozen columns that costs several times what the database takes to run
+    it: the API's hot statements are written once with this. ``build`` takes one placeholder
+    per argument, to use only as a value: compared with a field, or inserted (then
+    ``converters`` gives each insert value its field's ``db_value``). Every column an insert
+    leaves out must have no default, or a constant one.
+    """
+
+    def __init__(
+        self,
+        build: Callable[..., peewee.BaseQuery],
+        arity: int,
+        converters: Sequence[Callable[[Any], Any] | None] = (),
+    ):
+        self._build = build
+        self._converters = list(converters) or [None] * arity
+        self._compiled: dict[type, tuple[peewee.BaseQuery, str, list[Any]]] = {}
+        self._layouts: dict[type, dict[str, Any]] = {}
+
+    def first(self, *args: Any) -> Any:
+        """The first row as the query gives it (a model with its joins, or a tuple), or None."""
+        kind = type(database.obj)
+        query, sql, params = self._compile(kind)
+        values = [
+            (p.convert(args[p.index]) if p.convert else args[p.index])
+            if isinstance(p, _Slot)
+            else p
+            for p in params
+        ]
+        rows = query._get_cursor_wrapper(database.execute_sql(sql, values))  # type: ignore[attr-defined]
+        layout = self._layouts.get(kind)
+        if layout is not None:
+            vars(rows).update(layout)
+        row = next(iter(rows), None)
+        rows.cursor.close()  # done with: an INSERT's RETURNING, say, is not left half-read
+        if layout is None and rows.initialized:
+            self._layouts[kind] = {k: v for k, v in vars(rows).items() if k not in _PER_RUN}
+        return row
+
+    def _compile(self, kind: type) -> tuple[peewee.BaseQuery, str, list[Any]]:
+        compiled = self._compiled.get(kind)
+        if compiled is None:
+            query = self._build(*(_Slot(i, c) for i, c in enumerate(self._converters)))
+            sql, params = query.sql()
+            compiled = self._compiled[kind] = (query, sql, params)
+        return compiled
+
+
+def prepared_insert(
+    fields: Sequence[peewee.Field],
+    *,
+    fixed: Mapping[peewee.Field, Any] | None = None,
+    ignore_conflicts: bool = False,
+) -> Prepared:
+    """A ``Prepared`` INSERT of one row: ``fields`` given in that order, ``fixed`` the same
+    every time; its ``first`` is the new row's ``(id,)``. With ``ignore_conflicts`` a row a
+    unique index already holds is not added, and ``first`` is None."""
+    model = fields[0].model
+
+    def build(*values: Any) -> peewee.BaseQuery:
+        query = model.insert({**dict(zip(fields, values, strict=True)), **(fixed or {})})
+        if ignore_conflicts:
+            query = query.on_conflict_ignore()
+        return query.returning(model._meta.primary_key).tuples()
+
+    return Prepared(build, len(fields), converters=[field.db_value for field in fields])
 
 
 def locked(query: peewee.Select) -> peewee.Select:

@@ -53,31 +53,29 @@ def enqueue(
     now = clock.now()
     run_at = run_at or now
     with db.transaction():
-        rows = list(
-            Job.insert(
-                task=task,
-                payload=payload,
-                state="queued",
-                priority=priority,
-                run_at=run_at,
-                attempts=0,
-                max_attempts=max_attempts,
-                unique_key=unique_key,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_ignore()
-            .returning(Job.id)
-            .tuples()
-            .execute()
-        )
-        if rows and run_at <= now:
+        added = _INSERT.first(task, payload, priority, run_at, max_attempts, unique_key, now, now)
+        if added and run_at <= now:
             db.notify(CHANNEL)
-    if not rows:
+    if added is None:
         return None
     if run_at <= now:
         wake_local()
-    return rows[0][0]
+    return added[0]
+
+
+_ENQUEUED = (
+    Job.task,
+    Job.payload,
+    Job.priority,
+    Job.run_at,
+    Job.max_attempts,
+    Job.unique_key,
+    Job.created_at,
+    Job.updated_at,
+)
+_INSERT = db.prepared_insert(
+    _ENQUEUED, fixed={Job.state: "queued", Job.attempts: 0}, ignore_conflicts=True
+)
 
 
 def wake_local() -> None:

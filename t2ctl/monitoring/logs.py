@@ -100,7 +100,26 @@ class TextFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):
-    """t2ctl's own handler on the root logger, told apart from any other."""
+    """t2ctl's own handler on the root logger, told apart from any other. A record is
+    filtered and formatted before the lock is taken, which then covers only the write:
+    request threads logging at once queue for a write, not for each other's formatting."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        kept = self.filter(record)
+        if isinstance(kept, logging.LogRecord):  # Python 3.12: a filter may replace it
+            record = kept
+        if kept:
+            self.emit(record)
+        return bool(kept)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]  # made by createLock in __init__
+                self.stream.write(line)
+                self.flush()
+        except Exception:  # as StreamHandler.emit: logging must not break its caller
+            self.handleError(record)
 
 
 def install(stream: TextIO | None = None) -> None:

@@ -52,7 +52,7 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     order breaks a catalogue rule. A new order is committed in its own transaction, together
     with the job that will process it.
     """
-    existing = _existing(partner, request.order_id)
+    existing = records.lookup(partner, request.order_id)
     if existing is not None:
         return _replay(existing, request, box)
     product = _validate(partner, request)
@@ -61,7 +61,7 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
         with db.transaction():
             if request.renewal_of is not None:
                 _hold_renewed(partner, request.renewal_of, product)
-            order = Order.create(
+            order = Order(
                 partner=partner,
                 order_id=request.order_id,
                 status="PENDING",
@@ -80,10 +80,11 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
                 created_at=now,
                 updated_at=now,
             )
+            (order.id,) = _INSERT.first(*(getattr(order, f.name) for f in _STORED))
             pipeline.schedule(order)
     except peewee.IntegrityError:
         # A concurrent submission of the same orderId committed first: answer as a replay.
-        existing = _existing(partner, request.order_id)
+        existing = records.lookup(partner, request.order_id)
         if existing is None:  # the conflict was over something else
             raise
         return _replay(existing, request, box)
@@ -94,6 +95,27 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
         extra={"action": "order_accepted", "order_id": order.order_id},
     )
     return Submission(order, created=True)
+
+
+# What intake stores of a new order: every other column is null until it is processed.
+_STORED = (
+    Order.partner,
+    Order.order_id,
+    Order.status,
+    Order.product,
+    Order.quantity,
+    Order.customer_id,
+    Order.customer_name,
+    Order.customer_email,
+    Order.customer_phone,
+    Order.amount_minor,
+    Order.currency,
+    Order.renewal_of,
+    Order.metadata,
+    Order.created_at,
+    Order.updated_at,
+)
+_INSERT = db.prepared_insert(_STORED)
 
 
 def stored_request(order: Order, box: SecretBox) -> FulfilmentRequest:
@@ -109,15 +131,6 @@ def stored_request(order: Order, box: SecretBox) -> FulfilmentRequest:
         amount=records.amount(order),
         renewal_of=order.renewal_of,
         metadata=order.metadata,
-    )
-
-
-def _existing(partner: Partner, order_id: str) -> Order | None:
-    return (
-        Order.select(Order, Product)
-        .join(Product)
-        .where((Order.partner == partner) & (Order.order_id == order_id))
-        .first()
     )
 
 
@@ -138,7 +151,7 @@ def _replay(order: Order, request: FulfilmentRequest, box: SecretBox) -> Submiss
 def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
     """Check the order against the catalogue and the partner's earlier orders."""
     problems: list[FieldError] = []
-    product = Product.get_or_none(Product.product_id == request.product_id)
+    product = products.find(request.product_id)
     if product is None or not product.active:
         problems.append(FieldError("productId", "is not an active product in the catalogue"))
     else:
@@ -148,7 +161,7 @@ def _validate(partner: Partner, request: FulfilmentRequest) -> Product:
                 FieldError("amount", f"must equal price × quantity: {due}, not {request.amount}")
             )
     if request.renewal_of is not None:
-        earlier = _existing(partner, request.renewal_of)
+        earlier = records.lookup(partner, request.renewal_of)
         problems += _check_renewal(product, earlier)
     if problems:
         raise ValidationFailed(problems)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from t2ctl import clock, values
+from t2ctl import clock, db, values
 from t2ctl.db.models import Order, Partner, Product
 from t2ctl.errors import Conflict, NotFound
 from t2ctl.values import Money
@@ -67,9 +67,23 @@ def _query():
     return Order.select(Order, Product, Partner).join(Product).switch(Order).join(Partner)
 
 
+_BY_PK = db.Prepared(lambda pk: _query().where(Order.id == pk).limit(1), 1)
+_BY_ORDER_ID = db.Prepared(
+    lambda partner, order_id: (
+        _query().where((Order.partner == partner) & (Order.order_id == order_id)).limit(1)
+    ),
+    2,
+)
+
+
 def find(pk: int) -> Order | None:
     """An order by its row id, as it stands now, ready for ``public``; None if it is gone."""
-    return _query().where(Order.id == pk).first()
+    return _BY_PK.first(pk)
+
+
+def lookup(partner: Partner, order_id: str) -> Order | None:
+    """The partner's order with this orderId, ready for ``public``; None if there is none."""
+    return _BY_ORDER_ID.first(partner.id, order_id)
 
 
 def get(partner: Partner, order_id: str) -> Order:
@@ -79,7 +93,7 @@ def get(partner: Partner, order_id: str) -> Order:
     """
     if not re.fullmatch(values.ID_PATTERN, order_id):
         raise NotFound(f"No order has that id: an orderId {values.ID_HINT}.")
-    order = _query().where((Order.partner == partner) & (Order.order_id == order_id)).first()
+    order = lookup(partner, order_id)
     if order is None:
         raise NotFound(f"No order {order_id} was found.")
     return order

@@ -80,15 +80,18 @@ def rotate(partner: Partner, *, grace: timedelta) -> Rotation:
     return Rotation(issued, ends, old)
 
 
+_BY_HASH = db.Prepared(
+    lambda key_hash: (
+        ApiKey.select(ApiKey, Partner).join(Partner).where(ApiKey.key_hash == key_hash)
+    ),
+    1,
+)
+
+
 def authenticate(api_key: str) -> ApiKey:
     """The live key matching ``api_key``, with its partner; Unauthorized otherwise."""
     now = clock.now()
-    key = (
-        ApiKey.select(ApiKey, Partner)
-        .join(Partner)
-        .where(ApiKey.key_hash == digest(api_key))
-        .first()
-    )
+    key = _BY_HASH.first(digest(api_key))
     if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
         raise Unauthorized("The API key is missing, unknown, expired or revoked.")
     return key
