@@ -103,6 +103,33 @@ def test_twenty_concurrent_different_bodies_get_one_202_and_409s(
     assert Order.select().count() == 1
 
 
+@THROUGH_PGBOUNCER
+def test_concurrent_orders_sharing_commits_are_each_stored_once_with_their_job(
+    server: LiveServer, catalogue
+) -> None:
+    """Concurrent intakes share commits (db.grouped): a duplicate in a shared commit is undone
+    alone, and every 202's order, and only those, is stored with its job."""
+    key = server.add_partner().key.api_key
+
+    def post(n: int) -> requests.Response:
+        return requests.post(
+            server.endpoint("/fulfilment"),
+            json=order_body(f"T2-SHARED-{n // 2}"),  # each orderId sent twice at once
+            headers={"X-API-Key": key},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        responses = list(pool.map(post, range(80)))
+    created = sorted(r.json()["orderId"] for r in responses if r.status_code == 202)
+    replayed = sorted(r.json()["orderId"] for r in responses if r.status_code == 200)
+    assert created == replayed == sorted(f"T2-SHARED-{n}" for n in range(40))
+    stored = {order.order_id: order.id for order in Order.select()}
+    assert sorted(stored) == created
+    payloads = sorted(job.payload["order"] for job in Job.select())
+    assert payloads == sorted(stored.values()), "one process_order job for each order"
+
+
 def test_a_partner_sees_only_its_own_orders(server: LiveServer, catalogue) -> None:
     mine = server.session(server.add_partner("t2mobile").key.api_key)
     theirs = server.session(server.add_partner("other").key.api_key)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 import psycopg
@@ -26,6 +26,7 @@ from t2ctl import urls
 from t2ctl.errors import Unavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 database = peewee.DatabaseProxy()
 # Where ``listen`` opens its own session; None: on the pooled handle's (see ``connect``).
@@ -90,25 +91,30 @@ _sqlite_writer = threading.RLock()
 
 
 @contextlib.contextmanager
-def transaction() -> Iterator[None]:
-    """A write transaction; nested calls become savepoints."""
+def transaction(since: float | None = None) -> Iterator[None]:
+    """A write transaction; nested calls become savepoints. On SQLite, waiting to begin it
+    counts from ``since`` (a ``time.monotonic()``; now by default)."""
     if not is_sqlite():
         with database.atomic():
             yield
         return
-    with _sqlite_turn(), database.atomic("IMMEDIATE"):
+    with _sqlite_turn(since), database.atomic("IMMEDIATE"):
         yield
 
 
+def _locked_out() -> peewee.OperationalError:
+    return peewee.OperationalError(f"database is locked: no turn to write in {BUSY_TIMEOUT:g} s")
+
+
 @contextlib.contextmanager
-def _sqlite_turn() -> Iterator[None]:
+def _sqlite_turn(since: float | None = None) -> Iterator[None]:
     """This thread's turn to write, waited for ``BUSY_TIMEOUT`` in all: the wait behind this
     process's other writers and SQLite's busy handler (behind other processes) share one
     deadline. Otherwise each thread queued here would wait its own full busy timeout in
     turn, and a request would hang for minutes behind another process's lock."""
-    started = time.monotonic()
-    if not _sqlite_writer.acquire(timeout=BUSY_TIMEOUT):
-        raise peewee.OperationalError(f"database is locked: no turn to write in {BUSY_TIMEOUT:g} s")
+    started = time.monotonic() if since is None else since
+    if not _sqlite_writer.acquire(timeout=max(0.0, started + BUSY_TIMEOUT - time.monotonic())):
+        raise _locked_out()
     waited = time.monotonic() - started
     shortened = waited > 0.01 and not database.in_transaction()
     try:
@@ -214,6 +220,82 @@ def prepared_insert(
         return query.returning(model._meta.primary_key).tuples()
 
     return Prepared(build, len(fields), converters=[field.db_value for field in fields])
+
+
+class _Share:
+    """One caller's part of a group commit: its work, and what came of it."""
+
+    def __init__(self, work: Callable[[], Any]):
+        self.work = work
+        self.since = time.monotonic()
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_waiting: list[_Share] = []
+_waiting_lock = threading.Lock()
+_committer = threading.Lock()
+
+
+def grouped(work: Callable[[], T]) -> T:
+    """Run ``work`` in a write transaction shared with other threads' concurrent calls, each
+    in a savepoint of its own, and return what it returned once that transaction committed
+    (or raise what it raised, its writes rolled back, the others' kept).
+
+    A commit costs more than the few inserts of an order: concurrent requests that each
+    committed alone queued for it. Here whichever caller finds no commit under way runs
+    every call waiting by then, and commits once for all of them; the rest wait for that.
+    ``work`` runs on that caller's thread and connection, so it must not rely on its own
+    thread's state (a log line's request id, say): log after ``grouped`` returns.
+
+    On SQLite the wait for the lock is bounded as ``transaction``'s is, once for all: a call
+    whose turn has not come within ``BUSY_TIMEOUT`` is withdrawn, unwritten, and raises."""
+    share = _Share(work)
+    with _waiting_lock:
+        _waiting.append(share)
+    if _committer.acquire(timeout=max(0.0, share.since + BUSY_TIMEOUT - time.monotonic())):
+        try:
+            if not share.done:
+                with contextlib.suppress(Exception):  # each share has its own error to raise
+                    _commit_waiting()
+        finally:
+            _committer.release()
+    else:
+        with _waiting_lock:
+            withdrawn = share in _waiting
+            if withdrawn:
+                _waiting.remove(share)
+        if withdrawn:
+            raise _locked_out()
+        with _committer:  # a commit under way holds it: its outcome is this share's
+            pass
+    if share.error is not None:
+        raise share.error
+    return share.result
+
+
+def _commit_waiting() -> None:
+    with _waiting_lock:
+        batch = _waiting[:]
+        del _waiting[:]
+    try:
+        with transaction(since=min(share.since for share in batch)):
+            for share in batch:
+                try:
+                    with transaction():  # a savepoint: a failure undoes this share alone
+                        share.result = share.work()
+                except Exception as exc:
+                    share.error = exc
+    except BaseException as exc:  # nothing was committed: no share may report success
+        for share in batch:
+            share.error = share.error or (
+                exc if isinstance(exc, Exception) else Unavailable("The write was interrupted.")
+            )
+        raise
+    finally:
+        for share in batch:
+            share.done = True
 
 
 def locked(query: peewee.Select) -> peewee.Select:

@@ -49,39 +49,41 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     """Store a new order, or return the one already stored under this orderId.
 
     Raises Conflict if that orderId was used with a different body, and ValidationFailed if the
-    order breaks a catalogue rule. A new order is committed in its own transaction, together
-    with the job that will process it.
+    order breaks a catalogue rule. A new order is committed together with the job that will
+    process it, in a transaction it may share with other requests' orders (``db.grouped``),
+    before this returns.
     """
     existing = records.lookup(partner, request.order_id)
     if existing is not None:
         return _replay(existing, request, box)
     product = _validate(partner, request)
     now = clock.now()
+    order = Order(
+        partner=partner,
+        order_id=request.order_id,
+        status="PENDING",
+        product=product,
+        quantity=request.quantity,
+        customer_id=request.customer_id,
+        customer_name=request.customer_name,
+        customer_email=box.encrypt(request.customer_email),
+        customer_phone=box.encrypt(request.customer_phone) if request.customer_phone else None,
+        amount_minor=request.amount.minor,
+        currency=request.amount.currency,
+        renewal_of=request.renewal_of,
+        metadata=request.metadata,
+        created_at=now,
+        updated_at=now,
+    )
+
+    def store() -> None:
+        if request.renewal_of is not None:
+            _hold_renewed(partner, request.renewal_of, product)
+        (order.id,) = _INSERT.first(*(getattr(order, f.name) for f in _STORED))
+        pipeline.schedule(order)
+
     try:
-        with db.transaction():
-            if request.renewal_of is not None:
-                _hold_renewed(partner, request.renewal_of, product)
-            order = Order(
-                partner=partner,
-                order_id=request.order_id,
-                status="PENDING",
-                product=product,
-                quantity=request.quantity,
-                customer_id=request.customer_id,
-                customer_name=request.customer_name,
-                customer_email=box.encrypt(request.customer_email),
-                customer_phone=box.encrypt(request.customer_phone)
-                if request.customer_phone
-                else None,
-                amount_minor=request.amount.minor,
-                currency=request.amount.currency,
-                renewal_of=request.renewal_of,
-                metadata=request.metadata,
-                created_at=now,
-                updated_at=now,
-            )
-            (order.id,) = _INSERT.first(*(getattr(order, f.name) for f in _STORED))
-            pipeline.schedule(order)
+        db.grouped(store)
     except peewee.IntegrityError:
         # A concurrent submission of the same orderId committed first: answer as a replay.
         existing = records.lookup(partner, request.order_id)
