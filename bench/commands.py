@@ -42,7 +42,7 @@ def timed(at: harness.Rig, label: str, runs: int) -> Row:
     """min and median wall time of the command, in ms; the target is on the median."""
     reads, args, target = COMMANDS[label]
     command = [*harness.T2CTL, *(("--config", str(at.config)) if reads else ()), *args]
-    row_label = f"commands: {label}, min · median"
+    row_label = f"commands: {label}"
     try:
         times = (
             hyperfine(at, command, runs) if shutil.which("hyperfine") else repeat(at, command, runs)
@@ -51,7 +51,7 @@ def timed(at: harness.Rig, label: str, runs: int) -> Row:
         return failed(row_label, f"exit {exc.returncode}: {(exc.stderr or '')[-200:]}")
     low, middle = min(times), statistics.median(times)
     judged = below(row_label, middle, target, "ms")
-    text = f"{low:,.0f} · {middle:,.0f} ms"
+    text = f"min {low:,.0f} · median {middle:,.0f} ms"
     return Row(row_label, text, f"median {judged.target}", middle, judged.meets, {"min_ms": low})
 
 
@@ -87,7 +87,7 @@ def repeat(at: harness.Rig, command: list[str], runs: int) -> list[float]:
 def imports(at: harness.Rig) -> Row:
     """``import ENTRY`` in a fresh interpreter, the least total of IMPORT_TRIES; the note
     names the packages, outside t2ctl, whose import from t2ctl cost most."""
-    label = f"commands: import {ENTRY} (-X importtime)"
+    label = f"commands: import {ENTRY}"
     tries = [import_times(at) for _ in range(IMPORT_TRIES)]
     total_us, heaviest_us = min(tries, key=lambda found: found[0])
     heaviest = {name: us / 1000 for name, us in heaviest_us.most_common(HEAVIEST)}

@@ -6,8 +6,8 @@
   (``bench/receiver.py``): one daemon (``--role all``), then an api and a worker daemon. The
   daemons' peak RSS (VmHWM) is read once the load is over.
 - Delivery alone: K events recorded by this process through ``webhooks.outbox.record`` (a
-  hundred a transaction, each with its ``deliver`` job) while a ``--role worker`` daemon runs;
-  deliveries a second from the first webhook received to the last.
+  hundred a transaction, each with its ``deliver`` job), then delivered by a ``--role worker``
+  daemon: deliveries a second from the first webhook received to the last.
 
 The receiver alone is measured too (wrk, 16 clients): it must be far faster than the pipeline.
 """
@@ -30,7 +30,7 @@ from t2ctl.webhooks import outbox
 CLIENTS = 16
 STALL = 30.0  # seconds without a new webhook: the pipeline has stopped, not slowed
 RECORD_BATCH = 100
-LAYOUTS = {"one daemon (all)": ("all",), "api + worker": ("api", "worker")}
+LAYOUTS = {"all": ("all",), "api+worker": ("api", "worker")}
 
 
 def measure(url: str, *, quick: bool) -> list[Row]:
@@ -45,7 +45,7 @@ def measure(url: str, *, quick: bool) -> list[Row]:
 
 
 def receiver_alone(at: harness.Rig, seconds: int) -> Row:
-    label = f"e2e: the receiver alone, POST @{CLIENTS}"
+    label = f"e2e: receiver alone @{CLIENTS}"
     with harness.helper("receiver", at, "receiver-alone") as hooks:
         run = wrk.run(hooks, CLIENTS, seconds, "hook", 204)
     if run.problem is not None:
@@ -54,7 +54,7 @@ def receiver_alone(at: harness.Rig, seconds: int) -> Row:
 
 
 def end_to_end(at: harness.Rig, name: str, roles: tuple[str, ...], orders: int) -> list[Row]:
-    label = f"e2e, {name}"
+    label = f"e2e {name}"
     tag = "".join(role[0] for role in roles)
     with harness.helper("receiver", at, f"receiver-{tag}") as hooks:
         key = at.add_partner(f"e2e-{tag}", f"{hooks}/hooks")
@@ -71,14 +71,14 @@ def end_to_end(at: harness.Rig, name: str, roles: tuple[str, ...], orders: int) 
             errors = sum(proc.error_lines() for proc, _ in daemons)
     rows = [
         rss_row(f"{label}: peak RSS", peaks),
-        errors_row(f"{label}: ERROR lines logged", errors),
+        errors_row(f"{label}: ERROR lines", errors),
     ]
-    rate_label = f"{label}: orders/s, first POST to last webhook"
+    rate_label = f"{label}: orders/s"
     if sent["statuses"] != {"202": orders}:
-        return [failed(rate_label, f"answers {sent['statuses']}", "≥ 300 /s"), *rows]
+        return [failed(rate_label, f"answers {sent['statuses']}", "≥ 300/s"), *rows]
     if arrived["count"] < orders:
         why = f"{arrived['count']:,} of {orders:,} webhooks arrived"
-        return [failed(rate_label, why, "≥ 300 /s"), *rows]
+        return [failed(rate_label, why, "≥ 300/s"), *rows]
     return [at_least(rate_label, orders / (arrived["last"] - sent["started"]), 300, "/s"), *rows]
 
 
@@ -115,26 +115,27 @@ def webhooks(hooks: str, expected: int) -> dict[str, Any]:
 
 
 def delivery_alone(at: harness.Rig, deliveries: int) -> list[Row]:
-    label = "webhooks alone: deliveries/s, first to last received"
+    label = "webhooks alone: deliveries/s"
     with harness.helper("receiver", at, "receiver-deliver") as hooks:
         at.add_partner("hooks", f"{hooks}/hooks")
+        record(at.url, "hooks", deliveries)
         with harness.daemon(at, "worker", "deliver") as (worker, _):
-            recording = record(at.url, "hooks", deliveries)
             arrived = webhooks(hooks, deliveries)
             errors = worker.error_lines()
-    rows = [errors_row("webhooks alone: ERROR lines logged", errors)]
+    rows = [errors_row("webhooks alone: ERROR lines", errors)]
     if arrived["count"] < deliveries:
         why = f"{arrived['count']:,} of {deliveries:,} arrived"
-        return [failed(label, why, "≥ 500 /s"), *rows]
-    row = at_least(label, (deliveries - 1) / (arrived["last"] - arrived["first"]), 500, "/s")
-    note = f" (recorded in {recording:.1f} s)"
-    return [Row(row.label, row.text + note, row.target, row.value, row.meets), *rows]
+        return [failed(label, why, "≥ 500/s"), *rows]
+    return [
+        at_least(label, (deliveries - 1) / (arrived["last"] - arrived["first"]), 500, "/s"),
+        *rows,
+    ]
 
 
-def record(url: str, partner: str, count: int) -> float:
-    """``count`` order.fulfilled events for ``partner``, as an order's outcome adds them; the
-    seconds it took (were it as long as the delivery, the recording would be what is timed)."""
-    started = time.monotonic()
+def record(url: str, partner: str, count: int) -> None:
+    """``count`` order.fulfilled events for ``partner``, as an order's outcome adds them.
+    Before the worker starts: recorded while it ran, they came no faster than it delivered on
+    PostgreSQL (about 150/s on two busy cores), and the recording was what got timed."""
     with harness.connected(url):
         partner_id = Partner.get(Partner.name == partner).id
         for first in range(0, count, RECORD_BATCH):
@@ -148,7 +149,6 @@ def record(url: str, partner: str, count: int) -> float:
                         occurred_at=clock.now(),
                         order_ref=data["orderId"],
                     )
-    return time.monotonic() - started
 
 
 def rss_row(label: str, peaks: dict[str, float]) -> Row:

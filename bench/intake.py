@@ -75,10 +75,10 @@ def count_orders(url: str) -> int:
 
 
 def rate_row(kind: str, clients: int, run: wrk.Run) -> Row:
-    label = f"intake: {kind} @{clients}, req/s · p50 · p99"
+    label = f"intake: {kind} @{clients}"
     if run.problem is not None:
         return failed(label, run.problem)
-    text = f"{run.rate:,.0f}/s · {run.p50_ms:.1f} · {run.p99_ms:.1f} ms"
+    text = f"{run.rate:,.0f}/s · p50 {run.p50_ms:.1f} · p99 {run.p99_ms:.1f} ms"
     numbers = {"rate": run.rate, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms}
     if kind == "POST" and clients == COMPARED:
         p99 = below(label, run.p99_ms, 50, "ms")
@@ -97,10 +97,10 @@ def ratio_row(kind: str, runs: dict[tuple[str, int], wrk.Run], floor: float) -> 
 def stored_row(posts: list[wrk.Run], stored: int) -> Row:
     """The orders in the database against the 202s wrk counted: each 202 must be an order, and
     the only orders beyond them those whose answers were in flight when a run stopped."""
-    label = "intake: orders stored · 202s counted"
+    label = "intake: orders stored · 202s"
     accepted = sum(run.matched for run in posts)
     in_flight = sum(run.clients for run in posts)
-    text = f"{stored:,} · {accepted:,} (≤ {in_flight} in flight at the stops)"
+    text = f"{stored:,} · {accepted:,} (≤ {in_flight} in flight)"
     numbers = {"stored": stored, "accepted": accepted, "in_flight": in_flight}
     if accepted <= stored <= accepted + in_flight:
         return Row(label, text, "every 202 stored", None, True, numbers)
