@@ -1,7 +1,8 @@
 -- wrk's requests for bench/intake.py, and a count of the answers by status.
 --
---   wrk ... -s bench/load.lua URL -- post EXPECTED KEY BODY    (BODY holds ORDERID, replaced
---                                                                by a new id each request)
+--   wrk ... -s bench/load.lua URL -- post EXPECTED KEY BODY ACCEPTED
+--       BODY holds ORDERID, replaced by a new id each request; the orderId of each answer
+--       with the EXPECTED status is written to the file ACCEPTED.N (N the wrk thread's number)
 --   wrk ... -s bench/load.lua URL -- get EXPECTED KEY IDS_FILE (ids, one a line, in turn)
 --   wrk ... -s bench/load.lua URL -- hello EXPECTED            (GET /hello)
 --   wrk ... -s bench/load.lua URL -- hook EXPECTED             (POST /hooks, a ping event)
@@ -25,6 +26,7 @@ function init(args)
       local at = string.find(args[4], "ORDERID", 1, true)
       before, after = string.sub(args[4], 1, at - 1), string.sub(args[4], at + 7)
       headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
+      accepted = io.open(args[5] .. "." .. number, "w")
    elseif mode == "get" then
       ids = {}
       for line in io.lines(args[4]) do
@@ -62,6 +64,10 @@ end
 function response(status, response_headers, body)
    if status == expected then
       matched = matched + 1
+      if accepted then
+         accepted:write(string.match(body, '"orderId"%s*:%s*"([^"]+)"') or "?", "\n")
+         accepted:flush()
+      end
    else
       unmatched = unmatched + 1
       note(status)
