@@ -68,10 +68,10 @@ def end_to_end(at: harness.Rig, name: str, roles: tuple[str, ...], orders: int) 
             peaks = {
                 role: proc.peak_rss_mb() for role, (proc, _) in zip(roles, daemons, strict=True)
             }
-            errors = sum(proc.error_lines() for proc, _ in daemons)
+            errors = sum(proc.errors_logged() for proc, _ in daemons)
     rows = [
         rss_row(f"{label}: peak RSS", peaks),
-        errors_row(f"{label}: ERROR lines", errors),
+        errors_row(f"{label}: errors logged", errors),
     ]
     rate_label = f"{label}: orders/s"
     if sent["statuses"] != {"202": orders}:
@@ -121,8 +121,8 @@ def delivery_alone(at: harness.Rig, deliveries: int) -> list[Row]:
         record(at.url, "hooks", deliveries)
         with harness.daemon(at, "worker", "deliver") as (worker, _):
             arrived = webhooks(hooks, deliveries)
-            errors = worker.error_lines()
-    rows = [errors_row("webhooks alone: ERROR lines", errors)]
+            errors = worker.errors_logged()
+    rows = [errors_row("webhooks alone: errors logged", errors)]
     if arrived["count"] < deliveries:
         why = f"{arrived['count']:,} of {deliveries:,} arrived"
         return [failed(label, why, "≥ 500/s"), *rows]

@@ -172,14 +172,15 @@ class Process:
 
     def peak_rss_mb(self) -> float:
         """VmHWM: the most resident memory the process has had, in MB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        kib = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-        return kib / 1024
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+        raise RuntimeError(f"no VmHWM for process {self.pid}")
 
-    def error_lines(self) -> int:
-        """Lines logged at ERROR or worse (JSON lines, as the log is not a terminal)."""
-        lines = self.log.read_text().splitlines()
-        return sum('"level": "ERROR"' in line or '"level": "CRITICAL"' in line for line in lines)
+    def errors_logged(self) -> int:
+        """Log lines at ERROR or worse, and lines that are not the log's JSON at all (a
+        traceback printed past the logging): the log is JSON lines, not being a terminal."""
+        return sum(_an_error(line) for line in self.log.read_text().splitlines() if line.strip())
 
     def stop(self) -> None:
         """SIGTERM (a daemon drains), then SIGKILL if it lingers."""
@@ -190,6 +191,13 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _an_error(line: str) -> bool:
+    try:
+        return json.loads(line).get("level") in ("error", "critical")
+    except (ValueError, AttributeError):
+        return True
 
 
 @contextmanager

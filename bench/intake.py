@@ -50,14 +50,14 @@ def measure(url: str, *, quick: bool) -> list[Row]:
                     runs[kind, clients] = go(clients, seconds, f"C{clients}")
             posts = [warmups["POST"], *(runs["POST", clients] for clients in CLIENTS)]
             stored, accepted_ids = set(order_ids(url)), answered(at.root)
-            errors = api.error_lines()
+            errors = api.errors_logged()
     return [
         *(failed(f"intake: warm-up {k}", r.problem) for k, r in warmups.items() if r.problem),
         *(rate_row(kind, clients, runs[kind, clients]) for kind in kinds for clients in CLIENTS),
         ratio_row("POST", runs, 0.40),
         ratio_row("GET", runs, 0.60),
         stored_row(posts, stored, accepted_ids),
-        errors_row("intake: ERROR lines in the api log", errors),
+        errors_row("intake: errors in the api log", errors),
     ]
 
 

@@ -43,5 +43,5 @@ def failed(label: str, why: str, target: str = "") -> Row:
 
 
 def errors_row(label: str, errors: int) -> Row:
-    """Lines a daemon logged at ERROR: a run that logged any did not go as measured."""
+    """Errors a daemon logged: a run that logged any did not go as measured."""
     return Row(label, f"{errors:,}", "0", errors, errors == 0, error=errors > 0)
