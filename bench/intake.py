@@ -1,0 +1,126 @@
+"""Intake over HTTP: ``POST /t2mobile/fulfilment`` and ``GET /t2mobile/orders/<id>`` against a
+real ``t2ctl serve --role api`` (sandbox, default settings but the partner's rate limit, its
+log in a file), beside a bare Flask "hello" on the same HTTP server and settings, each from
+``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients.
+
+Every answer's status is checked (202, 200): a run with any other, or with a socket error, is
+reported as failed, not as throughput. After the runs, every orderId answered 202 must be an
+order in the database, and the only other orders those whose POSTs were in flight when a run
+stopped (wrk leaves their answers unread).
+"""
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import harness, wrk
+from bench.report import Row, at_least, below, errors_row, failed
+from t2ctl.db.models import Order
+
+CLIENTS = (1, 16, 64)
+COMPARED = 16  # the concurrency the ratios are taken at
+WARMUP_SECONDS = 1
+NOWHERE = "http://127.0.0.1:9/hooks"  # an api-only daemon delivers no webhook
+
+
+def measure(url: str, *, quick: bool) -> list[Row]:
+    seconds = 2 if quick else 5
+    with harness.rig(url) as at:
+        key = at.add_partner("bench", NOWHERE)
+        at.add_product()
+        with (
+            harness.daemon(at, "api", "api") as (api, base),
+            harness.helper("hello", at, "hello", str(at.config)) as hello,
+        ):
+            assert base is not None
+            ids, accepted = at.root / "ids.txt", at.root / "accepted"
+            kinds: dict[str, Callable[[int, int, str], wrk.Run]] = {
+                "hello": lambda c, s, tag: wrk.run(hello, c, s, "hello", 200),
+                "POST": lambda c, s, tag: wrk.run(
+                    base, c, s, "post", 202, key, harness.order_body(f"{tag}-"), f"{accepted}-{tag}"
+                ),
+                "GET": lambda c, s, tag: wrk.run(
+                    base, c, s, "get", 200, key, str(shuffled(order_ids(url), ids))
+                ),
+            }
+            warmups = {kind: go(COMPARED, WARMUP_SECONDS, "W") for kind, go in kinds.items()}
+            runs: dict[tuple[str, int], wrk.Run] = {}
+            for clients in CLIENTS:  # each concurrency's three runs together, in one moment
+                for kind, go in kinds.items():
+                    runs[kind, clients] = go(clients, seconds, f"C{clients}")
+            posts = [warmups["POST"], *(runs["POST", clients] for clients in CLIENTS)]
+            stored, accepted_ids = set(order_ids(url)), answered(at.root)
+            errors = api.errors_logged()
+    return [
+        *(failed(f"intake: warm-up {k}", r.problem) for k, r in warmups.items() if r.problem),
+        *(rate_row(kind, clients, runs[kind, clients]) for kind in kinds for clients in CLIENTS),
+        ratio_row("POST", runs, 0.40),
+        ratio_row("GET", runs, 0.60),
+        stored_row(posts, stored, accepted_ids),
+        errors_row("intake: errors in the api log", errors),
+    ]
+
+
+def order_ids(url: str) -> list[str]:
+    with harness.connected(url):
+        return [order.order_id for order in Order.select(Order.order_id)]
+
+
+def shuffled(ids: list[str], into: Path) -> Path:
+    """The ids, shuffled, one a line: the GETs go all over the orders."""
+    random.shuffle(ids)
+    into.write_text("\n".join(ids) + "\n")
+    return into
+
+
+def answered(root: Path) -> list[str]:
+    """The orderIds answered 202, as load.lua wrote them down."""
+    return [line for path in sorted(root.glob("accepted-*")) for line in path.read_text().split()]
+
+
+def rate_row(kind: str, clients: int, run: wrk.Run) -> Row:
+    label = f"intake: {kind} @{clients}"
+    if run.problem is not None:
+        return failed(label, run.problem)
+    text = f"{run.rate:,.0f}/s · p50 {run.p50_ms:.1f} · p99 {run.p99_ms:.1f} ms"
+    numbers = {"rate": run.rate, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms}
+    if kind == "POST" and clients == COMPARED:
+        p99 = below(label, run.p99_ms, 50, "ms")
+        return Row(label, text, f"p99 {p99.target}", run.rate, p99.meets, numbers)
+    return Row(label, text, "", run.rate, None, numbers)
+
+
+def ratio_row(kind: str, runs: dict[tuple[str, int], wrk.Run], floor: float) -> Row:
+    label = f"intake: {kind} @{COMPARED} ÷ hello @{COMPARED}"
+    measured, hello = runs[kind, COMPARED], runs["hello", COMPARED]
+    if measured.problem is not None or hello.problem is not None:
+        return failed(label, "a run failed", f"≥ {floor:.2f}")
+    return at_least(label, measured.rate / hello.rate, floor, digits=2)
+
+
+def stored_row(posts: list[wrk.Run], stored: set[str], accepted: list[str]) -> Row:
+    """Each orderId answered 202 must be an order, once; the only orders beyond them may be
+    those whose answers were in flight when a run stopped."""
+    label, target = "intake: orders stored · 202s", "every 202 stored"
+    unanswered = len(stored - set(accepted))
+    numbers = {"stored": len(stored), "accepted": len(accepted), "unanswered": unanswered}
+    wrong = mismatches(posts, stored, accepted)
+    if wrong:
+        return Row(label, f"MISMATCH: {'; '.join(wrong)}", target, None, False, numbers, error=True)
+    text = f"{len(stored):,} · {len(accepted):,} ({unanswered} in flight at the stops)"
+    return Row(label, text, target, None, True, numbers)
+
+
+def mismatches(posts: list[wrk.Run], stored: set[str], accepted: list[str]) -> list[str]:
+    found = []
+    lost = set(accepted) - stored
+    if lost:
+        found.append(f"{len(lost)} answered 202 but not stored")
+    if len(set(accepted)) < len(accepted):
+        found.append("an orderId answered 202 twice")
+    if len(accepted) != sum(run.matched for run in posts):
+        found.append("not every 202 written down")
+    in_flight = sum(run.clients for run in posts)
+    if len(stored - set(accepted)) > in_flight:
+        found.append(f"more than {in_flight} orders stored unanswered")
+    return found
