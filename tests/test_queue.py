@@ -342,3 +342,47 @@ def test_a_pool_carries_on_after_the_server_drops_its_connections(migrated) -> N
         wait_until(lambda: done == [1, 2], timeout=30, what="a job after the outage")
     finally:
         pool.stop(grace=5)
+
+
+def test_a_grouped_write_that_fails_leaves_nothing_and_spares_the_writes_it_shared_with(
+    migrated,
+) -> None:
+    """db.grouped: a caller's failure undoes its own writes only, alone or in a shared commit."""
+
+    def fails() -> None:
+        queue.enqueue("t", {"n": 1})
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        db.grouped(fails)
+    assert Job.select().count() == 0
+
+    release = threading.Event()
+
+    def first() -> None:
+        release.wait(10)  # holds this commit open while the next two callers queue
+        queue.enqueue("t", {"n": 2})
+
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, work) -> None:
+        try:
+            outcomes[name] = db.grouped(work)
+        except RuntimeError as exc:
+            outcomes[name] = exc
+
+    callers = [threading.Thread(target=call, args=("first", first))]
+    callers[0].start()
+    wait_until(lambda: db._committer.locked(), timeout=10)
+    callers += [
+        threading.Thread(target=call, args=("kept", lambda: queue.enqueue("t", {"n": 3}))),
+        threading.Thread(target=call, args=("failed", fails)),
+    ]
+    for caller in callers[1:]:
+        caller.start()
+    wait_until(lambda: len(db._waiting) == 2, timeout=10)
+    release.set()
+    for caller in callers:
+        caller.join(10)
+    assert isinstance(outcomes["kept"], int) and isinstance(outcomes["failed"], RuntimeError)
+    assert sorted(job.payload["n"] for job in Job.select()) == [2, 3]

@@ -102,6 +102,17 @@ def transaction(since: float | None = None) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def joined() -> Iterator[None]:
+    """The caller's transaction if one is open, else a new one: for a write that must commit
+    with whatever the caller writes, and needs no savepoint of its own (two statements)."""
+    if database.in_transaction():
+        yield
+        return
+    with transaction():
+        yield
+
+
 def _locked_out() -> peewee.OperationalError:
     return peewee.OperationalError(f"database is locked: no turn to write in {BUSY_TIMEOUT:g} s")
 
@@ -281,12 +292,15 @@ def _commit_waiting() -> None:
         del _waiting[:]
     try:
         with transaction(since=min(share.since for share in batch)):
-            for share in batch:
-                try:
-                    with transaction():  # a savepoint: a failure undoes this share alone
-                        share.result = share.work()
-                except Exception as exc:
-                    share.error = exc
+            if len(batch) == 1:  # its failure undoes the whole transaction: no savepoint
+                batch[0].result = batch[0].work()
+            else:
+                for share in batch:
+                    try:
+                        with transaction():  # a savepoint: a failure undoes this share alone
+                            share.result = share.work()
+                    except Exception as exc:
+                        share.error = exc
     except BaseException as exc:  # nothing was committed: no share may report success
         for share in batch:
             share.error = share.error or (

@@ -52,7 +52,7 @@ def enqueue(
     """
     now = clock.now()
     run_at = run_at or now
-    with db.transaction():
+    with db.joined():
         added = _INSERT.first(task, payload, priority, run_at, max_attempts, unique_key, now, now)
         if added and run_at <= now:
             db.notify(CHANNEL)
