@@ -1,50 +1,58 @@
-"""Per-key rate limits (flask-limiter): ``server.rate_limit_per_minute`` unless the partner
-has its own, with ``Retry-After`` on 429.
+"""Per-key rate limits: ``server.rate_limit_per_minute`` unless the partner has its own, a
+moving window per API key, with ``X-RateLimit-*`` on every limited answer and ``Retry-After``
+on a 429.
+
+The counting is the ``limits`` library's (the one flask-limiter is built on), called directly:
+flask-limiter's resolution of which limits apply to a request cost more than the rest of a
+read, and here one limit applies to every authenticated request.
 
 ``server.rate_limit_storage`` says where the counts live: ``memory://`` in this process, so
 each daemon behind a balancer enforces the limit on its own share of the traffic; ``redis://``
 in Redis, so every daemon pointed at it shares one count per key.
 
-Redis down fails open, never with a 5xx: flask-limiter's in-memory fallback counts each key in
-this process alone (as ``memory://`` would) and tries Redis again after 1, 2, 4 … 32 s (then
-from 1 s again), on the back of a request, until it answers. That beats ``swallow_errors``
-alone, which serves every request unlimited while Redis is down. ``swallow_errors`` is on as
-well for the one gap the fallback leaves: a request already waiting on Redis when another
-thread switched to memory re-raises instead of falling back, and would be a 500; swallowed, it
-is served uncounted, and flask-limiter logs "Failed to rate limit. Swallowing error" with the
-Redis error (at most ``server.threads`` - 1 such lines an outage, when it starts). This module
-logs the switch both ways, once, and counts it in ``t2ctl_rate_limit_*``
-(``monitoring.metrics``); flask-limiter's own, vaguer lines about the same switch are dropped.
+Redis down fails open, never with a 5xx: the request that finds it unreachable (refused, or
+no answer in ``STORAGE_TIMEOUT``) is counted in this process's memory, as ``memory://``
+would, and so is every request after it until Redis is tried again, on the back of a request,
+after 1, 2, 4 … 32 s (then from 1 s again). A request already waiting on Redis when it went
+away is counted in memory too. The switch is logged both ways, once, and counted in
+``t2ctl_rate_limit_*`` (``monitoring.metrics``).
 """
 
+import functools
 import logging
+import math
 import threading
 import time
-from functools import partial
 from typing import Any
 
 from flask import Flask, Response, g
-from flask_limiter import Limiter
-from limits.storage import MemoryStorage
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.exceptions import TooManyRequests
 
 from t2ctl.config import ServerSettings
 from t2ctl.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
+# Redis on the LAN answers in a millisecond: a request waits at most this long on one that
+# hangs, once when it goes down and once per retry (the URI's ?socket_timeout= overrides it).
+STORAGE_TIMEOUT = 0.5
+RETRY_FIRST, RETRY_MOST = 1.0, 32.0
 # How often the in-process counts drop their expired entries.
 EXPIRE_EVERY = 1.0
 
 
 class _InProcessStorage(MemoryStorage):
-    """``memory://`` without a thread a hit. The library's storage drops expired entries on
-    a timer thread it starts anew whenever the last one has ended, so under steady traffic a
+    """The library's in-memory storage without a thread a hit. It drops expired entries on a
+    timer thread it starts anew whenever the last one has ended, so under steady traffic a
     new thread every few requests, each start a stall of its caller. Here the request that
     finds the last sweep ``EXPIRE_EVERY`` old makes the next one, in passing."""
 
-    STORAGE_SCHEME = "t2ctl-memory"  # type: ignore[assignment]  # the registry takes a str too
     _swept = 0.0
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # the library's private hook
@@ -54,35 +62,25 @@ class _InProcessStorage(MemoryStorage):
             self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
-# Redis on the LAN answers in a millisecond: a request waits at most this long on one that
-# hangs, once when it goes down and once per retry (the URI's ?socket_timeout= overrides it).
-STORAGE_TIMEOUT = 0.5
+def init(app: Flask, server: ServerSettings) -> None:
+    """Limit every authenticated request; must come after authentication, which sets
+    ``g.api_key``."""
+    counts = _Counts(server)
 
+    def check() -> None:
+        if "api_key" not in g:  # public, or refused already
+            return
+        item = _per_minute(g.partner.rate_limit_per_minute or server.rate_limit_per_minute)
+        allowed, (reset, remaining) = counts.hit(item, g.api_key.key_id)
+        g.rate_limit = (item.amount, reset, remaining)
+        if not allowed:
+            raise TooManyRequests(
+                f"Over the rate limit of {item.amount} requests a minute for this API key.",
+                retry_after=max(1, math.ceil(reset - time.time())),
+            )
 
-def init(app: Flask, server: ServerSettings) -> Limiter:
-    """Attach the limiter; must come after authentication, which sets ``g.api_key``."""
-
-    def per_minute() -> str:
-        own = g.partner.rate_limit_per_minute if "partner" in g else None
-        return f"{own or server.rate_limit_per_minute}/minute"
-
-    limiter = Limiter(
-        key_func=lambda: g.api_key.key_id,
-        default_limits=[per_minute],
-        default_limits_exempt_when=lambda: "api_key" not in g,
-        headers_enabled=True,
-        storage_uri=server.rate_limit_storage if server.shares_rate_limits else "t2ctl-memory://",
-        storage_options=_redis_options() if server.shares_rate_limits else {},
-        strategy="moving-window",
-        in_memory_fallback_enabled=True,
-        swallow_errors=True,
-    )
-    # after_request hooks run in reverse order: these run after the limiter's own.
-    app.after_request(_retry_after_only_when_refused)
-    app.after_request(partial(_Watch(server.redacted_rate_limit_storage()).observe, limiter))
-    limiter.init_app(app)
-    logging.getLogger("flask-limiter").addFilter(_library_switch_lines)
-    return limiter
+    app.before_request(check)
+    app.after_request(_headers)
 
 
 def describe(server: ServerSettings) -> str:
@@ -95,6 +93,85 @@ def describe(server: ServerSettings) -> str:
     return "rate limits counted in this process's memory (memory://): each daemon counts alone"
 
 
+@functools.lru_cache(maxsize=64)
+def _per_minute(amount: int) -> RateLimitItem:
+    return RateLimitItemPerMinute(amount)
+
+
+def _headers(response: Response) -> Response:
+    if "rate_limit" in g:
+        amount, reset, remaining = g.rate_limit
+        response.headers["X-RateLimit-Limit"] = str(amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+    return response
+
+
+class _Counts:
+    """The configured storage while it answers, this process's memory while it does not."""
+
+    def __init__(self, server: ServerSettings):
+        self.shown = server.redacted_rate_limit_storage()
+        self.local = MovingWindowRateLimiter(_InProcessStorage())
+        self.shared: MovingWindowRateLimiter | None = None
+        if server.shares_rate_limits:
+            storage = storage_from_string(
+                server.rate_limit_storage, wrap_exceptions=True, **_redis_options()
+            )
+            assert isinstance(storage, Storage)  # the synchronous kind, for redis://
+            self.shared = MovingWindowRateLimiter(storage)
+        self.up = True
+        self.retry_at = 0.0
+        self.wait = RETRY_FIRST
+        self.lock = threading.Lock()
+
+    def hit(self, item: RateLimitItem, key: str) -> tuple[bool, tuple[float, int]]:
+        """Count one request against ``item`` for ``key``: allowed, and the window's reset
+        time (Unix) and what remains of it."""
+        if self.shared is not None and (self.up or time.monotonic() >= self.retry_at):
+            try:
+                allowed = self.shared.hit(item, key)
+                stats = self.shared.get_window_stats(item, key)
+            except StorageError:
+                self._down()
+            else:
+                self._up()
+                return allowed, (stats.reset_time, stats.remaining)
+        if self.shared is not None:
+            metrics.RATE_LIMIT_FALLBACK.inc()
+        allowed = self.local.hit(item, key)
+        stats = self.local.get_window_stats(item, key)
+        return allowed, (stats.reset_time, stats.remaining)
+
+    def _down(self) -> None:
+        with self.lock:
+            was_up, self.up = self.up, False
+            self.retry_at = time.monotonic() + self.wait
+            self.wait = self.wait * 2 if self.wait < RETRY_MOST else RETRY_FIRST
+        if was_up:
+            metrics.RATE_LIMIT_STORAGE_UP.set(0)
+            logger.warning(
+                "rate limit storage %s unreachable (refused, or no answer in time): requests "
+                "are served, each daemon counting every key's limit alone, until it answers "
+                "again",
+                self.shown,
+                extra={"action": "rate_limit_storage_down"},
+            )
+
+    def _up(self) -> None:
+        if self.up:
+            return
+        with self.lock:
+            was_down, self.up, self.wait = not self.up, True, RETRY_FIRST
+        if was_down:
+            metrics.RATE_LIMIT_STORAGE_UP.set(1)
+            logger.info(
+                "rate limit storage %s answers again: the fleet shares one count per key again",
+                self.shown,
+                extra={"action": "rate_limit_storage_up"},
+            )
+
+
 def _redis_options() -> dict[str, Any]:
     """Short timeouts and no retries: redis-py's default retries thrice with a backoff of
     seconds, and has no timeout, so a Redis that hangs would hang requests with it."""
@@ -103,54 +180,3 @@ def _redis_options() -> dict[str, Any]:
         "socket_timeout": STORAGE_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
     }
-
-
-class _Watch:
-    """Notices the limiter leaving the configured storage for memory and coming back, from
-    which storage counted each limited request."""
-
-    def __init__(self, shown: str):
-        self.shown = shown
-        self.up = True
-        self.lock = threading.Lock()
-
-    def observe(self, limiter: Limiter, response: Response) -> Response:
-        if "api_key" not in g:  # unauthenticated: not limited
-            return response
-        up = limiter.limiter.storage is limiter.storage  # else the in-memory fallback's
-        if not up:
-            metrics.RATE_LIMIT_FALLBACK.inc()
-        with self.lock:
-            changed, self.up = up != self.up, up
-        if changed:
-            metrics.RATE_LIMIT_STORAGE_UP.set(1 if up else 0)
-            self._log(up)
-        return response
-
-    def _log(self, up: bool) -> None:
-        if up:
-            logger.info(
-                "rate limit storage %s answers again: the fleet shares one count per key again",
-                self.shown,
-                extra={"action": "rate_limit_storage_up"},
-            )
-            return
-        logger.warning(
-            "rate limit storage %s unreachable (refused, or no answer in time): requests are "
-            "served, each daemon counting every key's limit alone, until it answers again",
-            self.shown,
-            extra={"action": "rate_limit_storage_down"},
-        )
-
-
-def _library_switch_lines(record: logging.LogRecord) -> bool:
-    """flask-limiter's "Rate limit storage unreachable/recovered": ``_Watch`` says it with the
-    storage named."""
-    return not record.getMessage().startswith("Rate limit storage ")
-
-
-def _retry_after_only_when_refused(response: Response) -> Response:
-    """flask-limiter sets Retry-After on every response; it means something only on a 429."""
-    if response.status_code != 429:
-        response.headers.pop("Retry-After", None)
-    return response
