@@ -7,8 +7,9 @@ needs the PostgreSQL of the test suite (``T2_TEST_POSTGRES``, default
 
 ``measure(url, deliveries)`` on one database, in sandbox mode (the receiver is on loopback,
 which the SSRF guard would refuse outside it), with the daemon's worker pool at
-``worker.concurrency`` threads (or ``concurrency``), the receiver being ``bench/keepalive_receiver.py``
-in a process of its own (so it takes no share of the workers' GIL):
+``worker.concurrency`` threads (or ``concurrency``), the receiver being
+``bench/keepalive_receiver.py`` in a process of its own (so it takes no share of the workers'
+GIL):
 - ``deliveries_per_s``: ``deliveries`` order.fulfilled events put in the outbox beforehand,
   then from starting the pool to the last of them signed, POSTed, answered 204 and recorded
   with its attempt (its job done or about to be, in the next claim's commit);
