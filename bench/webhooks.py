@@ -10,8 +10,8 @@ refuse; the guard costs a name lookup, not a query):
 - recorded /s: events added to the outbox, one transaction each (the delivery row and its
   ``deliver`` job), as an order's outcome adds them;
 - delivered /s: from starting 4 worker threads to the last of ``--deliveries`` deliveries
-  signed, sent over HTTP and answered 204 by a receiver (waitress, in this process), and
-  recorded with its attempt;
+  signed, sent over HTTP and answered 204 by ``bench/keepalive_receiver.py`` in a process of
+  its own, and recorded with its attempt;
 - statements / delivery: every SQL statement one worker sends while it takes
   ``--sequential`` deliveries one by one (its claim, the handler's reads, the commit of the
   attempt, the completion), and the same over the timed pool run (idle polls included).
@@ -27,40 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import logging
-import threading
 import time
 
-from flask import Flask, Response
 from rich.console import Console
 from rich.table import Table
 
 from bench.common import CONCURRENCY, backend, fresh, on_both, run_pool, statements
-from t2ctl import clock, db, partners, sandbox, wiring
+from bench.delivery import received, receiver
+from t2ctl import clock, db, partners, wiring
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.jobs import tasks
 from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import delivery, outbox
 
 Row = tuple[str, int, float, float, float, float]
-
-
-class Receiver:
-    """Answers 204 to every POST and counts them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def app(self) -> Flask:
-        app = Flask("bench-receiver")
-
-        @app.post("/hooks")
-        def receive() -> Response:
-            with self._lock:
-                self.count += 1
-            return Response(status=204)
-
-        return app
 
 
 def record(partner_id: int, count: int, offset: int = 0) -> float:
@@ -82,10 +62,8 @@ def record(partner_id: int, count: int, offset: int = 0) -> float:
 def bench(url: str, deliveries: int, sequential: int) -> Row:
     settings = fresh(url)
     box = SecretBox(settings.security.master_keys)
-    receiver = Receiver()
-    running = sandbox.in_background(receiver.app())
-    try:
-        partner = partners.add("bench", f"{running.url}/hooks", box=box, sandbox=True).partner
+    with receiver() as base:
+        partner = partners.add("bench", f"{base}/hooks", box=box, sandbox=True).partner
         registry = tasks.Registry()
         delivery.register(registry, settings, box=box)
         delivered = WebhookDelivery.select().where(WebhookDelivery.status == "delivered")
@@ -103,9 +81,7 @@ def bench(url: str, deliveries: int, sequential: int) -> Row:
         with statements() as counted:
             seconds = run_pool(settings, registry, lambda: delivered.count() == total)
         pool_per_delivery = counted.count / deliveries
-        assert receiver.count == total, receiver.count
-    finally:
-        running.stop()
+        assert received(base) == total, received(base)
     return (
         backend(url),
         deliveries,

@@ -25,6 +25,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: str
+    peer: str = ""  # the sender's address and port: one per connection
 
     @property
     def webhook_id(self) -> str:
@@ -56,7 +57,8 @@ class Hook:
         @app.route("/<path:path>", methods=["GET", "POST"])
         def receive(path: str) -> Response:
             headers = {name.lower(): value for name, value in request.headers.items()}
-            got = Received(f"/{path}", headers, request.get_data(as_text=True))
+            peer = f"{request.remote_addr}:{request.environ.get('REMOTE_PORT')}"
+            got = Received(f"/{path}", headers, request.get_data(as_text=True), peer)
             with self._lock:
                 self.received.append(got)
                 answer = self._answers.popleft() if self._answers else Answer(204)

@@ -4,16 +4,19 @@ the name resolves to when the connection is made. A receiver on loopback stands 
 address inside our network; with the network allowed, it is reached over real TLS."""
 
 import ipaddress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 from standardwebhooks import Webhook
 
 from t2ctl import clock, db, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.webhooks import deliveries, outbox
-from t2ctl.webhooks.guard import Guard
+from t2ctl.webhooks.delivery import Sender
+from t2ctl.webhooks.guard import Guard, guarded_adapter
 from tests.conftest import LiveServer, daemon_worker, drain, make_settings
 from tests.hooks import Hook
 
@@ -143,3 +146,44 @@ def test_connecting_to_the_checked_address_keeps_tls_verification(
     _, attempt = only_attempt()
     assert attempt.outcome == "failed" and attempt.error.startswith("TLS")
     assert not hook.received
+
+
+@dataclass(frozen=True)
+class _Recording(Guard):
+    """The guard, noting each name it is asked to check (one check: one new connection)."""
+
+    checked: list[str] = field(default_factory=list)
+
+    def check(self, host: str, port: int) -> list[str]:
+        self.checked.append(host)
+        return super().check(host, port)
+
+
+def test_a_kept_alive_connection_is_reused_and_every_new_one_is_checked(hook: Hook) -> None:
+    """Over plain HTTP, as the test's TLS receiver closes every connection: the adapter is the
+    one the sender mounts for https too."""
+    guard = _Recording((ipaddress.ip_network("127.0.0.0/8"),))
+    session = requests.Session()
+    session.mount("http://", guarded_adapter(guard))
+
+    def send() -> int:
+        with session.post(hook.url, data=b"{}", stream=True) as response:
+            assert len(response.content) < 1024  # read to its end, as the sender does
+            return response.status_code
+
+    hook.answer(200, body="ok", times=3)
+    assert [send() for _ in range(3)] == [200] * 3
+    assert len({got.peer for got in hook.received}) == 1, "one connection, kept alive"
+    assert guard.checked == ["127.0.0.1"]
+    # This receiver closes the connection after a 204 (it sends no Content-Length with it).
+    assert [send(), send()] == [204, 204]
+    assert len({got.peer for got in hook.received}) == 2
+    assert guard.checked == ["127.0.0.1", "127.0.0.1"], "the new connection was checked"
+
+
+def test_the_sender_keeps_its_connection_to_a_receiver_alive(hook: Hook) -> None:
+    sender = Sender(timeout=10, guard=None)  # sandbox mode: http to loopback
+    hook.answer(200, body="ok", times=3)  # this receiver closes the connection after a 204
+    outcomes = [sender.send(hook.url, {}, "{}").outcome for _ in range(3)]
+    assert outcomes == ["delivered"] * 3
+    assert len({got.peer for got in hook.received}) == 1

@@ -156,6 +156,7 @@ def claim(
     lock. Either way a job goes to one worker, with ``attempts`` counting this try.
     """
     with db.transaction():
+        _unflushed()
         if finished:
             _complete(worker, finished, now)
         if limit < 1:
@@ -176,6 +177,22 @@ def claim(
         for job_id, task, payload, priority, attempts, max_attempts, created_at in rows
     ]
     return sorted(claimed, key=lambda job: (-job.priority, job.id))  # RETURNING has no order
+
+
+def _unflushed() -> None:
+    """Let this transaction's commit return before PostgreSQL flushes it to disk
+    (``synchronous_commit = off``, for this transaction alone): a claim's commit no longer waits
+    for an fsync, which on a slow disk took most of the dispatcher's time and bounded the pool.
+
+    Nothing the outside sees is lost with it. Only a crash of the database server itself can
+    drop such a commit (a killed worker cannot: the server has it), and only the last moments
+    of them; any later synchronous commit, a handler's among them, flushes it too, the log
+    being written in order. A claim dropped leaves its jobs queued, as if never taken; a
+    completion dropped leaves its job running until its lease ends and it runs again, which
+    every handler already allows for (``recover``): a handler's own commits stay synchronous.
+    SQLite (``synchronous = normal`` in WAL mode) already commits this way."""
+    if not db.is_sqlite():
+        db.database.execute_sql("SET LOCAL synchronous_commit = off")
 
 
 def _complete(worker: str, jobs: Sequence[Claimed], now: datetime) -> int:

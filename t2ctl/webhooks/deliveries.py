@@ -17,9 +17,12 @@ def _query():
     return WebhookDelivery.select(WebhookDelivery, Partner).join(Partner)
 
 
+_BY_PK = db.Prepared(lambda pk: _query().where(WebhookDelivery.id == pk).limit(1), 1)
+
+
 def find(delivery_id: int) -> WebhookDelivery | None:
-    """The delivery with its partner, or None."""
-    return _query().where(WebhookDelivery.id == delivery_id).first()
+    """The delivery with its partner, or None. Prepared: every try of a delivery reads it."""
+    return _BY_PK.first(delivery_id)
 
 
 def get(delivery_id: int) -> WebhookDelivery:
