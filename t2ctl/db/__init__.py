@@ -186,7 +186,25 @@ class Prepared:
 
     def first(self, *args: Any) -> Any:
         """The first row as the query gives it (a model with its joins, or a tuple), or None."""
-        kind = type(database.obj)
+        kind, rows = self._rows(args)
+        row = next(iter(rows), None)
+        rows.cursor.close()  # done with: an INSERT's RETURNING, say, is not left half-read
+        self._learn(kind, rows)
+        return row
+
+    def all(self, *args: Any) -> list[Any]:
+        """Every row, as the query gives them."""
+        kind, rows = self._rows(args)
+        found = list(rows)
+        self._learn(kind, rows)
+        return found
+
+    def changed(self, *args: Any) -> int:
+        """Run an UPDATE or DELETE; how many rows it changed."""
+        _query, cursor = self._execute(type(database.obj), args)
+        return cursor.rowcount
+
+    def _execute(self, kind: type, args: tuple[Any, ...]) -> tuple[peewee.BaseQuery, Any]:
         query, sql, params = self._compile(kind)
         values = [
             (p.convert(args[p.index]) if p.convert else args[p.index])
@@ -194,15 +212,20 @@ class Prepared:
             else p
             for p in params
         ]
-        rows = query._get_cursor_wrapper(database.execute_sql(sql, values))  # type: ignore[attr-defined]
+        return query, database.execute_sql(sql, values)
+
+    def _rows(self, args: tuple[Any, ...]) -> tuple[type, Any]:
+        kind = type(database.obj)
+        query, cursor = self._execute(kind, args)
+        rows = query._get_cursor_wrapper(cursor)  # type: ignore[attr-defined]
         layout = self._layouts.get(kind)
         if layout is not None:
             vars(rows).update(layout)
-        row = next(iter(rows), None)
-        rows.cursor.close()  # done with: an INSERT's RETURNING, say, is not left half-read
-        if layout is None and rows.initialized:
+        return kind, rows
+
+    def _learn(self, kind: type, rows: Any) -> None:
+        if kind not in self._layouts and rows.initialized:
             self._layouts[kind] = {k: v for k, v in vars(rows).items() if k not in _PER_RUN}
-        return row
 
     def _compile(self, kind: type) -> tuple[peewee.BaseQuery, str, list[Any]]:
         compiled = self._compiled.get(kind)

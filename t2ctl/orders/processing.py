@@ -11,6 +11,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import peewee
+
 from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
@@ -104,17 +106,63 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
     """Move the order to PROCESSING; return it and whether an earlier attempt had already
     done so, or None when there is nothing left to do."""
     with db.transaction():
-        moved = (
-            Order.update(status="PROCESSING", updated_at=now)
-            .where((Order.id == pk) & (Order.status == "PENDING"))
-            .execute()
-        )
+        moved = _START.changed(now, pk)
     order = records.find(pk)
     if order is None or order.status != "PROCESSING":
         return None
     if cancellation.handed_over(order):
         return None  # cancelled while provisioning: the cancel_order job undoes what it made
     return order, not moved
+
+
+_START = db.Prepared(
+    lambda now, pk: Order.update({Order.status: "PROCESSING", Order.updated_at: now}).where(
+        (Order.id == pk) & (Order.status == "PENDING")
+    ),
+    2,
+    converters=[Order.updated_at.db_value, None],
+)
+
+
+# What each outcome sets (and updated_at), only on an order still PROCESSING with no
+# cancellation asked for.
+_OUTCOMES = {
+    "FULFILLED": (
+        "status",
+        "sales_order_id",
+        "sales_order_number",
+        "activation_reference",
+        "fulfilled_at",
+    ),
+    "FAILED": ("status", "error_code", "error_message"),
+}
+
+
+def _finish_statement(names: tuple[str, ...]) -> db.Prepared:
+    fields = [getattr(Order, name) for name in names] + [Order.updated_at]
+
+    def build(*values: Any) -> peewee.BaseQuery:
+        *changes, pk = values
+        return Order.update(dict(zip(fields, changes, strict=True))).where(
+            (Order.id == pk) & (Order.status == "PROCESSING") & Order.cancel_requested_at.is_null()
+        )
+
+    return db.Prepared(build, len(fields) + 1, converters=[*(f.db_value for f in fields), None])
+
+
+_FINISH = {status: _finish_statement(names) for status, names in _OUTCOMES.items()}
+_SUBSCRIBED = db.Prepared(
+    lambda subscription, starts, expires, pk: Order.update(
+        {Order.subscription: subscription, Order.starts_at: starts, Order.expires_at: expires}
+    ).where(Order.id == pk),
+    4,
+    converters=[
+        Order.subscription.db_value,
+        Order.starts_at.db_value,
+        Order.expires_at.db_value,
+        None,
+    ],
+)
 
 
 def _cancelled_meanwhile(
@@ -154,20 +202,12 @@ def _finish(
         failure = (failure[0], redaction.redact(failure[1]))
         changes = {"status": "FAILED", "error_code": failure[0], "error_message": failure[1]}
     with db.transaction():
-        changed = (
-            Order.update(**changes, updated_at=now)
-            .where(
-                (Order.id == order.id)
-                & (Order.status == "PROCESSING")
-                & Order.cancel_requested_at.is_null()
-            )
-            .execute()
+        changed = _FINISH[changes["status"]].changed(
+            *(changes[name] for name in _OUTCOMES[changes["status"]]), now, order.id
         )
         if changed and sales is not None:
             subscription, starts, expires = subscriptions.fulfil(order, now=now)
-            Order.update(subscription=subscription, starts_at=starts, expires_at=expires).where(
-                Order.id == order.id
-            ).execute()
+            _SUBSCRIBED.changed(subscription, starts, expires, order.id)
         if changed:
             records.announce(order, f"order.{changes['status'].lower()}", now=now)
     if not changed and _cancelled_meanwhile(order, sales, failure):

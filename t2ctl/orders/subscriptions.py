@@ -40,16 +40,23 @@ def fulfil(order: Order, *, now: datetime) -> tuple[int, datetime, datetime]:
         ).execute()
         return subscription.id, starts, expires
     expires = add_months(now, term)
-    subscription = Subscription.create(
-        partner=order.partner_id,
-        product=order.product_id,
-        customer_id=order.customer_id,
-        starts_at=now,
-        expires_at=expires,
-        created_at=now,
-        updated_at=now,
+    (subscription_id,) = _NEW.first(
+        order.partner_id, order.product_id, order.customer_id, now, expires, now, now
     )
-    return subscription.id, now, expires
+    return subscription_id, now, expires
+
+
+_NEW = db.prepared_insert(
+    (
+        Subscription.partner,
+        Subscription.product,
+        Subscription.customer_id,
+        Subscription.starts_at,
+        Subscription.expires_at,
+        Subscription.created_at,
+        Subscription.updated_at,
+    )
+)
 
 
 def hold(subscription_id: int | None) -> None:

@@ -14,6 +14,15 @@ from t2ctl.db.models import SandboxSalesOrder
 from t2ctl.provisioning import Listed, Made, Rejected, Request, SalesOrder
 from t2ctl.values import Money
 
+_MADE = (
+    SandboxSalesOrder.partner,
+    SandboxSalesOrder.reference_number,
+    SandboxSalesOrder.created_at,
+    SandboxSalesOrder.total_minor,
+    SandboxSalesOrder.currency,
+)
+_INSERT = db.prepared_insert(_MADE)
+
 
 class SandboxProvisioner:
     def __init__(self, *, delay: timedelta = timedelta(0), decline: frozenset[str] = frozenset()):
@@ -35,15 +44,16 @@ class SandboxProvisioner:
             )
             if existing is not None:
                 return _sales_order(existing)
+        total = request.unit_price.times(request.quantity)
+        row = SandboxSalesOrder(
+            partner=request.partner,
+            reference_number=request.order_id,
+            created_at=clock.now(),
+            total_minor=total.minor,
+            currency=total.currency,
+        )
         with db.transaction():
-            total = request.unit_price.times(request.quantity)
-            row = SandboxSalesOrder.create(
-                partner=request.partner,
-                reference_number=request.order_id,
-                created_at=clock.now(),
-                total_minor=total.minor,
-                currency=total.currency,
-            )
+            (row.id,) = _INSERT.first(*(getattr(row, f.name) for f in _MADE))
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)
 

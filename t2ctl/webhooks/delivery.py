@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
+import peewee
 import requests
 
 from t2ctl import clock, db, urls
@@ -192,33 +194,72 @@ def _record(
     else:
         status = "pending" if wait is not None else "dead"
     error = redaction.redact(result.error) if result.error else None
+    excerpt = redaction.redact(result.excerpt) if result.excerpt else None
     with db.transaction():
-        WebhookAttempt.create(
-            delivery=delivery.id,
-            attempted_at=now,
-            trigger=trigger,
-            url=urls.scrubbed(url),
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-            outcome=result.outcome,
-            error=error,
-            excerpt=redaction.redact(result.excerpt) if result.excerpt else None,
+        _ATTEMPT.first(
+            delivery.id,
+            now,
+            trigger,
+            urls.scrubbed(url),
+            result.status_code,
+            result.latency_ms,
+            result.outcome,
+            error,
+            excerpt,
         )
-        changed = (
-            WebhookDelivery.update(
-                status=status,
-                attempts=WebhookDelivery.attempts + 1,
-                failures=0 if status == "delivered" else WebhookDelivery.failures + 1,
-                next_attempt_at=now + wait if wait is not None and status == "pending" else None,
-                last_status=result.status_code,
-                last_error=error,
-                updated_at=now,
-                finished_at=None if status == "pending" else now,
-            )
-            .where((WebhookDelivery.id == delivery.id) & (WebhookDelivery.status == "pending"))
-            .execute()
+        changed = _OUTCOME[status == "delivered"].changed(
+            status,
+            now + wait if wait is not None and status == "pending" else None,
+            result.status_code,
+            error,
+            now,
+            None if status == "pending" else now,
+            delivery.id,
         )
     return status if changed else None
+
+
+_ATTEMPT = db.prepared_insert(
+    (
+        WebhookAttempt.delivery,
+        WebhookAttempt.attempted_at,
+        WebhookAttempt.trigger,
+        WebhookAttempt.url,
+        WebhookAttempt.status_code,
+        WebhookAttempt.latency_ms,
+        WebhookAttempt.outcome,
+        WebhookAttempt.error,
+        WebhookAttempt.excerpt,
+    )
+)
+_SET = (
+    WebhookDelivery.status,
+    WebhookDelivery.next_attempt_at,
+    WebhookDelivery.last_status,
+    WebhookDelivery.last_error,
+    WebhookDelivery.updated_at,
+    WebhookDelivery.finished_at,
+)
+
+
+def _outcome(delivered: bool) -> db.Prepared:
+    """The delivery's state after a try, if still pending: a delivery resets its failures."""
+    failures = 0 if delivered else WebhookDelivery.failures + 1
+
+    def build(*values: Any) -> peewee.BaseQuery:
+        *changes, delivery_id = values
+        return WebhookDelivery.update(
+            {
+                **dict(zip(_SET, changes, strict=True)),
+                WebhookDelivery.attempts: WebhookDelivery.attempts + 1,
+                WebhookDelivery.failures: failures,
+            }
+        ).where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending"))
+
+    return db.Prepared(build, len(_SET) + 1, converters=[*(f.db_value for f in _SET), None])
+
+
+_OUTCOME = {delivered: _outcome(delivered) for delivered in (True, False)}
 
 
 def _log(

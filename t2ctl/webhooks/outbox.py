@@ -35,20 +35,35 @@ def record(
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}")
     now = clock.now()
-    with db.transaction():
-        delivery = WebhookDelivery.create(
-            webhook_id=signing.new_webhook_id(),
-            partner=partner_id,
-            event=event,
-            order_ref=order_ref,
-            body=signing.envelope(event, occurred_at, data),
-            status="pending",
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+    delivery = WebhookDelivery(
+        webhook_id=signing.new_webhook_id(),
+        partner=partner_id,
+        event=event,
+        order_ref=order_ref,
+        body=signing.envelope(event, occurred_at, data),
+        status="pending",
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    with db.joined():
+        (delivery.id,) = _INSERT.first(*(getattr(delivery, f.name) for f in _RECORDED))
         schedule(delivery.id, trigger="scheduled")
     return delivery
+
+
+_RECORDED = (
+    WebhookDelivery.webhook_id,
+    WebhookDelivery.partner,
+    WebhookDelivery.event,
+    WebhookDelivery.order_ref,
+    WebhookDelivery.body,
+    WebhookDelivery.status,
+    WebhookDelivery.next_attempt_at,
+    WebhookDelivery.created_at,
+    WebhookDelivery.updated_at,
+)
+_INSERT = db.prepared_insert(_RECORDED)
 
 
 def schedule(delivery_id: int, *, trigger: str) -> int | None:
