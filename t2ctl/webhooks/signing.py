@@ -12,7 +12,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from t2ctl import __version__, clock
+from t2ctl import __version__, clock, db
 from t2ctl.db.models import Partner, RetiredWebhookSecret
 from t2ctl.security.crypto import SecretBox
 
@@ -31,14 +31,21 @@ def envelope(event: str, occurred_at: datetime, data: dict[str, Any]) -> str:
 
 def secrets_in_force(partner: Partner, box: SecretBox, *, now: datetime) -> list[str]:
     """The partner's current secret, then any retired one whose grace has not ended."""
-    retired = (
+    retired = _RETIRED.all(partner.id, now)
+    return [box.decrypt(partner.webhook_secret)] + [box.decrypt(old.secret) for old in retired]
+
+
+# Read on every try of every delivery.
+_RETIRED = db.Prepared(
+    lambda partner_id, now: (
         RetiredWebhookSecret.select()
         .where(
-            (RetiredWebhookSecret.partner == partner.id) & (RetiredWebhookSecret.signs_until > now)
+            (RetiredWebhookSecret.partner == partner_id) & (RetiredWebhookSecret.signs_until > now)
         )
         .order_by(RetiredWebhookSecret.retired_at.desc())
-    )
-    return [box.decrypt(partner.webhook_secret)] + [box.decrypt(old.secret) for old in retired]
+    ),
+    2,
+)
 
 
 def headers(webhook_id: str, body: str, secrets: list[str], *, now: datetime) -> dict[str, str]:
