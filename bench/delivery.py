@@ -8,7 +8,7 @@ needs the PostgreSQL of the test suite (``T2_TEST_POSTGRES``, default
 ``measure(url, deliveries)`` on one database, in sandbox mode (the receiver is on loopback,
 which the SSRF guard would refuse outside it), with the daemon's worker pool at
 ``worker.concurrency`` threads (or ``concurrency``), the receiver being
-``bench/keepalive_receiver.py`` in a process of its own (so it takes no share of the workers'
+``bench/receiver.py`` in a process of its own (so it takes no share of the workers'
 GIL):
 - ``deliveries_per_s``: ``deliveries`` order.fulfilled events put in the outbox beforehand,
   then from starting the pool to the last of them signed, POSTed, answered 204 and recorded
@@ -54,24 +54,28 @@ from t2ctl.security.crypto import SecretBox
 from t2ctl.values import Money
 from t2ctl.webhooks import delivery, outbox
 
-RECEIVER = Path(__file__).resolve().parent / "keepalive_receiver.py"
 PRICE = Money.parse("15000.00", "NGN")
 
 
 @contextmanager
 def receiver() -> Iterator[str]:
-    """``bench/keepalive_receiver.py`` in a process of its own; yields its base URL."""
-    process = subprocess.Popen([sys.executable, str(RECEIVER)], stdout=subprocess.PIPE, text=True)
+    """``bench/receiver.py`` in a process of its own; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.receiver"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
+        assert process.stderr is not None
+        yield process.stderr.readline().split()[-1]
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
 def received(base: str) -> int:
-    return int(requests.get(f"{base}/count", timeout=10).text)
+    return int(requests.get(f"{base}/count", timeout=10).json()["received"])
 
 
 def measure(url: str, deliveries: int, *, concurrency: int | None = None) -> dict[str, float]:

@@ -110,7 +110,6 @@ EVENT_COLUMNS = (
 )
 
 
-
 class Result:
     def __init__(self, database: str, seed_seconds: float, bytes_per_order: float) -> None:
         self.database = database

@@ -68,7 +68,6 @@ SALES_COLUMNS = (
 )
 
 
-
 class Result:
     def __init__(self, database: str) -> None:
         self.database = database

@@ -10,7 +10,7 @@ refuse; the guard costs a name lookup, not a query):
 - recorded /s: events added to the outbox, one transaction each (the delivery row and its
   ``deliver`` job), as an order's outcome adds them;
 - delivered /s: from starting 4 worker threads to the last of ``--deliveries`` deliveries
-  signed, sent over HTTP and answered 204 by ``bench/keepalive_receiver.py`` in a process of
+  signed, sent over HTTP and answered 204 by ``bench/receiver.py`` in a process of
   its own, and recorded with its attempt;
 - statements / delivery: every SQL statement one worker sends while it takes
   ``--sequential`` deliveries one by one (its claim, the handler's reads, the commit of the
