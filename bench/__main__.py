@@ -46,6 +46,7 @@ def scale(url: str, args: argparse.Namespace) -> list[Row]:
 SECTIONS: dict[str, Section] = {
     "intake": lambda url, args: intake.measure(url, quick=args.quick),
     "e2e": lambda url, args: e2e.measure(url, quick=args.quick),
+    "fleet": lambda url, args: e2e.fleet(url, quick=args.quick),
     "commands": lambda url, args: commands.measure(url, quick=args.quick),
     "scale": scale,
 }

@@ -1,9 +1,10 @@
 """Exactly N orders from C keep-alive clients, in a process of its own (``wrk`` stops by time,
 not by count): each client a thread with one ``http.client`` connection.
 
-    python -m bench.clients URL API_KEY BODY COUNT CLIENTS
+    python -m bench.clients URL[,URL...] API_KEY BODY COUNT CLIENTS
 
-BODY holds ``ORDERID``, replaced by a new id each order. Prints one JSON line: ``started``
+Client i sends to the i-th URL, round the list: several api daemons share the clients. BODY
+holds ``ORDERID``, replaced by a new id each order. Prints one JSON line: ``started``
 (``time.monotonic()`` just before the first request, comparable across processes here),
 ``finished``, the statuses answered (``{"202": N}`` when all went well) and the errors.
 """
@@ -35,12 +36,16 @@ def client(url: str, headers: dict[str, str], bodies: list[str], statuses: Count
 
 
 def main() -> None:
-    url, key, body, count, clients = sys.argv[1:6]
+    urls, key, body, count, clients = sys.argv[1:6]
+    bases = urls.split(",")
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     orders = [body.replace("ORDERID", f"{n:07d}") for n in range(int(count))]
     tallies: list[Counter[str]] = [Counter() for _ in range(int(clients))]  # one a thread
     threads = [
-        threading.Thread(target=client, args=(url, headers, orders[i :: len(tallies)], tally))
+        threading.Thread(
+            target=client,
+            args=(bases[i % len(bases)], headers, orders[i :: len(tallies)], tally),
+        )
         for i, tally in enumerate(tallies)
     ]
     started = time.monotonic()

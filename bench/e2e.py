@@ -53,6 +53,28 @@ def receiver_alone(at: harness.Rig, seconds: int) -> Row:
     return Row(label, f"{run.rate:,.0f}/s", "", run.rate)
 
 
+FLEET = range(1, 5)
+
+
+def fleet(url: str, *, quick: bool) -> list[Row]:
+    """End to end through 1 to 4 api daemons and as many worker daemons on one PostgreSQL: how
+    far more daemons take it on this machine. SQLite is one host's database: not measured."""
+    labels = [f"fleet: {size} api + {size} worker, orders/s" for size in FLEET]
+    if url.startswith("sqlite:"):
+        return [Row(label, "— (one host's)") for label in labels]
+    orders = 300 if quick else 3000
+    with harness.rig(url, sandbox={"provision_delay": "0s"}) as at:
+        at.add_product()
+        rows = []
+        for size, label in zip(FLEET, labels, strict=True):
+            roles = ("api",) * size + ("worker",) * size
+            rate, *_ = end_to_end(at, f"fleet {size}+{size}", roles, orders)
+            rows.append(
+                Row(label, rate.text, rate.target, rate.value, rate.meets, error=rate.error)
+            )
+    return rows
+
+
 def end_to_end(at: harness.Rig, name: str, roles: tuple[str, ...], orders: int) -> list[Row]:
     label = f"e2e {name}"
     tag = "".join(role[0] for role in roles)
@@ -60,10 +82,11 @@ def end_to_end(at: harness.Rig, name: str, roles: tuple[str, ...], orders: int) 
         key = at.add_partner(f"e2e-{tag}", f"{hooks}/hooks")
         with ExitStack() as stack:
             daemons = [
-                stack.enter_context(harness.daemon(at, role, f"{tag}-{role}")) for role in roles
+                stack.enter_context(harness.daemon(at, role, f"{tag}-{role}-{n}"))
+                for n, role in enumerate(roles)
             ]
-            base = next(url for _, url in daemons if url is not None)
-            sent = submit(at, base, key, orders, f"E{tag}-")
+            bases = ",".join(url for _, url in daemons if url is not None)
+            sent = submit(at, bases, key, orders, f"E{tag}-")
             arrived = webhooks(hooks, orders)
             peaks = {
                 role: proc.peak_rss_mb() for role, (proc, _) in zip(roles, daemons, strict=True)
