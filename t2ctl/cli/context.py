@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from click.core import ParameterSource
 
-from t2ctl import clock, config, wiring
+from t2ctl import clock, config, startup
 from t2ctl.config import Settings
 from t2ctl.db import schema
 from t2ctl.errors import T2Error
@@ -87,7 +87,7 @@ class Session:
         empty database (and a master key beside it) and report on that."""
         if not create:
             _require_database(self.settings)
-        self._box = wiring.connect(self.settings, connections=CONNECTIONS)
+        self._box = startup.connect(self.settings, connections=CONNECTIONS)
         if require_current:
             schema.require_current()
 
