@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import Timing, backend, fresh, on_both, timed
-from t2ctl import clock, daemon, db, partners, products, sandbox, wiring
+from t2ctl import clock, daemon, db, partners, products, sandbox, startup
 from t2ctl.api import create_app
 from t2ctl.db.models import Order, Partner, Product, WebhookDelivery
 from t2ctl.orders import records
@@ -129,7 +129,7 @@ def bench(url: str, orders: int, repeat: int) -> Result:
     result = Result(backend(url), time.perf_counter() - started, size() / orders)
     running = sandbox.in_background(
         create_app(
-            settings, wiring.connect(settings, connections=daemon.connections(settings, "api"))
+            settings, startup.connect(settings, connections=daemon.connections(settings, "api"))
         )
     )
     try:

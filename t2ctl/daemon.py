@@ -13,7 +13,7 @@ import threading
 
 import requests
 
-from t2ctl import httpserver, wiring
+from t2ctl import httpserver, startup, wiring
 from t2ctl.api import create_app, limits
 from t2ctl.config import Settings
 from t2ctl.db import schema
@@ -30,7 +30,7 @@ METRICS_SCRAPES = 2  # scrapes served at once, each on a thread of its own
 
 
 def serve(settings: Settings, *, host: str, port: int, role: str = "all") -> None:
-    box = wiring.connect(settings, connections=connections(settings, role))
+    box = startup.connect(settings, connections=connections(settings, role))
     applied = schema.migrate()
     if applied:
         logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})

@@ -1,14 +1,13 @@
-"""The one place that picks implementations from settings and connects the rooms: the start
-of every process (database and secrets), the provisioner, the handlers a worker can run, the
-periodic tasks, and the observers (metrics, redaction) handed to the engine and the Zoho
-client, which know neither. The daemon and the CLI both build from here."""
+"""The one place that picks implementations from settings and connects the rooms: the
+provisioner, the handlers a worker can run, the periodic tasks, and the observers (metrics,
+redaction) handed to the engine and the Zoho client, which know neither. The daemon and the
+CLI both build from here, once ``startup.connect`` has started the process."""
 
-import logging
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from t2ctl import clock, db
+from t2ctl import clock
 from t2ctl.config import Settings
 from t2ctl.errors import ConfigError
 from t2ctl.finance import reconciliation
@@ -27,33 +26,6 @@ from t2ctl.provisioning.zoho.provisioner import ZohoProvisioner
 from t2ctl.security import redaction
 from t2ctl.security.crypto import SecretBox, box_for
 from t2ctl.webhooks import deliveries, delivery
-
-logger = logging.getLogger(__name__)
-
-
-def connect(settings: Settings, *, connections: int) -> SecretBox:
-    """Start a process, daemon or CLI: point the one database handle at ``database.url``
-    (on PostgreSQL a pool of ``connections``, one per thread that may query at once), check
-    that it answers (Unavailable if not: the first thing an operator must fix), and open the
-    master key, the box every secret at rest is sealed in. Warns when the database is
-    reached through a pooler with prepared statements on, the likeliest cause of
-    "prepared statement ... does not exist" errors behind PgBouncer."""
-    database = settings.database
-    db.connect(
-        database.url,
-        max_connections=connections,
-        listen_url=database.listen_url or None,
-        prepared_statements=database.prepared_statements,
-    )
-    db.ping()
-    if database.prepared_statements and not database.is_sqlite and db.behind_pooler():
-        logger.warning(
-            "database.url reaches PostgreSQL through a connection pooler with "
-            "database.prepared_statements = true: behind PgBouncer in transaction mode "
-            "(before 1.21, or without max_prepared_statements) set it to false",
-            extra={"action": "prepared_statements_pooled"},
-        )
-    return box_for(settings)
 
 
 def zoho_client(settings: Settings, box: SecretBox) -> Client:

@@ -32,7 +32,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from typer.testing import CliRunner
 
-from t2ctl import daemon, db, partners, products, sandbox, wiring
+from t2ctl import daemon, db, partners, products, sandbox, startup, wiring
 from t2ctl.api import create_app
 from t2ctl.cli.main import app as cli_app
 from t2ctl.config import SandboxSettings, Settings
@@ -225,7 +225,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def migrated(settings: Settings) -> Settings:
-    wiring.connect(settings, connections=32)
+    startup.connect(settings, connections=32)
     schema.migrate()
     return settings
 
@@ -254,7 +254,7 @@ class LiveServer:
 def serve_in_thread(settings: Settings) -> tuple[str, Callable[[], None], Flask]:
     """Start the real app on waitress, as ``serve --role api`` starts it; return its base URL,
     a function that stops it, and the app."""
-    box = wiring.connect(settings, connections=daemon.connections(settings, "api"))
+    box = startup.connect(settings, connections=daemon.connections(settings, "api"))
     app = create_app(settings, box)
     running = sandbox.in_background(app)
     return running.url, running.stop, app

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import requests
 import typer
@@ -18,6 +19,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 import t2ctl as t2ctl_package
+from t2ctl.cli.main import COMMANDS, Unloaded
 from t2ctl.cli.main import app as cli_app
 from tests.conftest import (
     LiveServer,
@@ -264,11 +266,74 @@ def test_help_has_no_type_labels_on_flags_nor_descriptions_cut_mid_sentence() ->
     assert flag.search(help_text("orders", "list", "--help"))
     # Each command's summary in its group's list is one line, however its docstring wraps.
     root = help_text("--help")
-    commands = typer.main.get_command(cli_app).commands  # type: ignore[attr-defined]
     for name in ("sandbox", "reconcile", "serve", "status"):
-        summary = " ".join(inspect.cleandoc(commands[name].help).split("\n\n")[0].split())
-        summary = summary.replace("`", "")  # Markdown's code spans, shown plain
+        summary = first_paragraph(loaded(name).help or "").replace("`", "")  # shown plain
         assert re.search(rf"│ {name}\s+{re.escape(summary)}\s+│", root), name
+
+
+def first_paragraph(help: str) -> str:
+    """A command's one-line help, as a list of commands shows it."""
+    return " ".join(inspect.cleandoc(help).split("\n\n")[0].split())
+
+
+def loaded(name: str) -> click.Command:
+    """The root's command ``name``, its module imported, as running it would find it."""
+    group = typer.main.get_command(cli_app)
+    assert isinstance(group, click.Group)
+    found = group.resolve_command(click.Context(group, info_name="t2ctl"), [name])[1]
+    assert found is not None
+    return found
+
+
+def test_the_root_lists_each_command_as_its_module_defines_it() -> None:
+    """``--help`` reads each command's one-line help from COMMANDS, importing no command: it is
+    the summary its module gives, and the page is the one the commands themselves make."""
+    group = typer.main.get_command(cli_app)
+    assert isinstance(group, click.Group)
+    context = click.Context(group, info_name="t2ctl")
+    listed = group.get_help(context)
+    assert list(group.commands) == list(COMMANDS)
+    for name, entry in COMMANDS.items():
+        command = group.resolve_command(context, [name])[1]
+        assert command is not None and command.name == name
+        assert first_paragraph(command.help or "") == entry.summary, name
+        assert not command.hidden and not command.deprecated, name
+    assert not any(isinstance(command, Unloaded) for command in group.commands.values())
+    assert group.get_help(context) == listed
+
+
+def modules_loaded_by(cwd: Path, *args: str) -> set[str]:
+    """The modules a fresh ``t2ctl ARGS`` process has imported when it is done."""
+    script = (
+        "import json, sys\n"
+        "from t2ctl.cli.main import app\n"
+        "try:\n"
+        f"    app({list(args)!r}, prog_name='t2ctl')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return set(json.loads(done.stderr.splitlines()[-1]))
+
+
+def test_a_command_imports_only_what_it_runs(tmp_path: Path, no_user_config: Path) -> None:
+    """--help imports no command's module nor the database or the settings; a command that
+    reads the database imports neither the daemon's web stack nor the HTTP client."""
+    helped = modules_loaded_by(tmp_path, "--help")
+    assert {m for m in helped if m.startswith("t2ctl.cli.")} <= {
+        "t2ctl.cli.main",
+        "t2ctl.cli.context",
+        "t2ctl.cli.output",
+    }
+    assert not {"peewee", "pydantic", "t2ctl.config", "t2ctl.db"} & helped
+    t2ctl("db", "migrate")
+    for command in (["orders", "list"], ["status"]):
+        loaded = modules_loaded_by(tmp_path, *command)
+        assert "t2ctl.db" in loaded, command
+        assert not {"flask", "requests", "prometheus_client", "t2ctl.wiring"} & loaded, command
 
 
 def test_version_prints_the_installed_version() -> None:

@@ -11,7 +11,7 @@ import peewee
 import psycopg
 import pytest
 
-from t2ctl import db, wiring
+from t2ctl import db, startup
 from t2ctl.config import Settings
 from t2ctl.jobs import queue
 from tests.conftest import Cli, make_settings, write_config
@@ -40,7 +40,7 @@ def test_prepared_statements_left_on_break_a_repeated_query(settings: Settings) 
 @PGBOUNCER
 def test_prepared_statements_off_repeat_a_query_on_any_session(settings: Settings) -> None:
     assert settings.database.prepared_statements is False
-    wiring.connect(settings, connections=4)
+    startup.connect(settings, connections=4)
     assert repeated_while_pinned(settings.database.url) == (0,)
 
 
@@ -48,7 +48,7 @@ def test_prepared_statements_off_repeat_a_query_on_any_session(settings: Setting
 def test_a_worker_hears_notify_through_pgbouncer_on_the_direct_listen_url(
     settings: Settings,
 ) -> None:
-    wiring.connect(settings, connections=4)
+    startup.connect(settings, connections=4)
     heard = threading.Event()
     stop = threading.Event()
 
@@ -83,7 +83,7 @@ def test_without_a_listen_url_nothing_listens_through_pgbouncer_and_the_log_says
         database={"listen_url": ""},
         security={"master_key": settings.security.master_key.get_secret_value()},
     )
-    wiring.connect(pooled, connections=4)
+    startup.connect(pooled, connections=4)
     with (
         caplog.at_level(logging.WARNING, "t2ctl.db"),
         contextlib.closing(db.listen(queue.CHANNEL, timeout=0.1)) as notifications,

@@ -30,7 +30,7 @@ def state() -> AppState:
 def create_app(settings: Settings, box: SecretBox) -> Flask:
     """Build the API for ``settings``, its secrets sealed in ``box``; reads no environment.
 
-    The process's one database handle must already be connected (``wiring.connect``): peewee
+    The process's one database handle must already be connected (``startup.connect``): peewee
     binds models to a single handle, so one process serves one database.
     """
     from t2ctl.api import (

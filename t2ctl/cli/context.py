@@ -1,21 +1,28 @@
-"""What a command needs from its surroundings, resolved lazily and once per invocation."""
+"""What a command needs from its surroundings, resolved lazily and once per invocation.
+
+The root imports this module for every command, ``--help`` too, so the settings, the database
+and the secrets are imported by the methods that open them, when a command first asks.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from click.core import ParameterSource
 
-from t2ctl import clock, config, wiring
-from t2ctl.config import Settings
-from t2ctl.db import schema
+from t2ctl import clock
 from t2ctl.errors import T2Error
 from t2ctl.monitoring import logs
 from t2ctl.security import redaction
-from t2ctl.security.crypto import SecretBox, sandbox_key_file
+
+if TYPE_CHECKING:
+    from t2ctl.config import Settings
+    from t2ctl.security.crypto import SecretBox
 
 ConfigOption = Annotated[
     Path | None,
@@ -75,6 +82,8 @@ class Session:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from t2ctl import config
+
             self._settings = config.load(self.config_path)
             redaction.protect(self._settings.secret_values())
             logs.configure(self._settings.log.format, self._settings.log.level)
@@ -85,9 +94,12 @@ class Session:
         needs ``db migrate`` unless told not to. Only a command that builds the schema may
         ``create`` a missing SQLite file: any other, run in the wrong directory, would make an
         empty database (and a master key beside it) and report on that."""
+        from t2ctl import startup
+        from t2ctl.db import schema
+
         if not create:
             _require_database(self.settings)
-        self._box = wiring.connect(self.settings, connections=CONNECTIONS)
+        self._box = startup.connect(self.settings, connections=CONNECTIONS)
         if require_current:
             schema.require_current()
 
@@ -101,6 +113,8 @@ class Session:
 def _require_database(settings: Settings) -> None:
     """The SQLite file, and in sandbox mode the key file beside it, must be there already: a
     new key would not open what the database holds."""
+    from t2ctl.security.crypto import sandbox_key_file
+
     path = settings.database.sqlite_path
     if path is None:
         return

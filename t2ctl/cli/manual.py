@@ -40,8 +40,7 @@ def _context(root: click.Context, words: list[str]) -> click.Context:
     """The context ``t2ctl WORDS`` runs in, or a usage error naming the first wrong word."""
     context = root
     for depth, word in enumerate(words):
-        group = context.command
-        child = group.get_command(context, word) if isinstance(group, click.Group) else None
+        child = _subcommand(context, word)
         if child is None:
             typed = " ".join(["t2ctl", *words[: depth + 1]])
             raise typer.BadParameter(f"`{typed}` is not a command; see `t2ctl --help`")
@@ -53,10 +52,20 @@ def _walk(command: click.Command, words: list[str]) -> Iterator[list[str]]:
     """The words of each command and group, depth first, in the order ``--help`` lists them."""
     yield words
     if isinstance(command, click.Group):
-        for name in command.list_commands(click.Context(command)):
-            child = command.commands[name]
-            if not child.hidden:
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            child = _subcommand(context, name)
+            if child is not None and not child.hidden:
                 yield from _walk(child, [*words, name])
+
+
+def _subcommand(context: click.Context, name: str) -> click.Command | None:
+    """The command ``name`` in ``context``'s group, found as running it finds it, through
+    ``resolve_command``: the root imports a command's module only then."""
+    group = context.command
+    if not isinstance(group, click.Group) or group.get_command(context, name) is None:
+        return None
+    return group.resolve_command(context, [name])[1]
 
 
 def _show(context: click.Context) -> None:

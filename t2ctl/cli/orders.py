@@ -18,7 +18,7 @@ from t2ctl.cli.context import (
 from t2ctl.config import Settings
 from t2ctl.db.models import ORDER_STATUSES, Partner, Product
 from t2ctl.errors import T2Error
-from t2ctl.orders import cancellation, intake, pipeline, records, smoke
+from t2ctl.orders import intake, pipeline, records
 from t2ctl.security import apikeys, audit, masking
 from t2ctl.webhooks import deliveries
 
@@ -142,6 +142,8 @@ def cancel(
 ) -> None:
     """Cancel an order, as the partner API does: PENDING at once; PROCESSING once its
     provisioning ends; FULFILLED within orders.cancel_window by voiding its sales order."""
+    from t2ctl.orders import cancellation  # with the job engine and metrics: only cancel needs them
+
     current = session(ctx, config)
     current.connect()
     with db.transaction():
@@ -197,6 +199,8 @@ def submit(
 ) -> None:
     """Send test orders through the real HTTP API of a running server and print each one's
     outcome; exits 1 unless every one is FULFILLED. In Zoho mode each is a real sales order."""
+    from t2ctl.orders import smoke  # with an HTTP client: only submit needs it
+
     if not test:
         raise typer.BadParameter("the CLI submits test orders only: add --test")
     patience = duration(wait, "--wait")

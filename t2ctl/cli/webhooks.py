@@ -4,7 +4,6 @@ import json as jsonlib
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from t2ctl import clock, db
 from t2ctl.cli import output
@@ -169,6 +168,8 @@ def resend(
         delivery = _resend(delivery_id)
         output.note(f"delivery {delivery.id} ({delivery.webhook_id}) queued to be sent again")
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # --dead only
+
     ids = deliveries.dead_ids(since=moment)
     refused = []
     with Progress(
