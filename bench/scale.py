@@ -15,8 +15,9 @@ real schema:
   periodic ticks; set-based SQL, then VACUUM ANALYZE on PostgreSQL (SQLite's file is left
   without statistics, as the daemon leaves it);
 - the database's size, per order;
-- the operator commands, run in this process by typer's CliRunner on the real app with a
-  config file naming the database (config, connect, query, render; not interpreter start-up);
+- the operator commands, run in this process by click's CliRunner on the real app's command
+  with a config file naming the database (config, connect, query, render; not interpreter
+  start-up, nor typer's building of the command tree, which start-up does once);
 - ``GET /t2mobile/orders/<id>`` over loopback HTTP to the real app on waitress;
 - each expiry task as the schedule runs it, a day at a time: the day's first run, which
   announces that day's expiries, for ``DAYS`` days after the seed; then a second run.
@@ -39,9 +40,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import requests
+import typer
+from click.testing import CliRunner
 from rich.console import Console
 from rich.table import Table
-from typer.testing import CliRunner
 
 from bench import listing
 from bench.common import Timing, backend, fresh, on_both, timed
@@ -408,12 +410,13 @@ def _config(path: Path, settings: Settings) -> Path:
 
 
 def cli(config: Path, repeat: int) -> list[tuple[str, Timing]]:
-    """Each operator read, run by the real CLI app in this process."""
-    runner = CliRunner()
+    """Each operator read, run by the real CLI app in this process; its click command is
+    built once, as the interpreter's start-up does."""
+    runner, command = CliRunner(), typer.main.get_command(cli_app)
 
     def run(args: list[str]) -> Callable[[], None]:
         def once() -> None:
-            result = runner.invoke(cli_app, ["--config", str(config), *args])
+            result = runner.invoke(command, ["--config", str(config), *args])
             assert result.exit_code == 0 and result.stdout, (args, result.output)
 
         return once

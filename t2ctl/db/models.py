@@ -111,7 +111,7 @@ class Order(BaseModel):
     class Meta:
         indexes = (
             (("partner", "order_id"), True),
-            (("status", "created_at"), False),
+            (("status", "created_at", "id"), False),
             # The partner's listing, newest first, whole or by status; its renewals.
             (("partner", "created_at", "id"), False),
             (("partner", "status", "created_at", "id"), False),
@@ -119,6 +119,9 @@ class Order(BaseModel):
             # A settlement report: each partner's orders fulfilled, and cancelled, in a period.
             (("partner", "fulfilled_at"), False),
             (("partner", "cancelled_at"), False),
+            # Operators' reads: every order newest first; the orders failed since a moment.
+            (("created_at", "id"), False),
+            (("status", "updated_at"), False),
         )
 
 

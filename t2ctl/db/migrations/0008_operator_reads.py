@@ -1,0 +1,28 @@
+"""The operators' reads at scale: every order newest first, whole or by status (``orders
+list`` with no filter sorted the whole table, and by status PostgreSQL sorted each page's
+ties on ``created_at`` by id), and the orders failed since a moment (``t2ctl status`` read
+every FAILED order to count the last hour's).
+
+A frozen copy of the schema change, independent of ``t2ctl.db.models``. The index on
+``(status, created_at, id)`` replaces the one on ``(status, created_at)``, its prefix.
+"""
+
+INDEXES = (
+    ("order", ("created_at", "id")),
+    ("order", ("status", "created_at", "id")),
+    ("order", ("status", "updated_at")),
+)
+REPLACED = ("order", ("status", "created_at"))
+
+
+def up(migrator, db):
+    for table, columns in INDEXES:
+        migrator.add_index(table, columns).run()
+    table, columns = REPLACED
+    migrator.drop_index(table, "_".join((table, *columns))).run()
+
+
+def down(migrator, db):
+    migrator.add_index(*REPLACED).run()
+    for table, columns in INDEXES:
+        migrator.drop_index(table, "_".join((table, *columns))).run()
