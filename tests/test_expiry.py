@@ -10,9 +10,11 @@ import pytest
 from t2ctl import clock, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Order, Product, Subscription, WebhookDelivery
+from t2ctl.jobs.models import Job
 from t2ctl.orders import expiry
 from t2ctl.security.crypto import SecretBox
 from tests.conftest import at_once
+from tests.plans import plan, statements
 
 COUNT = 7  # subscriptions, over three batches of BATCH
 
@@ -83,3 +85,14 @@ def test_batched_runs_announce_each_expiry_once(
     assert expiry.check(later).startswith("0 ")
     assert _announced("subscription.expired") == expected, "in the order of their expiries"
     assert all(s.expired_for == s.expires_at for s in Subscription.select())
+    sent = {job.payload["delivery"] for job in Job.select().where(Job.task == "deliver")}
+    assert sent == {d.id for d in WebhookDelivery.select()}, "each event with its job"
+
+
+def test_expiry_check_reads_only_the_unannounced(migrated: Settings) -> None:
+    """Its partial index holds the subscriptions not yet announced as expired (a few, in
+    order of expiry; sorting them is cheap), not every one that ever expired."""
+    with statements() as ran:
+        expiry.check(clock.now())
+    picked = [s for s in ran if s[0].startswith('SELECT "t1"."id" FROM "subscription"')]
+    assert len(picked) == 1 and "subscription_unexpired" in plan(*picked[0])

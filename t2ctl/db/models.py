@@ -71,6 +71,19 @@ class Subscription(BaseModel):
     updated_at = UTCDateTimeField()
 
 
+# The subscriptions expiry-check has still to announce (migration 0008): its reads stay
+# among those, not every subscription that ever expired.
+Subscription.add_index(
+    Subscription.index(
+        Subscription.expires_at,
+        Subscription.id,
+        name="subscription_unexpired",
+        where=Subscription.expired_for.is_null()
+        | (Subscription.expired_for != Subscription.expires_at),
+    )
+)
+
+
 class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
@@ -119,7 +132,8 @@ class Order(BaseModel):
             # A settlement report: each partner's orders fulfilled, and cancelled, in a period.
             (("partner", "fulfilled_at"), False),
             (("partner", "cancelled_at"), False),
-            # Operators' reads: every order newest first; the orders failed since a moment.
+            # Operators' reads: every order newest first (whole, or by status just above);
+            # the orders failed since a moment.
             (("created_at", "id"), False),
             (("status", "updated_at"), False),
         )

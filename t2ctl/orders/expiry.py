@@ -69,20 +69,26 @@ def _record(claimed: list[Subscription], event: str) -> None:
     """Each claimed subscription's event, in the order of their expiries."""
     latest = _latest_orders([subscription.id for subscription in claimed])
     names = {p.id: p.product_id for p in Product.select(Product.id, Product.product_id)}
-    now = clock.now()
-    for subscription in sorted(claimed, key=lambda s: (s.expires_at, s.id)):
-        order_id = latest.get(subscription.id)
-        data = {
-            "orderId": order_id,
-            "productId": names[subscription.product_id],
-            "customer": {"id": subscription.customer_id},
-            "expiresAt": clock.rfc3339(subscription.expires_at),
-        }
-        outbox.record(subscription.partner_id, event, data, occurred_at=now, order_ref=order_id)
+    events = [
+        outbox.Event(
+            subscription.partner_id,
+            event,
+            {
+                "orderId": latest.get(subscription.id),
+                "productId": names[subscription.product_id],
+                "customer": {"id": subscription.customer_id},
+                "expiresAt": clock.rfc3339(subscription.expires_at),
+            },
+            latest.get(subscription.id),
+        )
+        for subscription in sorted(claimed, key=lambda s: (s.expires_at, s.id))
+    ]
+    outbox.record_many(events, occurred_at=clock.now())
 
 
 def _unannounced(note: peewee.Field) -> peewee.Expression:
-    """The subscription's current expiry is not the one ``note`` says was announced."""
+    """The subscription's current expiry is not the one ``note`` says was announced: for
+    ``expired_for``, word for word the condition of the partial index expiry-check reads."""
     return note.is_null() | (note != Subscription.expires_at)
 
 

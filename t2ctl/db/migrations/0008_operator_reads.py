@@ -1,7 +1,8 @@
 """The operators' reads at scale: every order newest first, whole or by status (``orders
 list`` with no filter sorted the whole table, and by status PostgreSQL sorted each page's
-ties on ``created_at`` by id), and the orders failed since a moment (``t2ctl status`` read
-every FAILED order to count the last hour's).
+ties on ``created_at`` by id), the orders failed since a moment (``t2ctl status`` read
+every FAILED order to count the last hour's), and the subscriptions whose expiry is not yet
+announced as expired (``expiry-check`` read every subscription that ever expired, each run).
 
 A frozen copy of the schema change, independent of ``t2ctl.db.models``. The index on
 ``(status, created_at, id)`` replaces the one on ``(status, created_at)``, its prefix.
@@ -13,6 +14,7 @@ INDEXES = (
     ("order", ("status", "updated_at")),
 )
 REPLACED = ("order", ("status", "created_at"))
+UNEXPIRED = "subscription_unexpired"
 
 
 def up(migrator, db):
@@ -20,9 +22,14 @@ def up(migrator, db):
         migrator.add_index(table, columns).run()
     table, columns = REPLACED
     migrator.drop_index(table, "_".join((table, *columns))).run()
+    db.execute_sql(
+        f"CREATE INDEX {UNEXPIRED} ON subscription (expires_at, id) "
+        "WHERE expired_for IS NULL OR expired_for != expires_at"
+    )
 
 
 def down(migrator, db):
+    migrator.drop_index("subscription", UNEXPIRED).run()
     migrator.add_index(*REPLACED).run()
     for table, columns in INDEXES:
         migrator.drop_index(table, "_".join((table, *columns))).run()
