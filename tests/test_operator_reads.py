@@ -44,7 +44,7 @@ def test_status_counts_read_index_ranges(cli: Cli) -> None:
     with statements() as ran:
         assert cli("status").exit_code == 0
     assert_walked(
-        ran, lambda sql: 'FROM "order"' in sql and "updated_at" in sql, 1, "order_status_updated_at"
+        ran, lambda sql: 'FROM "order"' in sql and "updated_at" in sql, 1, "order_failed_updated_at"
     )
     counted = [s for s in ran if 'FROM "webhook_delivery"' in s[0] and "GROUP BY" in s[0]]
     assert len(counted) == 1 and "webhook_delivery_status_created_at" in plan(*counted[0])
