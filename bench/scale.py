@@ -1,6 +1,6 @@
 """Operator reads and the expiry tasks at scale: N orders with what a running daemon keeps.
 
-    python3 bench/scale.py [--orders 1000000] [--repeat 20]
+    python3 bench/scale.py [--orders 1000000] [--repeat 20] [--days 5]
 
 needs the PostgreSQL of the test suite (``T2_TEST_POSTGRES``, default
 ``postgresql://postgres@127.0.0.1:5432/test``); it creates and drops its own databases.
@@ -20,7 +20,7 @@ real schema:
   start-up, nor typer's building of the command tree, which start-up does once);
 - ``GET /t2mobile/orders/<id>`` over loopback HTTP to the real app on waitress;
 - each expiry task as the schedule runs it, a day at a time: the day's first run, which
-  announces that day's expiries, for ``DAYS`` days after the seed; then a second run.
+  announces that day's expiries, for ``--days`` days after the seed; then a second run.
 """
 
 import sys
@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import requests
@@ -88,7 +89,7 @@ def measure(url: str, *, orders: int, repeat: int = 20, days: int = DAYS) -> lis
     started = time.perf_counter()
     listing.seed(orders, box)
     with db.transaction():
-        leftovers(now, orders)
+        leftovers(now)
     settle()
     rows = [("seed, s", f"{time.perf_counter() - started:,.0f}", "minutes")]
     per_order = listing.size() / orders
@@ -105,13 +106,13 @@ def measure(url: str, *, orders: int, repeat: int = 20, days: int = DAYS) -> lis
 # What the daemon leaves beside the orders -----------------------------------------------------
 
 
-def leftovers(now: datetime, orders: int) -> None:
-    """What the workers and the periodic tasks leave after a year of ``orders``, as pruning
-    with the default config keeps it; call in one transaction, after ``listing.seed``."""
+def leftovers(now: datetime) -> None:
+    """What the workers and the periodic tasks leave after a year of orders, as pruning with
+    the default config keeps it; call in one transaction, after ``listing.seed``."""
     _announced(now)
     _outage(now)
     _attempts(now)
-    _jobs(now, orders)
+    _jobs(now)
     _ticks(now)
 
 
@@ -262,29 +263,44 @@ def _attempts(now: datetime) -> None:
     )
 
 
-def _jobs(now: datetime, orders: int) -> None:
+class _OrderJobs(NamedTuple):
+    """Jobs of one task and state for the orders ``where`` selects (``{p}``: ``moment``),
+    as SQL expressions over the order's columns."""
+
+    task: str
+    state: str
+    attempts: int
+    most: int
+    key: str
+    error: str
+    times: str  # run_at, updated_at, finished_at
+    where: str
+    moment: datetime
+
+
+def _jobs(now: datetime) -> None:
     """The job table as the prune task leaves it: finished jobs of the kept days (each
     order's processing, each delivery, each cancellation), the last hour's pending orders
     queued and processing ones running, and dead jobs, which stay until an operator acts."""
-    since = now - JOBS_KEPT
+    since, hour = now - JOBS_KEPT, now - timedelta(hours=1)
     finished = "COALESCE(fulfilled_at, updated_at)"
-    order = "'{{\"order\": ' || CAST(id AS TEXT) || '}}'"
-    for task, state, attempts, most, key, error, times, where, moment in (
-        (
+    most, died = pipeline.MAX_ATTEMPTS, "'lease expired: worker bench stopped heart-beating'"
+    for jobs in (
+        _OrderJobs(
             pipeline.TASK,
             "done",
-            "1",
-            pipeline.MAX_ATTEMPTS,
+            1,
+            most,
             "order:",
             "NULL",
             f"created_at, {finished}, {finished}",
             f"status IN ('FULFILLED', 'FAILED', 'CANCELLED') AND {finished} >= {{p}}",
             since,
         ),
-        (
+        _OrderJobs(
             cancellation.TASK,
             "done",
-            "1",
+            1,
             cancellation.MAX_ATTEMPTS,
             "cancel:",
             "NULL",
@@ -292,48 +308,49 @@ def _jobs(now: datetime, orders: int) -> None:
             "status = 'CANCELLED' AND cancelled_at >= {p}",
             since,
         ),
-        (
+        _OrderJobs(
             pipeline.TASK,
             "queued",
-            "0",
-            pipeline.MAX_ATTEMPTS,
+            0,
+            most,
             "order:",
             "NULL",
             "created_at, created_at, NULL",
             "status = 'PENDING' AND created_at >= {p}",
-            now - timedelta(hours=1),
+            hour,
         ),
-        (
+        _OrderJobs(
             pipeline.TASK,
             "running",
-            "1",
-            pipeline.MAX_ATTEMPTS,
+            1,
+            most,
             "order:",
             "NULL",
             "created_at, updated_at, NULL",
             "status = 'PROCESSING' AND created_at >= {p}",
-            now - timedelta(hours=1),
+            hour,
         ),
-        (
+        _OrderJobs(
             pipeline.TASK,
             "dead",
-            str(pipeline.MAX_ATTEMPTS),
-            pipeline.MAX_ATTEMPTS,
+            most,
+            most,
             "order:",
-            "'lease expired: worker bench stopped heart-beating'",
+            died,
             "created_at, updated_at, updated_at",
             f"status = 'PROCESSING' AND created_at < {{p}} "
             f"AND id / {STUCK_SHARE} * {STUCK_SHARE} = id",
-            now - timedelta(hours=1),
+            hour,
         ),
     ):
-        run_at = times.split(",")[0]
         _insert_from(
             "job",
             JOB_COLUMNS,
-            f"SELECT '{task}', {order}, '{state}', 0, {run_at}, {attempts}, {most}, "
-            f"'{key}' || CAST(id AS TEXT), {error}, {times} FROM \"order\" WHERE {where}",
-            moment,
+            f"SELECT '{jobs.task}', '{{{{\"order\": ' || CAST(id AS TEXT) || '}}}}', "
+            f"'{jobs.state}', 0, {jobs.times.split(',')[0]}, {jobs.attempts}, {jobs.most}, "
+            f"'{jobs.key}' || CAST(id AS TEXT), {jobs.error}, {jobs.times} "
+            f'FROM "order" WHERE {jobs.where}',
+            jobs.moment,
         )
     _insert_from(
         "job",
