@@ -8,7 +8,9 @@ needs the PostgreSQL of the test suite (``T2_TEST_POSTGRES``, default
 On each database (a temporary SQLite file, a throwaway PostgreSQL database), migrated by the
 real schema with two partners and the catalogue:
 - seed: N orders, alternately the two partners', over all five statuses, created over the
-  year before now, oldest first (ids grow with ``created_at``, as they do in production), and
+  year before now, oldest first (ids grow with ``created_at``, as they do in production),
+  each with the customer's email and phone encrypted and the partner's metadata, a
+  subscription for each fulfilled one (ended at its cancellation for a cancelled one), and
   one event per order in the outbox; bulk inserts (executemany on SQLite, COPY on
   PostgreSQL), then ANALYZE on PostgreSQL as its autovacuum would;
 - each request below, sent ``--repeat`` times over HTTP (one kept-alive connection) to the
@@ -47,6 +49,7 @@ from t2ctl.values import Money
 from t2ctl.webhooks import signing
 
 BATCH = 20_000
+Row = tuple[Any, ...]  # one table row, in its columns' order
 PARTNERS = ("t2mobile", "t2mobile-ke")
 PAGE = 50
 DEEP = 20  # the page the cursor case times, reached by following nextCursor
@@ -77,13 +80,16 @@ ORDER_COLUMNS = (
     "customer_id",
     "customer_name",
     "customer_email",
+    "customer_phone",
     "amount_minor",
     "currency",
+    "metadata",
     "sales_order_id",
     "sales_order_number",
     "activation_reference",
     "starts_at",
     "expires_at",
+    "subscription_id",
     "error_code",
     "error_message",
     "fulfilled_at",
@@ -93,6 +99,16 @@ ORDER_COLUMNS = (
     "created_at",
     "updated_at",
 )
+SUBSCRIPTION_COLUMNS = (
+    "partner_id",
+    "product_id",
+    "customer_id",
+    "starts_at",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+METADATA = '{"channel": "ussd"}'  # as intake stores the partner's flat object
 EVENT_COLUMNS = (
     "webhook_id",
     "partner_id",
@@ -155,32 +171,36 @@ def setup(box: SecretBox) -> list[str]:
 def seed(orders: int, box: SecretBox) -> None:
     partner_ids = [p.id for p in Partner.select().order_by(Partner.id)]
     product = Product.get(Product.product_id == CATALOGUE[0].product_id)
-    # One Fernet token for every order's email: the column holds what the app stores, without
-    # a million encryptions (their cost is intake's, not the listing's).
-    email = box.encrypt("ada.obi@example.ng")
+    # One Fernet token for every order's email, one for every phone: the columns hold what
+    # the app stores, without two million encryptions (their cost is intake's, not a read's).
+    contacts = (box.encrypt("ada.obi@example.ng"), box.encrypt("+2348031234567"))
     templates = {status: _public(status, product) for status in STATUSES}
-    rows = _rows(orders, partner_ids, product.id, email, templates)
+    rows = _rows(orders, partner_ids, product.id, contacts, templates)
     while True:
         batch = [row for _, row in zip(range(BATCH), rows, strict=False)]
         if not batch:
             return
         with db.transaction():
-            insert("order", ORDER_COLUMNS, [order for order, _ in batch])
-            insert("webhook_delivery", EVENT_COLUMNS, [event for _, event in batch])
+            insert("subscription", SUBSCRIPTION_COLUMNS, [s for s, _, _ in batch if s])
+            insert("order", ORDER_COLUMNS, [order for _, order, _ in batch])
+            insert("webhook_delivery", EVENT_COLUMNS, [event for _, _, event in batch])
 
 
 def _rows(
     orders: int,
     partner_ids: list[int],
     product_id: int,
-    email: str,
+    contacts: tuple[str, str],
     templates: dict[str, dict[str, Any]],
-) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-    """Each order's row and its event's, oldest first, in the columns' order."""
+) -> Iterator[tuple[Row | None, Row, Row]]:
+    """Each order's subscription row (None unless it was fulfilled), its row and its
+    event's, oldest first, in the columns' order. Row ids are given in insert order from 1,
+    as in a fresh database, so an order names its subscription by counting them."""
     chance = random.Random(2026)
     start = clock.now() - SPAN
     step = SPAN / orders
     naive = Order.created_at.db_value
+    subscriptions = 0
     for n, status in enumerate(chance.choices(STATUSES, WEIGHTS, k=orders)):
         created = start + step * n + step * chance.random()
         done = created + timedelta(seconds=chance.randrange(5, 600))
@@ -189,6 +209,20 @@ def _rows(
         updated = cancelled or done
         partner_id = partner_ids[n % 2]
         order_id = f"T2-{n:09d}"
+        customer_id = f"C{n % 200_000:06d}"
+        subscription = None
+        if fulfilled:
+            subscriptions += 1
+            # A cancelled first order ends its subscription at its cancellation (revoke).
+            subscription = (
+                partner_id,
+                product_id,
+                customer_id,
+                naive(done),
+                naive(cancelled or done + SPAN),
+                naive(done),
+                naive(updated),
+            )
         # Its sales order as the sandbox names one (by its row's id): n + 1, the id of the
         # row bench/settlement.py seeds for it, so that reconciliation finds it.
         order = (
@@ -197,16 +231,18 @@ def _rows(
             status,
             product_id,
             1,
-            f"C{n % 200_000:06d}",
+            customer_id,
             "Ada Obi",
-            email,
+            *contacts,
             FEE.minor,
             FEE.currency,
+            METADATA,
             str(n + 1) if fulfilled else None,
             f"SBX-{n + 1:08d}" if fulfilled else None,
             f"ACT-{n:09d}" if fulfilled else None,
             naive(done) if fulfilled else None,
             naive(done + SPAN) if fulfilled else None,
+            subscriptions if fulfilled else None,
             "PROVISIONING_REJECTED" if status == "FAILED" else None,
             "Zoho refused the sales order." if status == "FAILED" else None,
             naive(done) if fulfilled else None,
@@ -240,7 +276,7 @@ def _rows(
             naive(updated),
             n + 1,  # placed in the feed, as a running system's are by the reads before
         )
-        yield order, event_row
+        yield subscription, order, event_row
 
 
 def _public(status: str, product: Product) -> dict[str, Any]:
@@ -272,7 +308,7 @@ def _public(status: str, product: Product) -> dict[str, Any]:
     return records.public(order)
 
 
-def insert(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def insert(table: str, columns: Sequence[str], rows: list[Row]) -> None:
     names = ", ".join(f'"{column}"' for column in columns)
     if db.is_sqlite():
         marks = ", ".join("?" for _ in columns)

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from t2ctl import clock
 from t2ctl.config import Settings
+from t2ctl.db.models import DELIVERY_STATUSES
 from t2ctl.errors import ConfigError
 from t2ctl.finance import reconciliation
 from t2ctl.jobs import admin, queue, signals, tasks
@@ -188,7 +189,7 @@ def _time_job(signal: str, job: queue.Claimed, seconds: float | None) -> None:
 
 def gauges() -> metrics.Gauges:
     """The fleet's queue as the metrics report it at each scrape."""
-    found = status.depth()
+    found = status.depth(statuses=DELIVERY_STATUSES)
     age = found.oldest_due_age
     last = reconciliation.last_routine()
     return metrics.Gauges(

@@ -197,15 +197,18 @@ def test_a_partner_sees_only_its_own_orders(server: LiveServer, catalogue) -> No
     assert set(got) <= set(ids(3)), "a cursor is a position, never a way into another's orders"
 
 
+# The partner's own index, or the operators' one on the same order (migration 0008), which
+# PostgreSQL may rightly walk, filtering the partner, when the partner has most orders (or
+# the table none): either way nothing is sorted apart.
 @pytest.mark.parametrize(
-    ("status", "index"),
+    ("status", "indexes"),
     [
-        (None, "order_partner_id_created_at_id"),
-        ("PENDING", "order_partner_id_status_created_at_id"),
+        (None, ("order_partner_id_created_at_id", "order_created_at_id")),
+        ("PENDING", ("order_partner_id_status_created_at_id", "order_status_created_at_id")),
     ],
 )
 def test_the_listing_walks_an_index_in_its_order(
-    server: LiveServer, catalogue, status: str | None, index: str
+    server: LiveServer, catalogue, status: str | None, indexes: tuple[str, str]
 ) -> None:
     http = partner(server)
     post_orders(server, http, *ids(5))
@@ -222,4 +225,6 @@ def test_the_listing_walks_an_index_in_its_order(
     with statements() as ran:
         for query in variants:
             page(server, http, **query)
-    assert_walked(ran, lambda sql: 'FROM "order"' in sql and "LIMIT" in sql, len(variants), index)
+    assert_walked(
+        ran, lambda sql: 'FROM "order"' in sql and "LIMIT" in sql, len(variants), *indexes
+    )

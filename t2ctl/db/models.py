@@ -71,6 +71,18 @@ class Subscription(BaseModel):
     updated_at = UTCDateTimeField()
 
 
+# The subscriptions expiry-check has still to announce (migration 0008): its reads stay
+# among those, not every subscription that ever expired.
+Subscription.add_index(
+    Subscription.index(
+        Subscription.expires_at,
+        name="subscription_unexpired",
+        where=Subscription.expired_for.is_null()
+        | (Subscription.expired_for != Subscription.expires_at),
+    )
+)
+
+
 class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
@@ -111,7 +123,7 @@ class Order(BaseModel):
     class Meta:
         indexes = (
             (("partner", "order_id"), True),
-            (("status", "created_at"), False),
+            (("status", "created_at", "id"), False),
             # The partner's listing, newest first, whole or by status; its renewals.
             (("partner", "created_at", "id"), False),
             (("partner", "status", "created_at", "id"), False),
@@ -119,7 +131,21 @@ class Order(BaseModel):
             # A settlement report: each partner's orders fulfilled, and cancelled, in a period.
             (("partner", "fulfilled_at"), False),
             (("partner", "cancelled_at"), False),
+            # Operators' reads: every order newest first (whole, or by status just above).
+            (("created_at", "id"), False),
         )
+
+
+# The orders failed since a moment, for t2ctl status (migration 0008): FAILED ones only. A
+# query reaches it by naming the status as a literal (``records.FAILED``), not a parameter.
+Order.add_index(
+    Order.index(
+        Order.status,
+        Order.updated_at,
+        name="order_failed_updated_at",
+        where=Order.status == "FAILED",
+    )
+)
 
 
 class SandboxSalesOrder(BaseModel):

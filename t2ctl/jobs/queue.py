@@ -78,6 +78,41 @@ _INSERT = db.prepared_insert(
 )
 
 
+def enqueue_many(
+    task: str, jobs: Sequence[tuple[dict[str, Any], str | None]], *, max_attempts: int = 10
+) -> list[int]:
+    """Add several jobs due now, each a (payload, unique key), in one statement in the
+    caller's transaction (or its own): ``enqueue`` for a batch, whose statements, built one
+    by one, cost more than running them. Returns the ids added; a key that is already
+    pending adds nothing."""
+    if not jobs:
+        return []
+    now = clock.now()
+    rows = [
+        {
+            "task": task,
+            "payload": payload,
+            "state": "queued",
+            "priority": 0,
+            "run_at": now,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "unique_key": key,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for payload, key in jobs
+    ]
+    with db.transaction():
+        query = Job.insert_many(rows).on_conflict_ignore().returning(Job.id).tuples()
+        added = [row[0] for row in query.execute()]
+        if added:
+            db.notify(CHANNEL)
+    if added:
+        wake_local()
+    return added
+
+
 def wake_local() -> None:
     """Wake this process's own workers (see ``on_enqueue``); call it once the job committed."""
     for waker in list(_local_wakers):

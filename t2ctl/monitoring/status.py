@@ -4,6 +4,7 @@ Every figure is read from the database, so any daemon (or an operator's terminal
 whole fleet's queue, not its own share.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +16,7 @@ from t2ctl.orders import records
 from t2ctl.webhooks import deliveries
 
 RECENT = timedelta(hours=1)
+WATCHED = ("pending", "dead")  # the deliveries status shows
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,13 @@ def readiness() -> Readiness:
         return Readiness(False, (), " ".join(str(exc).split()))
 
 
-def depth(now: datetime | None = None) -> Depth:
+def depth(now: datetime | None = None, *, statuses: Sequence[str] = WATCHED) -> Depth:
+    """Deliveries are counted for ``statuses`` only: the ones an operator watches by default,
+    as counting every delivered one reads the whole outbox."""
     now = now or clock.now()
     jobs = admin.stats(now=now)
     age = now - jobs.oldest_due if jobs.oldest_due is not None else None
-    return Depth(jobs, age, deliveries.counts())
+    return Depth(jobs, age, deliveries.counts(statuses))
 
 
 def failures(now: datetime | None = None, window: timedelta = RECENT) -> Failures:
