@@ -386,3 +386,13 @@ def test_a_grouped_write_that_fails_leaves_nothing_and_spares_the_writes_it_shar
         caller.join(10)
     assert isinstance(outcomes["kept"], int) and isinstance(outcomes["failed"], RuntimeError)
     assert sorted(job.payload["n"] for job in Job.select()) == [2, 3]
+
+
+def test_a_grouped_write_inside_a_transaction_is_part_of_it(migrated) -> None:
+    """No wait for another thread's commit while holding the lock it needs: the caller's
+    transaction takes the write, and its rollback undoes it."""
+    with pytest.raises(RuntimeError), db.transaction():
+        db.grouped(lambda: queue.enqueue("t", {"n": 1}))
+        assert Job.select().count() == 1
+        raise RuntimeError("undo")
+    assert Job.select().count() == 0

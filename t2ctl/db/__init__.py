@@ -284,7 +284,12 @@ def grouped(work: Callable[[], T]) -> T:
     thread's state (a log line's request id, say): log after ``grouped`` returns.
 
     On SQLite the wait for the lock is bounded as ``transaction``'s is, once for all: a call
-    whose turn has not come within ``BUSY_TIMEOUT`` is withdrawn, unwritten, and raises."""
+    whose turn has not come within ``BUSY_TIMEOUT`` is withdrawn, unwritten, and raises.
+    Called inside a transaction, it is a savepoint of that one: the caller's commit is the one
+    that counts, and waiting for another thread's would wait on the lock this one holds."""
+    if database.in_transaction():
+        with transaction():
+            return work()
     share = _Share(work)
     with _waiting_lock:
         _waiting.append(share)
