@@ -70,10 +70,15 @@ def wait_for(done: Callable[[], bool], timeout: float = 600) -> None:
         time.sleep(0.02)
 
 
-def run_pool(settings: Settings, registry: tasks.Registry, done: Callable[[], bool]) -> float:
-    """Seconds for a pool of CONCURRENCY threads, the daemon's worker in each (its runs timed
-    in the metrics), to make ``done()`` true."""
-    pool = Pool(wiring.worker(settings, registry, name="bench"), concurrency=CONCURRENCY)
+def run_pool(
+    settings: Settings,
+    registry: tasks.Registry,
+    done: Callable[[], bool],
+    concurrency: int = CONCURRENCY,
+) -> float:
+    """Seconds for a pool of ``concurrency`` threads, the daemon's worker in each (its runs
+    timed in the metrics), to make ``done()`` true."""
+    pool = Pool(wiring.worker(settings, registry, name="bench"), concurrency=concurrency)
     started = time.perf_counter()
     pool.start()
     try:

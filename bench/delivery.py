@@ -43,7 +43,7 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import backend, fresh, on_both, wait_for
+from bench.common import backend, fresh, on_both, run_pool
 from t2ctl import clock, db, partners, products, wiring
 from t2ctl.config import Settings
 from t2ctl.db.models import Order, Partner, WebhookDelivery
@@ -148,14 +148,9 @@ def _drain(
     settings: Settings, registry: tasks.Registry, concurrency: int, done: Callable[[], bool]
 ) -> float:
     """Seconds for the daemon's pool of ``concurrency`` threads to make ``done()`` true."""
-    pool = Pool(wiring.worker(settings, registry, name="bench"), concurrency=concurrency)
-    started = time.perf_counter()
-    pool.start()
     try:
-        wait_for(done)
-        return time.perf_counter() - started
+        return run_pool(settings, registry, done, concurrency)
     finally:
-        pool.stop(grace=10)
         db.database.close()
 
 

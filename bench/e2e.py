@@ -23,7 +23,7 @@ import requests
 
 from bench import harness, wrk
 from bench.report import Row, at_least, below, errors_row, failed
-from t2ctl import clock, db
+from t2ctl import clock
 from t2ctl.db.models import Partner
 from t2ctl.webhooks import outbox
 
@@ -162,16 +162,16 @@ def record(url: str, partner: str, count: int) -> None:
     with harness.connected(url):
         partner_id = Partner.get(Partner.name == partner).id
         for first in range(0, count, RECORD_BATCH):
-            with db.transaction():
-                for n in range(first, min(first + RECORD_BATCH, count)):
-                    data = {"orderId": f"D-{n:06d}", "status": "FULFILLED"}
-                    outbox.record(
-                        partner_id,
-                        "order.fulfilled",
-                        data,
-                        occurred_at=clock.now(),
-                        order_ref=data["orderId"],
-                    )
+            events = [
+                outbox.Event(
+                    partner_id,
+                    "order.fulfilled",
+                    {"orderId": f"D-{n:06d}", "status": "FULFILLED"},
+                    order_ref=f"D-{n:06d}",
+                )
+                for n in range(first, min(first + RECORD_BATCH, count))
+            ]
+            outbox.record_many(events, occurred_at=clock.now())
 
 
 def rss_row(label: str, peaks: dict[str, float]) -> Row:
