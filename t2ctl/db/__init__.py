@@ -236,15 +236,27 @@ class Prepared:
         return compiled
 
 
+class PreparedInsert(Prepared):
+    """A ``Prepared`` INSERT of one row (``prepared_insert``); ``first`` is its ``(id,)``."""
+
+    def __init__(self, build: Callable[..., peewee.BaseQuery], fields: Sequence[peewee.Field]):
+        super().__init__(build, len(fields), converters=[field.db_value for field in fields])
+        self.fields = fields
+
+    def add(self, row: peewee.Model) -> None:
+        """Insert ``row``'s values of these fields, and give it the id it got."""
+        (row.id,) = self.first(*(getattr(row, f.name) for f in self.fields))  # type: ignore[attr-defined]  # every table's key is id
+
+
 def prepared_insert(
     fields: Sequence[peewee.Field],
     *,
     fixed: Mapping[peewee.Field, Any] | None = None,
     ignore_conflicts: bool = False,
-) -> Prepared:
-    """A ``Prepared`` INSERT of one row: ``fields`` given in that order, ``fixed`` the same
-    every time; its ``first`` is the new row's ``(id,)``. With ``ignore_conflicts`` a row a
-    unique index already holds is not added, and ``first`` is None."""
+) -> PreparedInsert:
+    """A prepared INSERT of one row: ``fields`` given in that order, ``fixed`` the same every
+    time. With ``ignore_conflicts`` a row a unique index already holds is not added, and
+    ``first`` is None."""
     model = fields[0].model
 
     def build(*values: Any) -> peewee.BaseQuery:
@@ -253,7 +265,26 @@ def prepared_insert(
             query = query.on_conflict_ignore()
         return query.returning(model._meta.primary_key).tuples()
 
-    return Prepared(build, len(fields), converters=[field.db_value for field in fields])
+    return PreparedInsert(build, fields)
+
+
+def prepared_update(
+    fields: Sequence[peewee.Field],
+    where: Callable[[Any], peewee.Expression],
+    *,
+    fixed: Mapping[peewee.Field, Any] | None = None,
+) -> Prepared:
+    """A ``Prepared`` UPDATE: ``changed(*values, key)`` sets ``fields`` to ``values`` (and
+    ``fixed``, the same every time) in the rows ``where(key)`` picks."""
+    model = fields[0].model
+
+    def build(*values: Any) -> peewee.BaseQuery:
+        *changes, key = values
+        return model.update({**dict(zip(fields, changes, strict=True)), **(fixed or {})}).where(
+            where(key)
+        )
+
+    return Prepared(build, len(fields) + 1, converters=[*(f.db_value for f in fields), None])
 
 
 class _Share:

@@ -73,9 +73,8 @@ _ENQUEUED = (
     Job.created_at,
     Job.updated_at,
 )
-_INSERT = db.prepared_insert(
-    _ENQUEUED, fixed={Job.state: "queued", Job.attempts: 0}, ignore_conflicts=True
-)
+_QUEUED: dict[peewee.Field, Any] = {Job.state: "queued", Job.attempts: 0}
+_INSERT = db.prepared_insert(_ENQUEUED, fixed=_QUEUED, ignore_conflicts=True)
 
 
 def enqueue_many(
@@ -90,20 +89,14 @@ def enqueue_many(
     now = clock.now()
     rows = [
         {
-            "task": task,
-            "payload": payload,
-            "state": "queued",
-            "priority": 0,
-            "run_at": now,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "unique_key": key,
-            "created_at": now,
-            "updated_at": now,
+            **dict(
+                zip(_ENQUEUED, (task, payload, 0, now, max_attempts, key, now, now), strict=True)
+            ),
+            **_QUEUED,
         }
         for payload, key in jobs
     ]
-    with db.transaction():
+    with db.joined():
         query = Job.insert_many(rows).on_conflict_ignore().returning(Job.id).tuples()
         added = [row[0] for row in query.execute()]
         if added:

@@ -79,7 +79,7 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     def store() -> None:
         if request.renewal_of is not None:
             _hold_renewed(partner, request.renewal_of, product)
-        (order.id,) = _INSERT.first(*(getattr(order, f.name) for f in _STORED))
+        _INSERT.add(order)
         pipeline.schedule(order)
 
     try:

@@ -11,8 +11,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-import peewee
-
 from t2ctl import clock, db, products, provisioning
 from t2ctl.db.models import Order
 from t2ctl.jobs import tasks
@@ -115,12 +113,10 @@ def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
     return order, not moved
 
 
-_START = db.Prepared(
-    lambda now, pk: Order.update({Order.status: "PROCESSING", Order.updated_at: now}).where(
-        (Order.id == pk) & (Order.status == "PENDING")
-    ),
-    2,
-    converters=[Order.updated_at.db_value, None],
+_START = db.prepared_update(
+    [Order.updated_at],
+    lambda pk: (Order.id == pk) & (Order.status == "PENDING"),
+    fixed={Order.status: "PROCESSING"},
 )
 
 
@@ -138,30 +134,17 @@ _OUTCOMES = {
 }
 
 
-def _finish_statement(names: tuple[str, ...]) -> db.Prepared:
-    fields = [getattr(Order, name) for name in names] + [Order.updated_at]
-
-    def build(*values: Any) -> peewee.BaseQuery:
-        *changes, pk = values
-        return Order.update(dict(zip(fields, changes, strict=True))).where(
+_FINISH = {
+    status: db.prepared_update(
+        [*(getattr(Order, name) for name in names), Order.updated_at],
+        lambda pk: (
             (Order.id == pk) & (Order.status == "PROCESSING") & Order.cancel_requested_at.is_null()
-        )
-
-    return db.Prepared(build, len(fields) + 1, converters=[*(f.db_value for f in fields), None])
-
-
-_FINISH = {status: _finish_statement(names) for status, names in _OUTCOMES.items()}
-_SUBSCRIBED = db.Prepared(
-    lambda subscription, starts, expires, pk: Order.update(
-        {Order.subscription: subscription, Order.starts_at: starts, Order.expires_at: expires}
-    ).where(Order.id == pk),
-    4,
-    converters=[
-        Order.subscription.db_value,
-        Order.starts_at.db_value,
-        Order.expires_at.db_value,
-        None,
-    ],
+        ),
+    )
+    for status, names in _OUTCOMES.items()
+}
+_SUBSCRIBED = db.prepared_update(
+    [Order.subscription, Order.starts_at, Order.expires_at], lambda pk: Order.id == pk
 )
 
 

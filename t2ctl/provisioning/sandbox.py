@@ -53,7 +53,7 @@ class SandboxProvisioner:
             currency=total.currency,
         )
         with db.transaction():
-            (row.id,) = _INSERT.first(*(getattr(row, f.name) for f in _MADE))
+            _INSERT.add(row)
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)
 

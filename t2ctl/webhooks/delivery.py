@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
-import peewee
 import requests
 
 from t2ctl import clock, db, urls
@@ -242,24 +240,20 @@ _SET = (
 )
 
 
-def _outcome(delivered: bool) -> db.Prepared:
-    """The delivery's state after a try, if still pending: a delivery resets its failures."""
-    failures = 0 if delivered else WebhookDelivery.failures + 1
-
-    def build(*values: Any) -> peewee.BaseQuery:
-        *changes, delivery_id = values
-        return WebhookDelivery.update(
-            {
-                **dict(zip(_SET, changes, strict=True)),
-                WebhookDelivery.attempts: WebhookDelivery.attempts + 1,
-                WebhookDelivery.failures: failures,
-            }
-        ).where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending"))
-
-    return db.Prepared(build, len(_SET) + 1, converters=[*(f.db_value for f in _SET), None])
-
-
-_OUTCOME = {delivered: _outcome(delivered) for delivered in (True, False)}
+# The delivery's state after a try, if still pending: a delivery resets its failures.
+_OUTCOME = {
+    delivered: db.prepared_update(
+        _SET,
+        lambda delivery_id: (
+            (WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending")
+        ),
+        fixed={
+            WebhookDelivery.attempts: WebhookDelivery.attempts + 1,
+            WebhookDelivery.failures: 0 if delivered else WebhookDelivery.failures + 1,
+        },
+    )
+    for delivered in (True, False)
+}
 
 
 def _log(

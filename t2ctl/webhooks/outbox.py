@@ -36,20 +36,9 @@ def record(
     """Add one event for one partner, with the job that delivers it."""
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}")
-    now = clock.now()
-    delivery = WebhookDelivery(
-        webhook_id=signing.new_webhook_id(),
-        partner=partner_id,
-        event=event,
-        order_ref=order_ref,
-        body=signing.envelope(event, occurred_at, data),
-        status="pending",
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
+    delivery = _pending(Event(partner_id, event, data, order_ref), occurred_at, clock.now())
     with db.joined():
-        (delivery.id,) = _INSERT.first(*(getattr(delivery, f.name) for f in _RECORDED))
+        _INSERT.add(delivery)
         schedule(delivery.id, trigger="scheduled")
     return delivery
 
@@ -88,20 +77,10 @@ def record_many(events: Sequence[Event], *, occurred_at: datetime) -> int:
         return 0
     now = clock.now()
     rows = [
-        {
-            "webhook_id": signing.new_webhook_id(),
-            "partner": e.partner_id,
-            "event": e.event,
-            "order_ref": e.order_ref,
-            "body": signing.envelope(e.event, occurred_at, e.data),
-            "status": "pending",
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for e in events
+        {field: getattr(delivery, field.name) for field in _RECORDED}
+        for delivery in (_pending(e, occurred_at, now) for e in events)
     ]
-    with db.transaction():
+    with db.joined():
         query = WebhookDelivery.insert_many(rows).returning(WebhookDelivery.id).tuples()
         ids = [row[0] for row in query.execute()]
         queue.enqueue_many(
@@ -110,6 +89,21 @@ def record_many(events: Sequence[Event], *, occurred_at: datetime) -> int:
             max_attempts=MAX_ATTEMPTS,
         )
     return len(ids)
+
+
+def _pending(e: Event, occurred_at: datetime, now: datetime) -> WebhookDelivery:
+    """A new delivery of ``e``, its body signed as every try will send it, due now."""
+    return WebhookDelivery(
+        webhook_id=signing.new_webhook_id(),
+        partner=e.partner_id,
+        event=e.event,
+        order_ref=e.order_ref,
+        body=signing.envelope(e.event, occurred_at, e.data),
+        status="pending",
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def schedule(delivery_id: int, *, trigger: str) -> int | None:
