@@ -167,10 +167,11 @@ class Prepared:
 
     Peewee builds a query's SQL again on every run, and for a select of a few joined tables
     or an insert of a dozen columns that costs several times what the database takes to run
-    it: the API's hot statements are written once with this. ``build`` takes one placeholder
-    per argument, to use only as a value: compared with a field, or inserted (then
-    ``converters`` gives each insert value its field's ``db_value``). Every column an insert
-    leaves out must have no default, or a constant one.
+    it: the API's and the workers' hot statements are written once with this. ``build`` takes
+    one placeholder per argument, to use only as a value: compared with a field (whose
+    converter it then takes), or inserted or set (``prepared_insert`` and ``prepared_update``
+    give those their fields' converters). Every column an insert leaves out must have no
+    default, or a constant one.
     """
 
     def __init__(
