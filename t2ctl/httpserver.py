@@ -255,6 +255,8 @@ class Server(TcpWSGIServer):
         # left alone: readable() and check() below stand in for the code that reads them.
         adj.asyncore_loop_timeout = CHECK_EVERY
         super().__init__(app, map={}, adj=adj, sockinfo=adj.listen[0])
+        self.queued = _QueueWarnings(settings.threads)
+        self.task_dispatcher.queue_logger = self.queued
 
     def readable(self) -> bool:
         """Called by the loop before each wait: check the timeouts, then say whether to accept
@@ -293,6 +295,7 @@ class Server(TcpWSGIServer):
             elif now - channel.last_activity > self.idle_timeout:
                 channel.will_close = True
         self.tally.flush(now)
+        self.queued.flush(now)
 
     def make_room(self, now: float) -> int:
         """Close the connections whose refusal is already answered, then the idle ones,
@@ -377,6 +380,39 @@ def _nothing_unread(channel: Channel) -> bool:
         return True
     except OSError:  # broken already
         return True
+
+
+class _QueueWarnings:
+    """Stands in for waitress's ``waitress.queue`` logger, which warns "Task queue depth is
+    N" for every request that finds every thread busy: under a burst, a line a request, each
+    written while the dispatcher's lock keeps the threads from their next request. Here the
+    waits are counted, and the loop's checks log them as one line at most every
+    ``LOG_EVERY`` seconds."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.waits = 0
+        self.deepest = 0
+        self.next_log = 0.0
+
+    def warning(self, _message: str, depth: int) -> None:
+        """Waitress's only call, on the loop's thread: ``warning("Task queue depth is %d",
+        depth)``."""
+        self.waits += 1
+        self.deepest = max(self.deepest, depth)
+
+    def flush(self, now: float) -> None:
+        if not self.waits or now < self.next_log:
+            return
+        logger.warning(
+            "%d request(s) waited for one of the %d server threads, at most %d at once",
+            self.waits,
+            self.threads,
+            self.deepest,
+            extra={"action": "requests_queued", "waits": self.waits, "deepest": self.deepest},
+        )
+        self.waits = self.deepest = 0
+        self.next_log = now + LOG_EVERY
 
 
 class _Tally:

@@ -6,12 +6,14 @@ the other client waited for its answer, and how long the slow ones lasted.
 """
 
 import json
+import logging
 import re
 import resource
 import select
 import selectors
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -430,3 +432,41 @@ def test_an_idle_connection_whose_next_request_has_arrived_is_not_shed() -> None
     finally:
         server.close()
         server.task_dispatcher.shutdown()
+
+
+def test_requests_waiting_for_a_thread_are_summed_in_one_line_not_one_a_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Waitress warns "Task queue depth is N" for every request that finds every thread
+    busy: under a burst, a line a request. The server sums them into one line."""
+    release = threading.Event()
+
+    def app(_environ, start_response):
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = httpserver.build(app, ServerSettings(threads=1), host="127.0.0.1", port=0)
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    url = f"http://127.0.0.1:{server.effective_port}/"
+    try:
+        with caplog.at_level("WARNING"), ThreadPoolExecutor(6) as pool:
+            answers = [pool.submit(requests.get, url, timeout=20) for _ in range(6)]
+            deadline = time.monotonic() + PROMPT
+            while len(server.task_dispatcher.queue) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)  # one request on the only thread, five waiting
+            release.set()
+            assert [answer.result().status_code for answer in answers] == [200] * 6
+            summed: list[logging.LogRecord] = []
+            while not summed and time.monotonic() < deadline + PROMPT:  # the loop's next check
+                time.sleep(0.05)
+                summed = [
+                    r for r in caplog.records if r.__dict__.get("action") == "requests_queued"
+                ]
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+    assert not [r for r in caplog.records if r.name == "waitress.queue"]
+    assert len(summed) == 1, "five waits, one line"
+    assert (summed[0].waits, summed[0].deepest) == (5, 5)  # type: ignore[attr-defined]

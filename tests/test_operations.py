@@ -120,9 +120,9 @@ def test_an_order_flow_shows_in_the_metrics_and_in_json_logs_carrying_its_ids(
     records = daemon.records  # every line parses as JSON, or this fails
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     traced_lines = [r for r in records if r.get("request_id") == "portal-7f3a91"]
-    (accepted, access) = traced_lines  # the service's line, then the access log's
-    assert (accepted["action"], accepted["order_id"]) == ("order_accepted", "T2-OPS-1")
+    (access,) = traced_lines  # one line for an accepted order: the access log's, with its id
     assert (access["logger"], access["status"], access["route"]) == ("t2ctl.access", 202, route)
+    assert (access["action"], access["order_id"]) == ("http_request", "T2-OPS-1")
     assert access["partner"] == "acme" and access["client"] == "127.0.0.1"
     refused = [r for r in records if r.get("status") == 422]
     assert len(refused) == 1 and re.fullmatch(r"[0-9a-f]{32}", refused[0]["request_id"])

@@ -11,6 +11,7 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from t2ctl.api import params, schemas, state
 from t2ctl.db.models import ORDER_STATUSES
 from t2ctl.errors import FieldError, ValidationFailed
+from t2ctl.monitoring import logs
 from t2ctl.orders import cancellation, intake, records
 
 bp = Blueprint("orders", __name__)
@@ -21,6 +22,7 @@ Body = TypeVar("Body", bound=BaseModel)
 def submit_fulfilment():
     body = _fulfilment_body()
     submission = intake.submit(g.partner, body.to_request(), box=state().box)
+    logs.push(order_id=submission.order.order_id)  # on the access line: one line an order
     response = jsonify(records.public(submission.order))
     if submission.created:
         response.status_code = 202

@@ -41,6 +41,9 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": int(BUSY_TIMEOUT * 1000),
+    # A savepoint's statement journal (every share of a group commit has one) in memory, not
+    # a temporary file created and deleted each time.
+    "temp_store": "memory",
 }
 # A PostgreSQL that accepts connections and never answers (a frozen server, a half-open link)
 # would hold a request for as long as the kernel keeps trying: seconds bound it, and a 503.

@@ -51,9 +51,18 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: redaction.redact(v) if isinstance(v, str) else v for k, v in found.items()}
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second written, and its text
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 in UTC to the millisecond; the date and time are formatted once a second."""
+    global _second
+    whole = int(record.created)
+    known, text = _second  # one read: another thread may replace it meanwhile
+    if known != whole:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (whole, text)
+    return f"{text}{int((record.created - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

@@ -48,15 +48,21 @@ class Submission:
 def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> Submission:
     """Store a new order, or return the one already stored under this orderId.
 
+    A new orderId is the rule and a replay the exception, so the insert is tried first and
+    the unique index finds a replay: no read before every write.
+
     Raises Conflict if that orderId was used with a different body, and ValidationFailed if the
     order breaks a catalogue rule. A new order is committed together with the job that will
     process it, in a transaction it may share with other requests' orders (``db.grouped``),
     before this returns.
     """
-    existing = records.lookup(partner, request.order_id)
-    if existing is not None:
+    try:
+        product = _validate(partner, request)
+    except ValidationFailed:  # a replay is answered even if the catalogue has changed since
+        existing = records.lookup(partner, request.order_id)
+        if existing is None:
+            raise
         return _replay(existing, request, box)
-    product = _validate(partner, request)
     now = clock.now()
     order = Order(
         partner=partner,
@@ -85,12 +91,12 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
     try:
         db.grouped(store)
     except peewee.IntegrityError:
-        # A concurrent submission of the same orderId committed first: answer as a replay.
+        # Submitted before, or concurrently by a request that committed first: a replay.
         existing = records.lookup(partner, request.order_id)
         if existing is None:  # the conflict was over something else
             raise
         return _replay(existing, request, box)
-    logger.info(
+    logger.debug(  # at INFO the API's access line says it, with the order's id
         "order %s accepted from %s",
         order.order_id,
         partner.name,
