@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from t2ctl.db.models import ApiKey, Order
+from t2ctl.db.models import ApiKey, Order, Product
 from t2ctl.jobs.models import Job
 from tests.conftest import NORTON, THROUGH_PGBOUNCER, LiveServer, order_body
 
@@ -49,6 +49,24 @@ def test_the_same_order_id_with_another_body_is_a_conflict(server: LiveServer, c
     assert response.headers["Content-Type"] == "application/problem+json"
     stored = http.get(server.endpoint("/orders/T2-20261127-000123")).json()
     assert stored["quantity"] == 1
+    assert Order.select().count() == 1
+
+
+def test_a_replay_is_answered_after_the_catalogue_changed_and_a_changed_body_conflicts(
+    server: LiveServer, catalogue
+) -> None:
+    """An order is judged against the catalogue once, when it is first accepted: its replay
+    is not judged again, and another body under its orderId is a conflict, not a 422."""
+    http = server.session(server.add_partner().key.api_key)
+    first = http.post(server.endpoint("/fulfilment"), json=order_body())
+    Product.update(active=False).where(Product.product_id == "M365-BASIC-12M").execute()
+    replay = http.post(server.endpoint("/fulfilment"), json=order_body())
+    assert (first.status_code, replay.status_code) == (202, 200)
+    assert replay.json() == first.json()
+    changed = http.post(server.endpoint("/fulfilment"), json=order_body(quantity=2))
+    assert changed.status_code == 409  # its amount is wrong too: the orderId is what counts
+    new = http.post(server.endpoint("/fulfilment"), json=order_body("T2-NEW-1"))
+    assert new.status_code == 422  # a new order is judged, and the product is retired now
     assert Order.select().count() == 1
 
 
