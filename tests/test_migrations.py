@@ -51,6 +51,7 @@ def test_fulfilled_orders_get_their_subscriptions(settings: Settings) -> None:
         "0006_partner_reads_cancellation",
         "0007_settlement_reconciliation",
         "0008_operator_reads",
+        "0009_lean_order_indexes",
     ]
 
     held = {o.order_id: o.subscription_id for o in Order.select()}

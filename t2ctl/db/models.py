@@ -57,7 +57,7 @@ class Subscription(BaseModel):
     """
 
     partner = peewee.ForeignKeyField(Partner, backref="subscriptions", on_delete="RESTRICT")
-    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT", index=False)
     partner_id: "peewee.ForeignKeyField[int]"
     product_id: "peewee.ForeignKeyField[int]"
     customer_id = peewee.CharField(max_length=64)
@@ -86,11 +86,13 @@ Subscription.add_index(
 class Order(BaseModel):
     """One partner order; (partner, order_id) is unique and is the idempotency key."""
 
-    partner = peewee.ForeignKeyField(Partner, backref="orders", on_delete="RESTRICT")
+    # No index of their own (migration 0009): (partner, order_id) leads with the partner, and
+    # no read looks orders up by product.
+    partner = peewee.ForeignKeyField(Partner, backref="orders", on_delete="RESTRICT", index=False)
     partner_id: "peewee.ForeignKeyField[int]"
     order_id = peewee.CharField(max_length=64)
     status = peewee.CharField(max_length=16, default="PENDING")
-    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
+    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT", index=False)
     product_id: "peewee.ForeignKeyField[int]"
     quantity = peewee.IntegerField()
     customer_id = peewee.CharField(max_length=64)
@@ -107,8 +109,8 @@ class Order(BaseModel):
     starts_at = UTCDateTimeField(null=True)
     expires_at = UTCDateTimeField(null=True)
     subscription = peewee.ForeignKeyField(
-        Subscription, null=True, backref="orders", on_delete="RESTRICT"
-    )
+        Subscription, null=True, backref="orders", on_delete="RESTRICT", index=False
+    )  # indexed where set, below
     subscription_id: "peewee.ForeignKeyField[int | None]"
     error_code = peewee.CharField(max_length=64, null=True)
     error_message = peewee.TextField(null=True)
@@ -127,14 +129,21 @@ class Order(BaseModel):
             # The partner's listing, newest first, whole or by status; its renewals.
             (("partner", "created_at", "id"), False),
             (("partner", "status", "created_at", "id"), False),
-            (("partner", "renewal_of"), False),
-            # A settlement report: each partner's orders fulfilled, and cancelled, in a period.
-            (("partner", "fulfilled_at"), False),
-            (("partner", "cancelled_at"), False),
             # Operators' reads: every order newest first (whole, or by status just above).
             (("created_at", "id"), False),
         )
 
+
+# Indexes of a column null until there is something to index hold only the rows where it is
+# set (migration 0009): a subscription's orders, an order's renewals, and for a settlement
+# report each partner's orders fulfilled, and cancelled, in a period.
+for _columns in (
+    (Order.subscription,),
+    (Order.partner, Order.renewal_of),
+    (Order.partner, Order.fulfilled_at),
+    (Order.partner, Order.cancelled_at),
+):
+    Order.add_index(Order.index(*_columns, where=_columns[-1].is_null(False)))
 
 # The orders failed since a moment, for t2ctl status (migration 0008): FAILED ones only. A
 # query reaches it by naming the status as a literal (``records.FAILED``), not a parameter.
