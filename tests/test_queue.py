@@ -13,6 +13,7 @@ from t2ctl.jobs import admin, queue, signals, tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Pool, Worker
 from tests.conftest import PG_ADMIN_URL, at_once
+from tests.plans import statements
 from tests.processes import wait_until
 
 LEASE = timedelta(seconds=30)
@@ -315,13 +316,24 @@ def test_postgres_wakes_listeners_on_commit_and_never_on_rollback(migrated) -> N
         with pytest.raises(RuntimeError), db.transaction():
             queue.enqueue("noop", {})
             raise RuntimeError("rolled back")
+        with db.transaction():  # a commit with nothing to tell
+            Job.select().count()
         wait_until(lambda: len(heard) >= 3, timeout=10, what="quiet ticks")
-        assert not any(heard), "a rolled-back enqueue wakes no one"
+        assert not any(heard), "a rolled-back enqueue wakes no one, nor does the next commit"
         queue.enqueue("noop", {})
         wait_until(lambda: any(heard), timeout=10, what="the NOTIFY of a committed job")
     finally:
         stop.set()
         thread.join()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgres_is_notified_once_a_transaction_however_many_jobs_it_adds(migrated) -> None:
+    with statements() as ran, db.transaction():
+        for n in range(3):
+            queue.enqueue("noop", {"n": n})
+    assert [sql for sql, _params in ran if "pg_notify" in sql] == ["SELECT pg_notify(%s, '')"]
+    assert Job.select().count() == 3
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

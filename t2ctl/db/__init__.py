@@ -98,8 +98,15 @@ def transaction(since: float | None = None) -> Iterator[None]:
     """A write transaction; nested calls become savepoints. On SQLite, waiting to begin it
     counts from ``since`` (a ``time.monotonic()``; now by default)."""
     if not is_sqlite():
-        with database.atomic():
-            yield
+        outermost = not database.in_transaction()
+        try:
+            with database.atomic():
+                yield
+                if outermost:
+                    _send_notifications()
+        finally:
+            if outermost:  # sent, or rolled back with the rest
+                _to_notify.channels = set()
         return
     with _sqlite_turn(since), database.atomic("IMMEDIATE"):
         yield
@@ -408,10 +415,29 @@ def sqlite_file() -> Path | None:
     return Path(database.obj.database) if is_sqlite() else None
 
 
+# The channels to notify when this thread's transaction commits.
+_to_notify = threading.local()
+
+
 def notify(channel: str) -> None:
     """Postgres ``NOTIFY``: delivered when the current transaction commits, dropped if it rolls
-    back. A no-op on SQLite, whose readers poll."""
-    if not is_sqlite():
+    back. A no-op on SQLite, whose readers poll.
+
+    Inside ``transaction()`` it is sent once a channel, just before the commit: a group
+    commit of many orders, each with its job, costs one round trip for them all, not one
+    each (PostgreSQL folds a transaction's identical notifications into one anyway)."""
+    if is_sqlite():
+        return
+    if database.in_transaction():
+        pending: set[str] = getattr(_to_notify, "channels", set())
+        _to_notify.channels = pending | {channel}
+    else:
+        database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
+
+
+def _send_notifications() -> None:
+    """At the end of the outermost ``transaction()``, before it commits."""
+    for channel in getattr(_to_notify, "channels", ()):
         database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
 
 
