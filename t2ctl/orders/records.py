@@ -74,9 +74,13 @@ def _query():
 
 
 _BY_PK = db.Prepared(lambda pk: _query().where(Order.id == pk).limit(1), 1)
+# Without the partner's row: whoever asks by orderId has it already.
 _BY_ORDER_ID = db.Prepared(
     lambda partner, order_id: (
-        _query().where((Order.partner == partner) & (Order.order_id == order_id)).limit(1)
+        Order.select(Order, Product)
+        .join(Product)
+        .where((Order.partner == partner) & (Order.order_id == order_id))
+        .limit(1)
     ),
     2,
 )
@@ -88,8 +92,12 @@ def find(pk: int) -> Order | None:
 
 
 def lookup(partner: Partner, order_id: str) -> Order | None:
-    """The partner's order with this orderId, ready for ``public``; None if there is none."""
-    return _BY_ORDER_ID.first(partner.id, order_id)
+    """The partner's order with this orderId, ready for ``public``; None if there is none.
+    Its ``partner`` is the one given."""
+    order = _BY_ORDER_ID.first(partner.id, order_id)
+    if order is not None:
+        order.partner = partner
+    return order
 
 
 def get(partner: Partner, order_id: str) -> Order:
