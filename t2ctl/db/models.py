@@ -57,7 +57,7 @@ class Subscription(BaseModel):
     """
 
     partner = peewee.ForeignKeyField(Partner, backref="subscriptions", on_delete="RESTRICT")
-    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT", index=False)
+    product = peewee.ForeignKeyField(Product, on_delete="RESTRICT")
     partner_id: "peewee.ForeignKeyField[int]"
     product_id: "peewee.ForeignKeyField[int]"
     customer_id = peewee.CharField(max_length=64)
