@@ -42,6 +42,17 @@ class Job(BaseModel):
         )
 
 
+# What makes ``unique_key`` unique while a job is pending, and only then (``queue.enqueue``).
+Job.add_index(
+    Job.index(
+        Job.unique_key,
+        unique=True,
+        name="job_unique_pending",
+        where=Job.state.in_(("queued", "running")),
+    )
+)
+
+
 class ScheduleRun(BaseModel):
     """One tick of a periodic task, claimed by exactly one daemon: (task, due_at) is unique."""
 
