@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from t2ctl import clock, partners
+from t2ctl import clock, db, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Subscription, WebhookAttempt, WebhookDelivery
 from t2ctl.jobs.models import Job
@@ -32,6 +32,7 @@ from tests.conftest import (
 )
 from tests.hooks import Hook
 from tests.openapi_check import SPEC, assert_event_documented
+from tests.plans import statements
 from tests.processes import serve, wait_until
 
 
@@ -356,6 +357,15 @@ def test_expiry_events_are_sent_exactly_once_across_repeated_and_concurrent_runs
     assert last["type"] == "subscription.expiring"
     assert last["data"]["orderId"] == "T2-2", "the order to renew from now"
     assert last["data"]["expiresAt"] == clock.rfc3339(renewed)
+
+
+def test_recording_an_event_writes_its_two_rows_and_reads_nothing(server: LiveServer) -> None:
+    """The outbox is on every order's path: the partner, given by id, is not loaded."""
+    partner_id = partner_to(server, "http://127.0.0.1:9/hooks").partner.id
+    with statements() as ran, db.transaction():
+        outbox.record(partner_id, "order.fulfilled", {"orderId": "T2-1"}, occurred_at=clock.now())
+    sent = [sql.split()[0] for sql, _ in ran if "pg_notify" not in sql]
+    assert sent == ["INSERT", "INSERT"], ran
 
 
 def test_prune_removes_attempts_past_retention_and_keeps_deliveries(

@@ -245,8 +245,10 @@ class PreparedInsert(Prepared):
         self.fields = fields
 
     def add(self, row: peewee.Model) -> None:
-        """Insert ``row``'s values of these fields, and give it the id it got."""
-        (row.id,) = self.first(*(getattr(row, f.name) for f in self.fields))  # type: ignore[attr-defined]  # every table's key is id
+        """Insert ``row``'s values of these fields, and give it the id it got. Read from the
+        row's data: a foreign key given as an id would otherwise load its row, a query each."""
+        data = row.__data__
+        (row.id,) = self.first(*(data.get(f.name) for f in self.fields))  # type: ignore[attr-defined]  # every table's key is id
 
 
 def prepared_insert(
