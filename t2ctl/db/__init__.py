@@ -94,12 +94,46 @@ _sqlite_writer = threading.RLock()
 def transaction(since: float | None = None) -> Iterator[None]:
     """A write transaction; nested calls become savepoints. On SQLite, waiting to begin it
     counts from ``since`` (a ``time.monotonic()``; now by default)."""
-    if not is_sqlite():
-        with database.atomic():
+    with _committed():
+        if not is_sqlite():
+            with database.atomic():
+                yield
+            return
+        with _sqlite_turn(since), database.atomic("IMMEDIATE"):
             yield
-        return
-    with _sqlite_turn(since), database.atomic("IMMEDIATE"):
+
+
+# Per thread, the callbacks of each ``transaction()`` it is in, outermost first.
+_after = threading.local()
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the ``transaction()`` this thread is in has committed, and never
+    if it (or the savepoint this is in) rolls back: for what may only follow a commit."""
+    stack: list[list[Callable[[], None]]] = getattr(_after, "stack", [])
+    if not stack:
+        raise RuntimeError("after_commit is for use inside transaction()")
+    stack[-1].append(callback)
+
+
+@contextlib.contextmanager
+def _committed() -> Iterator[None]:
+    """Keep the callbacks ``after_commit`` registers in this transaction or savepoint: a
+    savepoint's go to its transaction once it is released, the transaction's run once it
+    committed; a rollback drops them."""
+    stack = _after.__dict__.setdefault("stack", [])
+    stack.append([])
+    try:
         yield
+    except BaseException:
+        stack.pop()
+        raise
+    callbacks = stack.pop()
+    if stack:
+        stack[-1].extend(callbacks)
+        return
+    for callback in callbacks:
+        callback()
 
 
 @contextlib.contextmanager
