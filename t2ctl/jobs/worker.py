@@ -223,6 +223,8 @@ class Pool:
         # One batch running and one waiting, so no thread idles through a claim's round trip.
         # A waiting job's lease is kept by the heartbeat; on shutdown it is released untried.
         self.capacity = 2 * concurrency
+        # Claims wait for room for this many, so that each commit takes (and records) several.
+        self.batch = max(1, concurrency // 2)
         self._inbox: inbox_queue.SimpleQueue[queue.Claimed | None] = inbox_queue.SimpleQueue()
         self._busy = 0
         # Jobs run to success, to be recorded done in the commit of the next claim.
@@ -297,8 +299,8 @@ class Pool:
         while not self._stopping.is_set():
             with self._idle:
                 free = self.capacity - self._busy
-                settling = bool(self._finished)
-            if free == 0 and not settling:
+                due = self._claim_due()
+            if not due:
                 self._wake.wait(IDLE_MAX)
                 self._wake.clear()
                 continue
@@ -310,10 +312,16 @@ class Pool:
                 self._busy += len(jobs)
             for job in jobs:
                 self._inbox.put(job)
-            if settling:
-                continue
             # Work, or a wake-up while waiting, resets the backoff; quiet doubles it.
             delay = IDLE_MIN if jobs or self._wake.wait(delay) else min(delay * 2, IDLE_MAX)
+
+    def _claim_due(self) -> bool:
+        """Whether a claim is worth its commit now (call holding ``_idle``): room for a batch,
+        or for one job while no job waits in the inbox (a thread would idle). Jobs run to
+        success wait for it to be recorded: one commit a batch, not one a job."""
+        free = self.capacity - self._busy
+        waiting = self._busy - len(self._running)
+        return free >= self.batch or (free > 0 and waiting == 0)
 
     def _settle(self, free: int = 0) -> list[queue.Claimed]:
         """Record the jobs run to success and claim up to ``free`` more, in one commit."""
@@ -356,7 +364,9 @@ class Pool:
                     self._finished.append(job)
                 self._busy += len(taken) - 1
                 self._idle.notify_all()
-            self._wake.set()
+                due = self._claim_due()
+            if due:
+                self._wake.set()
         return taken
 
     def _heartbeat(self) -> None:
