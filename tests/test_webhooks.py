@@ -9,17 +9,20 @@ import socket
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from t2ctl import clock, db, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Subscription, WebhookAttempt, WebhookDelivery
+from t2ctl.jobs import tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import expiry
+from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import deliveries, outbox
-from t2ctl.webhooks.delivery import Deliverer, Result
+from t2ctl.webhooks.delivery import Deliverer, Result, Sender
 from tests.conftest import (
     Cli,
     LiveServer,
@@ -252,7 +255,8 @@ def test_a_resend_of_a_pending_delivery_brings_its_next_try_forward(
 @pytest.mark.parametrize(("rng", "factor"), [(0.0, 0.8), (1.0, 1.2)])
 def test_each_wait_is_its_schedule_step_within_20_percent(rng: float, factor: float) -> None:
     schedule = [timedelta(seconds=5), timedelta(minutes=5)]
-    deliverer = Deliverer(None, box=None, schedule=schedule, rng=lambda: rng)
+    box = SecretBox([Fernet.generate_key().decode()])
+    deliverer = Deliverer(None, box=box, schedule=schedule, rng=lambda: rng)
     failed = Result("failed", 500)
     assert deliverer.wait(failed, 1) == timedelta(seconds=5) * factor
     assert deliverer.wait(failed, 2) == timedelta(minutes=5) * factor
@@ -368,6 +372,31 @@ def test_recording_an_event_writes_its_two_rows_and_reads_nothing(server: LiveSe
         outbox.record(partner_id, "order.fulfilled", {"orderId": "T2-1"}, occurred_at=clock.now())
     sent = [sql.split()[0] for sql, _ in ran if "pg_notify" not in sql]
     assert sent == ["INSERT", "INSERT"], ran
+
+
+def test_a_partners_secret_is_decrypted_once_for_all_its_tries(
+    server: LiveServer, hook: Hook
+) -> None:
+    opened: list[str] = []
+
+    class Counting(SecretBox):
+        def decrypt(self, token: str) -> str:
+            opened.append(token)
+            return super().decrypt(token)
+
+    new = partner_to(server, hook.url)
+    box = Counting(server.settings.security.master_keys)
+    deliverer = Deliverer(Sender(timeout=10, guard=None), box=box, schedule=[timedelta(1)])
+    for n in range(3):
+        with db.transaction():
+            event = outbox.record(
+                new.partner.id, "order.fulfilled", {"n": n}, occurred_at=clock.now()
+            )
+        deliverer(
+            tasks.Context(n, outbox.TASK, {"delivery": event.id}, 1, 1, clock.now(), clock.now())
+        )
+    assert len(hook.received) == 3 and len(opened) == 1
+    assert all(verified(new.webhook_secret, got) for got in hook.received)
 
 
 def test_prune_removes_attempts_past_retention_and_keeps_deliveries(
