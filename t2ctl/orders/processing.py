@@ -188,11 +188,14 @@ def _finish(
         changed = _FINISH[changes["status"]].changed(
             *(changes[name] for name in _OUTCOMES[changes["status"]]), now, order.id
         )
+        changes["updated_at"] = now
         if changed and sales is not None:
             subscription, starts, expires = subscriptions.fulfil(order, now=now)
             _SUBSCRIBED.changed(subscription, starts, expires, order.id)
+            changes.update(subscription=subscription, starts_at=starts, expires_at=expires)
         if changed:
-            records.announce(order, f"order.{changes['status'].lower()}", now=now)
+            event = f"order.{changes['status'].lower()}"
+            records.announce(order, event, now=now, changed=changes)
     if not changed and _cancelled_meanwhile(order, sales, failure):
         return
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}
