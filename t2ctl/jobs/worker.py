@@ -241,7 +241,13 @@ class Pool:
         self._forget_waker: Callable[[], None] = lambda: None
 
     def wake(self) -> None:
-        self._wake.set()
+        """New work is due (an enqueue here, a NOTIFY): the dispatcher looks at once, unless
+        a claim is not due anyway (every thread busy with jobs waiting: a job's end will
+        wake it)."""
+        with self._idle:
+            due = self._claim_due()
+        if due:
+            self._wake.set()
 
     def start(self) -> None:
         self._forget_waker = queue.on_enqueue(self.wake)
