@@ -483,3 +483,23 @@ def test_after_commit_runs_once_the_transaction_committed_and_never_after_a_roll
     assert called == ["committed", "savepoint released"]
     with pytest.raises(RuntimeError, match="inside transaction"):
         db.after_commit(lambda: None)
+
+
+def test_the_jobs_a_run_took_are_kept_even_when_its_failure_could_not_be_recorded(
+    migrated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def parent(_context: tasks.Context) -> None:
+        queue.enqueue("child", {})
+        raise RuntimeError("after the child was written")
+
+    def unreachable(*_args, **_kwargs):
+        raise psycopg.OperationalError("the database went away")
+
+    worker = worker_for(("parent", parent), ("child", lambda _c: None))
+    queue.enqueue("parent", {})
+    (claimed,) = worker.claim(1)
+    monkeypatch.setattr(queue, "fail", unreachable)
+    with pytest.raises(psycopg.OperationalError):
+        worker.run(claimed)
+    (taken,) = worker.taken_by(claimed)
+    assert taken.task == "child" and taken.id in {job.id for job in worker.held()}

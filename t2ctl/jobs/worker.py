@@ -119,13 +119,19 @@ class Worker:
         with logs.bind(job_id=job.id, task=job.task):
             started = time.monotonic()
             with queue.holding(self.name, lease=self.lease, tasks=self.registry) as taken:
-                state = self._run(job, task, context)
+                try:
+                    state = self._run(job, task, context)
+                finally:  # even if recording a failure failed: they are this worker's
+                    self._keep(job, taken)
             self.hooks.send(ENDINGS[state], job, time.monotonic() - started)
+        return state
+
+    def _keep(self, job: queue.Claimed, taken: list[queue.Claimed]) -> None:
+        """Hold the jobs ``job``'s run took, for ``taken_by``."""
         if taken:
             self._hold(taken)
             with self._lock:
                 self._taken[job.id] = taken
-        return state
 
     def _run(
         self, job: queue.Claimed, task: tasks.Task | None, context: tasks.Context
