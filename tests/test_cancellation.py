@@ -295,6 +295,8 @@ def test_a_cancel_racing_provisioning_ends_cancelled_with_one_void(
         if turn == "before":
             assert events(order_id, "order.fulfilled") == [], "never FULFILLED after the cancel"
     assert len(zoho.standin.api_calls("POST", VOID)) == 8
+    if turn == "before":
+        assert Subscription.select().count() == 0, "no outcome kept: no subscription started"
 
 
 def test_orders_cancel_is_audited_and_shown(cli: Cli, server: LiveServer, catalogue) -> None:

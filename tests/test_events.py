@@ -96,6 +96,9 @@ def test_the_feed_is_exactly_what_the_webhooks_carried(
         ("subscription.expiring", "T2-1"),
         ("subscription.expiring", "T2-3"),
     ]
+    for event in got[:3]:  # each outcome's event carries the order exactly as it is read
+        order_id = event["data"]["orderId"]
+        assert event["data"] == http.get(server.endpoint(f"/orders/{order_id}")).json()
 
 
 def test_after_pages_through_every_event_once_and_type_filters(

@@ -4,7 +4,7 @@ worker to FULFILLED or FAILED through the sandbox provisioner, on SQLite and on 
 from datetime import datetime, timedelta
 
 from t2ctl import clock, provisioning
-from t2ctl.db.models import Order, SandboxSalesOrder
+from t2ctl.db.models import Order, SandboxSalesOrder, WebhookDelivery
 from t2ctl.jobs import admin, queue, tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
@@ -33,7 +33,10 @@ def test_an_accepted_order_commits_with_its_job_and_is_fulfilled(
     job = Job.get()
     assert (job.task, job.state, job.payload) == ("process_order", "queued", {"order": order.id})
 
-    assert drain(daemon_worker(server)) == 2, "the order, then its webhook"
+    assert drain(daemon_worker(server)) == 1, "one claim: the order, then its webhook at once"
+    webhook = Job.get(Job.task == "deliver")
+    assert webhook.attempts == 1, "tried once (this partner's URL answers nothing: retried later)"
+    assert WebhookDelivery.get().attempts == 1
     body = http.get(server.endpoint("/orders/T2-1")).json()
     assert body["status"] == "FULFILLED" and body["error"] is None
     fulfilment = body["fulfilment"]

@@ -408,3 +408,110 @@ def test_a_grouped_write_inside_a_transaction_is_part_of_it(migrated) -> None:
         assert Job.select().count() == 1
         raise RuntimeError("undo")
     assert Job.select().count() == 0
+
+
+def test_a_job_a_handler_enqueues_due_now_is_taken_by_its_worker_at_once(migrated) -> None:
+    """No claim, no wait for one: it is written running, held by the worker, and run next by
+    the same thread. A later one, one in a rolled-back change and one of a task this worker
+    cannot run are queued as usual, or not at all."""
+    ran: list[tuple[str, int]] = []
+
+    def parent(context: tasks.Context) -> None:
+        with db.transaction():
+            queue.enqueue("child", {"n": 1})
+        queue.enqueue("child", {"n": 2}, run_at=clock.now() + timedelta(hours=1))
+        queue.enqueue("elsewhere", {})
+        with pytest.raises(RuntimeError), db.transaction():
+            queue.enqueue("child", {"n": 3})
+            raise RuntimeError("this change rolled back")
+
+    worker = worker_for(("parent", parent), ("child", lambda c: ran.append(("child", c.attempt))))
+    queue.enqueue("parent", {})
+    (claimed,) = worker.claim(1)
+    assert worker.run(claimed) == "done"
+    (taken,) = worker.taken_by(claimed)
+    assert worker.taken_by(claimed) == [], "given once"
+    assert (taken.task, taken.payload, taken.attempts) == ("child", {"n": 1}, 1)
+    row = admin.get(taken.id)
+    assert (row.state, row.worker, row.attempts) == ("running", "w1", 1)
+    assert taken.id in {job.id for job in worker.held()}, "its lease is kept by the heartbeat"
+    assert worker.run(taken) == "done" and ran == [("child", 1)]
+    worker.claim(0, finished=[claimed, taken])
+    states = {(job.task, job.state) for job in Job.select()}
+    assert states == {
+        ("parent", "done"),
+        ("child", "done"),
+        ("child", "queued"),
+        ("elsewhere", "queued"),
+    }
+
+
+def test_a_job_taken_at_once_by_a_worker_that_then_died_is_taken_back_after_its_lease(
+    migrated,
+) -> None:
+    worker = worker_for(("parent", lambda _c: queue.enqueue("child", {})), ("child", fails("x")))
+    queue.enqueue("parent", {})
+    (claimed,) = worker.claim(1)
+    assert worker.run(claimed) == "done"
+    worker.claim(0, finished=[claimed])
+    (taken,) = worker.taken_by(claimed)  # ... and the worker dies before running it
+    later = clock.now() + 2 * LEASE
+    assert queue.recover(now=later) == 1
+    child = admin.get(taken.id)
+    assert (child.state, child.worker) == ("queued", None)
+    assert worker_for(("child", lambda _c: None), name="w2").run_once(later)
+    assert admin.get(taken.id).state == "done"
+
+
+def test_run_once_runs_the_jobs_taken_at_once_too(migrated) -> None:
+    ran: list[str] = []
+    worker = worker_for(
+        ("parent", lambda _c: (ran.append("parent"), queue.enqueue("child", {}))),
+        ("child", lambda _c: ran.append("child")),
+    )
+    queue.enqueue("parent", {})
+    assert worker.run_once()
+    assert ran == ["parent", "child"]
+    assert {job.state for job in Job.select()} == {"done"}
+    assert not worker.run_once()
+
+
+def test_after_commit_runs_once_the_transaction_committed_and_never_after_a_rollback(
+    migrated,
+) -> None:
+    called: list[str] = []
+    with db.transaction():
+        db.after_commit(lambda: called.append("committed"))
+        with pytest.raises(RuntimeError), db.transaction():  # a savepoint, rolled back
+            db.after_commit(lambda: called.append("savepoint rolled back"))
+            raise RuntimeError
+        with db.transaction():
+            db.after_commit(lambda: called.append("savepoint released"))
+        assert called == [], "not before the commit"
+    assert called == ["committed", "savepoint released"]
+    with pytest.raises(RuntimeError), db.transaction():
+        db.after_commit(lambda: called.append("rolled back"))
+        raise RuntimeError
+    assert called == ["committed", "savepoint released"]
+    with pytest.raises(RuntimeError, match="inside transaction"):
+        db.after_commit(lambda: None)
+
+
+def test_the_jobs_a_run_took_are_kept_even_when_its_failure_could_not_be_recorded(
+    migrated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def parent(_context: tasks.Context) -> None:
+        queue.enqueue("child", {})
+        raise RuntimeError("after the child was written")
+
+    def unreachable(*_args, **_kwargs):
+        raise psycopg.OperationalError("the database went away")
+
+    worker = worker_for(("parent", parent), ("child", lambda _c: None))
+    queue.enqueue("parent", {})
+    (claimed,) = worker.claim(1)
+    monkeypatch.setattr(queue, "fail", unreachable)
+    with pytest.raises(psycopg.OperationalError):
+        worker.run(claimed)
+    (taken,) = worker.taken_by(claimed)
+    assert taken.task == "child" and taken.id in {job.id for job in worker.held()}

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 from standardwebhooks import Webhook
 
 from t2ctl import clock, db, partners
@@ -16,7 +15,7 @@ from t2ctl.config import Settings
 from t2ctl.db.models import WebhookDelivery
 from t2ctl.webhooks import deliveries, outbox
 from t2ctl.webhooks.delivery import Sender
-from t2ctl.webhooks.guard import Guard, guarded_adapter
+from t2ctl.webhooks.guard import Guard, pool_manager
 from tests.conftest import LiveServer, daemon_worker, drain, make_settings
 from tests.hooks import Hook
 
@@ -160,16 +159,13 @@ class _Recording(Guard):
 
 
 def test_a_kept_alive_connection_is_reused_and_every_new_one_is_checked(hook: Hook) -> None:
-    """Over plain HTTP, as the test's TLS receiver closes every connection: the adapter is the
-    one the sender mounts for https too."""
+    """Over plain HTTP, as the test's TLS receiver closes every connection: the pools are the
+    ones the sender uses for https too."""
     guard = _Recording((ipaddress.ip_network("127.0.0.0/8"),))
-    session = requests.Session()
-    session.mount("http://", guarded_adapter(guard))
+    pools = pool_manager(guard)
 
     def send() -> int:
-        with session.post(hook.url, data=b"{}", stream=True) as response:
-            assert len(response.content) < 1024  # read to its end, as the sender does
-            return response.status_code
+        return pools.request("POST", hook.url, body=b"{}").status  # read to its end
 
     hook.answer(200, body="ok", times=3)
     assert [send() for _ in range(3)] == [200] * 3
@@ -187,3 +183,13 @@ def test_the_sender_keeps_its_connection_to_a_receiver_alive(hook: Hook) -> None
     outcomes = [sender.send(hook.url, {}, "{}").outcome for _ in range(3)]
     assert outcomes == ["delivered"] * 3
     assert len({got.peer for got in hook.received}) == 1
+
+
+def test_a_body_longer_than_the_excerpt_is_not_read_on_and_its_connection_is_closed(
+    hook: Hook,
+) -> None:
+    sender = Sender(timeout=10, guard=None)
+    hook.answer(200, body="x" * 5000, times=2)
+    results = [sender.send(hook.url, {}, "{}") for _ in range(2)]
+    assert [(r.outcome, len(r.excerpt or "")) for r in results] == [("delivered", 1024)] * 2
+    assert len({got.peer for got in hook.received}) == 2, "a new connection for the second"

@@ -3,22 +3,26 @@ HTTP to a receiver on loopback, verified with the ``standardwebhooks`` library (
 t2ctl's own code), retried on the schedule under one webhook-id, dead after the last try and
 sent again by hand. Each test runs on SQLite and on PostgreSQL."""
 
+import base64
 import json
 import socket
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from t2ctl import clock, partners
+from t2ctl import clock, db, partners
 from t2ctl.config import Settings
 from t2ctl.db.models import Subscription, WebhookAttempt, WebhookDelivery
+from t2ctl.jobs import tasks
 from t2ctl.jobs.models import Job
 from t2ctl.jobs.worker import Worker
 from t2ctl.orders import expiry
+from t2ctl.security.crypto import SecretBox
 from t2ctl.webhooks import deliveries, outbox
-from t2ctl.webhooks.delivery import Deliverer, Result
+from t2ctl.webhooks.delivery import Deliverer, Result, Sender
 from tests.conftest import (
     Cli,
     LiveServer,
@@ -32,6 +36,7 @@ from tests.conftest import (
 )
 from tests.hooks import Hook
 from tests.openapi_check import SPEC, assert_event_documented
+from tests.plans import statements
 from tests.processes import serve, wait_until
 
 
@@ -250,7 +255,8 @@ def test_a_resend_of_a_pending_delivery_brings_its_next_try_forward(
 @pytest.mark.parametrize(("rng", "factor"), [(0.0, 0.8), (1.0, 1.2)])
 def test_each_wait_is_its_schedule_step_within_20_percent(rng: float, factor: float) -> None:
     schedule = [timedelta(seconds=5), timedelta(minutes=5)]
-    deliverer = Deliverer(None, box=None, schedule=schedule, rng=lambda: rng)
+    box = SecretBox([Fernet.generate_key().decode()])
+    deliverer = Deliverer(None, box=box, schedule=schedule, rng=lambda: rng)
     failed = Result("failed", 500)
     assert deliverer.wait(failed, 1) == timedelta(seconds=5) * factor
     assert deliverer.wait(failed, 2) == timedelta(minutes=5) * factor
@@ -282,7 +288,8 @@ def test_credentials_and_query_of_a_webhook_url_are_not_recorded(
     url = hook.url.replace("http://", "http://user:hunter2@") + "?token=s3cret"
     post_order(server, partner_to(server, url), "T2-1")
     drain(daemon_worker(server))
-    assert hook.received[0].headers["authorization"].startswith("Basic ")
+    basic = hook.received[0].headers["authorization"].removeprefix("Basic ")
+    assert base64.b64decode(basic) == b"user:hunter2"
     shown = cli("webhooks", "show", "1", "--json").stdout
     assert json.loads(shown)["history"][0]["url"] == hook.url + "?…"
     assert "hunter2" not in shown and "s3cret" not in shown
@@ -356,6 +363,40 @@ def test_expiry_events_are_sent_exactly_once_across_repeated_and_concurrent_runs
     assert last["type"] == "subscription.expiring"
     assert last["data"]["orderId"] == "T2-2", "the order to renew from now"
     assert last["data"]["expiresAt"] == clock.rfc3339(renewed)
+
+
+def test_recording_an_event_writes_its_two_rows_and_reads_nothing(server: LiveServer) -> None:
+    """The outbox is on every order's path: the partner, given by id, is not loaded."""
+    partner_id = partner_to(server, "http://127.0.0.1:9/hooks").partner.id
+    with statements() as ran, db.transaction():
+        outbox.record(partner_id, "order.fulfilled", {"orderId": "T2-1"}, occurred_at=clock.now())
+    sent = [sql.split()[0] for sql, _ in ran if "pg_notify" not in sql]
+    assert sent == ["INSERT", "INSERT"], ran
+
+
+def test_a_partners_secret_is_decrypted_once_for_all_its_tries(
+    server: LiveServer, hook: Hook
+) -> None:
+    opened: list[str] = []
+
+    class Counting(SecretBox):
+        def decrypt(self, token: str) -> str:
+            opened.append(token)
+            return super().decrypt(token)
+
+    new = partner_to(server, hook.url)
+    box = Counting(server.settings.security.master_keys)
+    deliverer = Deliverer(Sender(timeout=10, guard=None), box=box, schedule=[timedelta(1)])
+    for n in range(3):
+        with db.transaction():
+            event = outbox.record(
+                new.partner.id, "order.fulfilled", {"n": n}, occurred_at=clock.now()
+            )
+        deliverer(
+            tasks.Context(n, outbox.TASK, {"delivery": event.id}, 1, 1, clock.now(), clock.now())
+        )
+    assert len(hook.received) == 3 and len(opened) == 1
+    assert all(verified(new.webhook_secret, got) for got in hook.received)
 
 
 def test_prune_removes_attempts_past_retention_and_keeps_deliveries(

@@ -126,7 +126,11 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
         assert worker.stop() == 0
     assert Order.get().status == "FULFILLED"
     assert order_job().state == "done"
-    assert "0 job(s) released untried, 0 interrupted" in worker.log
+    # The order's webhook job, taken by this worker with the outcome, was not started: it
+    # goes back untried, for the next worker.
+    assert "1 job(s) released untried, 0 interrupted" in worker.log
+    webhook = Job.get(Job.task == "deliver")
+    assert (webhook.state, webhook.attempts, webhook.worker) == ("queued", 0, None)
 
 
 @THROUGH_PGBOUNCER

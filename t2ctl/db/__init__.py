@@ -97,19 +97,53 @@ _sqlite_writer = threading.RLock()
 def transaction(since: float | None = None) -> Iterator[None]:
     """A write transaction; nested calls become savepoints. On SQLite, waiting to begin it
     counts from ``since`` (a ``time.monotonic()``; now by default)."""
-    if not is_sqlite():
-        outermost = not database.in_transaction()
-        try:
-            with database.atomic():
-                yield
-                if outermost:
-                    _send_notifications()
-        finally:
-            if outermost:  # sent, or rolled back with the rest
-                _to_notify.channels = set()
-        return
-    with _sqlite_turn(since), database.atomic("IMMEDIATE"):
+    with _committed():
+        if not is_sqlite():
+            outermost = not database.in_transaction()
+            try:
+                with database.atomic():
+                    yield
+                    if outermost:
+                        _send_notifications()
+            finally:
+                if outermost:  # sent, or rolled back with the rest
+                    _to_notify.channels = set()
+            return
+        with _sqlite_turn(since), database.atomic("IMMEDIATE"):
+            yield
+
+
+# Per thread, the callbacks of each ``transaction()`` it is in, outermost first.
+_after = threading.local()
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the ``transaction()`` this thread is in has committed, and never
+    if it (or the savepoint this is in) rolls back: for what may only follow a commit."""
+    stack: list[list[Callable[[], None]]] = getattr(_after, "stack", [])
+    if not stack:
+        raise RuntimeError("after_commit is for use inside transaction()")
+    stack[-1].append(callback)
+
+
+@contextlib.contextmanager
+def _committed() -> Iterator[None]:
+    """Keep the callbacks ``after_commit`` registers in this transaction or savepoint: a
+    savepoint's go to its transaction once it is released, the transaction's run once it
+    committed; a rollback drops them."""
+    stack = _after.__dict__.setdefault("stack", [])
+    stack.append([])
+    try:
         yield
+    except BaseException:
+        stack.pop()
+        raise
+    callbacks = stack.pop()
+    if stack:
+        stack[-1].extend(callbacks)
+        return
+    for callback in callbacks:
+        callback()
 
 
 @contextlib.contextmanager
@@ -255,8 +289,10 @@ class PreparedInsert(Prepared):
         self.fields = fields
 
     def add(self, row: peewee.Model) -> None:
-        """Insert ``row``'s values of these fields, and give it the id it got."""
-        (row.id,) = self.first(*(getattr(row, f.name) for f in self.fields))  # type: ignore[attr-defined]  # every table's key is id
+        """Insert ``row``'s values of these fields, and give it the id it got. Read from the
+        row's data: a foreign key given as an id would otherwise load its row, a query each."""
+        data = row.__data__
+        (row.id,) = self.first(*(data.get(f.name) for f in self.fields))  # type: ignore[attr-defined]  # every table's key is id
 
 
 def prepared_insert(

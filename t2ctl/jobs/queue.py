@@ -9,9 +9,11 @@ when the lease runs out. What operators do to jobs (retry, cancel, bring forward
 them lives in ``admin``.
 """
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Container, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,9 +51,13 @@ def enqueue(
 
     With ``unique_key``, return None and add nothing while a job with that key is queued or
     running: the partial unique index decides, so concurrent callers cannot both add one.
+    Inside ``holding``, a job due now is taken by that worker as it is written.
     """
     now = clock.now()
     run_at = run_at or now
+    holder = getattr(_holding, "holder", None)
+    if holder is not None and run_at <= now and task in holder.tasks:
+        return _hold(holder, task, payload, priority, max_attempts, unique_key, now)
     with db.joined():
         added = _INSERT.first(task, payload, priority, run_at, max_attempts, unique_key, now, now)
         if added and run_at <= now:
@@ -75,6 +81,71 @@ _ENQUEUED = (
 )
 _QUEUED: dict[peewee.Field, Any] = {Job.state: "queued", Job.attempts: 0}
 _INSERT = db.prepared_insert(_ENQUEUED, fixed=_QUEUED, ignore_conflicts=True)
+
+
+@dataclass
+class _Holder:
+    worker: str
+    lease: timedelta
+    tasks: Container[str]
+    taken: list["Claimed"] = field(default_factory=list)
+
+
+_holding = threading.local()
+
+
+@contextlib.contextmanager
+def holding(worker: str, *, lease: timedelta, tasks: Container[str]) -> Iterator[list["Claimed"]]:
+    """While a job runs on this thread: a job of one of ``tasks`` that it enqueues, due now, is
+    written already claimed by ``worker`` (running, its first attempt, its lease begun), so
+    the thread can run it next, with no claim and no wait for one; an order's webhook is sent
+    as soon as its outcome is recorded. Yields the list of the jobs taken so, each added once
+    its transaction committed. Should the worker die first, ``recover`` takes them back when
+    the lease ends, as any claimed job's."""
+    previous = getattr(_holding, "holder", None)
+    _holding.holder = holder = _Holder(worker, lease, tasks)
+    try:
+        yield holder.taken
+    finally:
+        _holding.holder = previous
+
+
+def _hold(
+    holder: _Holder,
+    task: str,
+    payload: dict[str, Any],
+    priority: int,
+    max_attempts: int,
+    unique_key: str | None,
+    now: datetime,
+) -> int | None:
+    lease_until = now + holder.lease
+    with db.joined():
+        added = _HELD.first(
+            task,
+            payload,
+            priority,
+            now,
+            max_attempts,
+            unique_key,
+            now,
+            now,
+            holder.worker,
+            lease_until,
+        )
+        if added is None:
+            return None
+        stored = Job.payload.python_value(Job.payload.db_value(payload))  # as a claim reads it
+        job = Claimed(added[0], task, stored, priority, 1, max_attempts, now, holder.worker)
+        db.after_commit(lambda: holder.taken.append(job))
+    return job.id
+
+
+_HELD = db.prepared_insert(
+    (*_ENQUEUED, Job.worker, Job.lease_until),
+    fixed={Job.state: "running", Job.attempts: 1},
+    ignore_conflicts=True,
+)
 
 
 def enqueue_many(

@@ -73,5 +73,8 @@ class Registry:
     def find(self, name: str) -> Task | None:
         return self._tasks.get(name)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
     def names(self) -> list[str]:
         return sorted(self._tasks)

@@ -56,6 +56,7 @@ class Worker:
         self.hooks = hooks or signals.Signals()
         self.redact = redact
         self._held: dict[int, queue.Claimed] = {}
+        self._taken: dict[int, list[queue.Claimed]] = {}
         self._lock = threading.Lock()
 
     def claim(
@@ -66,11 +67,14 @@ class Worker:
             self.name, now=now or clock.now(), lease=self.lease, limit=limit, finished=finished
         )
         self._forget(finished)
+        self._hold(jobs)
+        return jobs
+
+    def _hold(self, jobs: Sequence[queue.Claimed]) -> None:
         with self._lock:
             self._held.update((job.id, job) for job in jobs)
         for job in jobs:
             self.hooks.send(signals.CLAIMED, job)
-        return jobs
 
     def _forget(self, jobs: Sequence[queue.Claimed]) -> None:
         """Stop holding these jobs; the same job claimed again since is a new hold."""
@@ -80,17 +84,28 @@ class Worker:
                     del self._held[job.id]
 
     def run_once(self, now: datetime | None = None) -> bool:
-        """Claim one due job and run it to its recorded outcome, here; False if none was due."""
+        """Claim one due job and run it to its recorded outcome, here, then the jobs its run
+        took (see ``taken_by``); False if none was due."""
         jobs = self.claim(1, now)
-        for job in jobs:
+        claimed = bool(jobs)
+        while jobs:
+            job = jobs.pop(0)
             if self.run(job) == "done":
                 self.claim(0, finished=[job])
-        return bool(jobs)
+            jobs[:0] = self.taken_by(job)
+        return claimed
+
+    def taken_by(self, job: queue.Claimed) -> list[queue.Claimed]:
+        """The jobs ``job``'s last run enqueued and this worker took at once (``queue.holding``):
+        held by it, each to be run next or handed back. Given once."""
+        with self._lock:
+            return self._taken.pop(job.id, [])
 
     def run(self, job: queue.Claimed) -> str | None:
         """Run the job's handler. A failure is recorded at once; success is left for the
         caller to record with ``claim(finished=...)``, in the commit that takes the next jobs.
-        Return the job's new state, or None if this worker had lost it."""
+        Return the job's new state, or None if this worker had lost it. The jobs the handler
+        enqueued due now are this worker's already: ``taken_by`` gives them."""
         task = self.registry.find(job.task)
         context = tasks.Context(
             job.id,
@@ -103,9 +118,20 @@ class Worker:
         )
         with logs.bind(job_id=job.id, task=job.task):
             started = time.monotonic()
-            state = self._run(job, task, context)
+            with queue.holding(self.name, lease=self.lease, tasks=self.registry) as taken:
+                try:
+                    state = self._run(job, task, context)
+                finally:  # even if recording a failure failed: they are this worker's
+                    self._keep(job, taken)
             self.hooks.send(ENDINGS[state], job, time.monotonic() - started)
         return state
+
+    def _keep(self, job: queue.Claimed, taken: list[queue.Claimed]) -> None:
+        """Hold the jobs ``job``'s run took, for ``taken_by``."""
+        if taken:
+            self._hold(taken)
+            with self._lock:
+                self._taken[job.id] = taken
 
     def _run(
         self, job: queue.Claimed, task: tasks.Task | None, context: tasks.Context
@@ -203,6 +229,8 @@ class Pool:
         # One batch running and one waiting, so no thread idles through a claim's round trip.
         # A waiting job's lease is kept by the heartbeat; on shutdown it is released untried.
         self.capacity = 2 * concurrency
+        # Claims wait for room for this many, so that each commit takes (and records) several.
+        self.batch = max(1, concurrency // 2)
         self._inbox: inbox_queue.SimpleQueue[queue.Claimed | None] = inbox_queue.SimpleQueue()
         self._busy = 0
         # Jobs run to success, to be recorded done in the commit of the next claim.
@@ -219,7 +247,13 @@ class Pool:
         self._forget_waker: Callable[[], None] = lambda: None
 
     def wake(self) -> None:
-        self._wake.set()
+        """New work is due (an enqueue here, a NOTIFY): the dispatcher looks at once, unless
+        a claim is not due anyway (every thread busy with jobs waiting: a job's end will
+        wake it)."""
+        with self._idle:
+            due = self._claim_due()
+        if due:
+            self._wake.set()
 
     def start(self) -> None:
         self._forget_waker = queue.on_enqueue(self.wake)
@@ -277,8 +311,8 @@ class Pool:
         while not self._stopping.is_set():
             with self._idle:
                 free = self.capacity - self._busy
-                settling = bool(self._finished)
-            if free == 0 and not settling:
+                due = self._claim_due()
+            if not due:
                 self._wake.wait(IDLE_MAX)
                 self._wake.clear()
                 continue
@@ -290,10 +324,16 @@ class Pool:
                 self._busy += len(jobs)
             for job in jobs:
                 self._inbox.put(job)
-            if settling:
-                continue
             # Work, or a wake-up while waiting, resets the backoff; quiet doubles it.
             delay = IDLE_MIN if jobs or self._wake.wait(delay) else min(delay * 2, IDLE_MAX)
+
+    def _claim_due(self) -> bool:
+        """Whether a claim is worth its commit now (call holding ``_idle``): room for a batch,
+        or for one job while no job waits in the inbox (a thread would idle). Jobs run to
+        success wait for it to be recorded: one commit a batch, not one a job."""
+        free = self.capacity - self._busy
+        waiting = self._busy - len(self._running)
+        return free >= self.batch or (free > 0 and waiting == 0)
 
     def _settle(self, free: int = 0) -> list[queue.Claimed]:
         """Record the jobs run to success and claim up to ``free`` more, in one commit."""
@@ -306,26 +346,40 @@ class Pool:
 
     def _run(self) -> None:
         while (job := self._inbox.get()) is not None:
+            chain = [job]
+            while chain:  # a job, then those its run took for this worker (Worker.taken_by)
+                job = chain.pop(0)
+                if self._starting(job):
+                    chain[:0] = self._execute(job)
+
+    def _starting(self, job: queue.Claimed) -> bool:
+        with self._idle:
+            starting = not self._stopping.is_set()  # else it stays held, to be released
+            if starting:
+                self._running[job.id] = job
+            else:
+                self._busy -= 1
+                self._idle.notify_all()
+        return starting
+
+    def _execute(self, job: queue.Claimed) -> list[queue.Claimed]:
+        """Run a started job; return the jobs its run took, counted busy already."""
+        state = None
+        taken: list[queue.Claimed] = []
+        try:
+            state = self._guarded(lambda job=job: self.worker.run(job))
+        finally:
+            taken = self.worker.taken_by(job)
             with self._idle:
-                starting = not self._stopping.is_set()  # else it stays held, to be released
-                if starting:
-                    self._running[job.id] = job
-                else:
-                    self._busy -= 1
-                    self._idle.notify_all()
-            if not starting:
-                continue
-            state = None
-            try:
-                state = self._guarded(lambda job=job: self.worker.run(job))
-            finally:
-                with self._idle:
-                    del self._running[job.id]
-                    if state == "done" and not self._handed_back:
-                        self._finished.append(job)
-                    self._busy -= 1
-                    self._idle.notify_all()
+                del self._running[job.id]
+                if state == "done" and not self._handed_back:
+                    self._finished.append(job)
+                self._busy += len(taken) - 1
+                self._idle.notify_all()
+                due = self._claim_due()
+            if due:
                 self._wake.set()
+        return taken
 
     def _heartbeat(self) -> None:
         interval = self.worker.lease.total_seconds() / 3

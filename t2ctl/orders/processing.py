@@ -120,8 +120,8 @@ _START = db.prepared_update(
 )
 
 
-# What each outcome sets (and updated_at), only on an order still PROCESSING with no
-# cancellation asked for.
+# What each outcome sets, only on an order still PROCESSING with no cancellation asked for:
+# a fulfilment, its subscription too, in the same statement.
 _OUTCOMES = {
     "FULFILLED": (
         "status",
@@ -129,23 +129,46 @@ _OUTCOMES = {
         "sales_order_number",
         "activation_reference",
         "fulfilled_at",
+        "subscription",
+        "starts_at",
+        "expires_at",
+        "updated_at",
     ),
-    "FAILED": ("status", "error_code", "error_message"),
+    "FAILED": ("status", "error_code", "error_message", "updated_at"),
 }
 
 
 _FINISH = {
     status: db.prepared_update(
-        [*(getattr(Order, name) for name in names), Order.updated_at],
+        [getattr(Order, name) for name in names],
         lambda pk: (
             (Order.id == pk) & (Order.status == "PROCESSING") & Order.cancel_requested_at.is_null()
         ),
     )
     for status, names in _OUTCOMES.items()
 }
-_SUBSCRIBED = db.prepared_update(
-    [Order.subscription, Order.starts_at, Order.expires_at], lambda pk: Order.id == pk
-)
+
+
+class _Superseded(Exception):
+    """The order was no longer PROCESSING, or its cancellation was asked for: the outcome's
+    transaction is undone, the subscription it started or extended with it."""
+
+
+def _record(order: Order, changes: dict[str, Any], *, now: datetime) -> bool:
+    """The outcome, its subscription and its event in one commit; False if superseded."""
+    try:
+        with db.transaction():
+            if changes["status"] == "FULFILLED":
+                subscription, starts, expires = subscriptions.fulfil(order, now=now)
+                changes.update(subscription=subscription, starts_at=starts, expires_at=expires)
+            names = _OUTCOMES[changes["status"]]
+            if not _FINISH[changes["status"]].changed(*(changes[n] for n in names), order.id):
+                raise _Superseded
+            event = f"order.{changes['status'].lower()}"
+            records.announce(order, event, now=now, changed=changes)
+    except _Superseded:
+        return False
+    return True
 
 
 def _cancelled_meanwhile(
@@ -184,15 +207,8 @@ def _finish(
         # database get it masked.
         failure = (failure[0], redaction.redact(failure[1]))
         changes = {"status": "FAILED", "error_code": failure[0], "error_message": failure[1]}
-    with db.transaction():
-        changed = _FINISH[changes["status"]].changed(
-            *(changes[name] for name in _OUTCOMES[changes["status"]]), now, order.id
-        )
-        if changed and sales is not None:
-            subscription, starts, expires = subscriptions.fulfil(order, now=now)
-            _SUBSCRIBED.changed(subscription, starts, expires, order.id)
-        if changed:
-            records.announce(order, f"order.{changes['status'].lower()}", now=now)
+    changes["updated_at"] = now
+    changed = _record(order, changes, now=now)
     if not changed and _cancelled_meanwhile(order, sales, failure):
         return
     extra = {"order_id": order.order_id, "action": f"order_{changes['status'].lower()}"}

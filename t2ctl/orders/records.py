@@ -59,11 +59,17 @@ def public(order: Order) -> dict[str, Any]:
     }
 
 
-def announce(order: Order, event: str, *, now: datetime) -> None:
+def announce(
+    order: Order, event: str, *, now: datetime, changed: dict[str, Any] | None = None
+) -> None:
     """Add ``event`` (an ``order.*``) to the outbox with the order as it now stands, in the
-    caller's transaction: the one that has just changed it."""
-    current = find(order.id)
+    caller's transaction: the one that has just changed it. The row is read again, unless
+    ``changed`` gives every column that transaction set: then they are set on ``order`` (as
+    read before it, with its product), which is the row as it stands, and no read is needed."""
+    current = find(order.id) if changed is None else order
     assert current is not None  # the caller's transaction has just changed it
+    for name, value in (changed or {}).items():
+        setattr(current, name, value)
     outbox.record(
         order.partner_id, event, public(current), occurred_at=now, order_ref=order.order_id
     )

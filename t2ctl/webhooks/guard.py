@@ -8,10 +8,9 @@ moment ago) and to a private one now is refused, and nothing is sent.
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -87,20 +86,17 @@ def _embedded(address: Address) -> list[ipaddress.IPv4Address]:
     return [form for form in found if form is not None]
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        # A proxy would connect on our behalf, to an address the guard never sees.
-        raise Refused("webhooks are not sent through a proxy outside sandbox mode")
-
-
-def guarded_adapter(guard: Guard) -> HTTPAdapter:
-    """A requests adapter whose every new connection goes through ``guard``."""
-    adapter = _GuardedAdapter()
-    adapter.poolmanager.pool_classes_by_scheme = {
-        "http": _pool(HTTPConnectionPool, guard),
-        "https": _pool(HTTPSConnectionPool, guard),
-    }
-    return adapter
+def pool_manager(guard: Guard | None, **settings: Any) -> PoolManager:
+    """urllib3's pools of kept-alive connections (``settings`` as ``PoolManager`` takes them),
+    every new connection going through ``guard`` when there is one. A ``PoolManager`` never
+    goes through a proxy, which would connect on our behalf, out of the guard's sight."""
+    manager = PoolManager(**settings)
+    if guard is not None:
+        manager.pool_classes_by_scheme = {
+            "http": _pool(HTTPConnectionPool, guard),
+            "https": _pool(HTTPSConnectionPool, guard),
+        }
+    return manager
 
 
 class _GuardedConnection(HTTPConnection):

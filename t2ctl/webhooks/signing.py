@@ -6,6 +6,7 @@ sent hours later. During a rotation's grace every secret still in force signs, n
 """
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from secrets import token_urlsafe
 from typing import Any
@@ -14,7 +15,6 @@ from standardwebhooks import Webhook
 
 from t2ctl import __version__, clock, db
 from t2ctl.db.models import Partner, RetiredWebhookSecret
-from t2ctl.security.crypto import SecretBox
 
 USER_AGENT = f"t2ctl-webhooks/{__version__}"
 
@@ -29,10 +29,13 @@ def envelope(event: str, occurred_at: datetime, data: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def secrets_in_force(partner: Partner, box: SecretBox, *, now: datetime) -> list[str]:
-    """The partner's current secret, then any retired one whose grace has not ended."""
+def secrets_in_force(
+    partner: Partner, decrypt: Callable[[str], str], *, now: datetime
+) -> list[str]:
+    """The partner's current secret, then any retired one whose grace has not ended, each
+    opened with ``decrypt`` (a ``SecretBox``'s, or a cache of it)."""
     retired = _RETIRED.all(partner.id, now)
-    return [box.decrypt(partner.webhook_secret)] + [box.decrypt(old.secret) for old in retired]
+    return [decrypt(partner.webhook_secret)] + [decrypt(old.secret) for old in retired]
 
 
 # Read on every try of every delivery.
