@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,52 +98,63 @@ _sqlite_writer = threading.RLock()
 def transaction(since: float | None = None) -> Iterator[None]:
     """A write transaction; nested calls become savepoints. On SQLite, waiting to begin it
     counts from ``since`` (a ``time.monotonic()``; now by default)."""
-    with _committed():
+    with _committed() as frame:
         if not is_sqlite():
-            outermost = not database.in_transaction()
-            try:
-                with database.atomic():
-                    yield
-                    if outermost:
-                        _send_notifications()
-            finally:
-                if outermost:  # sent, or rolled back with the rest
-                    _to_notify.channels = set()
+            with database.atomic():
+                yield
+                if _frames()[0] is frame:  # the transaction, not a savepoint: about to commit
+                    for channel in frame.channels:
+                        database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
             return
         with _sqlite_turn(since), database.atomic("IMMEDIATE"):
             yield
 
 
-# Per thread, the callbacks of each ``transaction()`` it is in, outermost first.
-_after = threading.local()
+@dataclass
+class _Frame:
+    """What hangs on one ``transaction()`` or savepoint of it: the channels to ``notify``
+    before the commit, the ``after_commit`` callbacks after it."""
+
+    channels: set[str] = field(default_factory=set)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+_hung = threading.local()
+
+
+def _frames() -> list[_Frame]:
+    """This thread's frames, the transaction's first, then each savepoint's within it."""
+    return _hung.__dict__.setdefault("frames", [])
 
 
 def after_commit(callback: Callable[[], None]) -> None:
     """Call ``callback`` once the ``transaction()`` this thread is in has committed, and never
     if it (or the savepoint this is in) rolls back: for what may only follow a commit."""
-    stack: list[list[Callable[[], None]]] = getattr(_after, "stack", [])
-    if not stack:
+    frames = _frames()
+    if not frames:
         raise RuntimeError("after_commit is for use inside transaction()")
-    stack[-1].append(callback)
+    frames[-1].callbacks.append(callback)
 
 
 @contextlib.contextmanager
-def _committed() -> Iterator[None]:
-    """Keep the callbacks ``after_commit`` registers in this transaction or savepoint: a
-    savepoint's go to its transaction once it is released, the transaction's run once it
-    committed; a rollback drops them."""
-    stack = _after.__dict__.setdefault("stack", [])
-    stack.append([])
+def _committed() -> Iterator[_Frame]:
+    """A frame for this transaction or savepoint: a savepoint's goes to its transaction's
+    once it is released, the transaction's callbacks run once it committed; a rollback drops
+    it."""
+    frames = _frames()
+    frame = _Frame()
+    frames.append(frame)
     try:
-        yield
+        yield frame
     except BaseException:
-        stack.pop()
+        frames.pop()
         raise
-    callbacks = stack.pop()
-    if stack:
-        stack[-1].extend(callbacks)
+    frames.pop()
+    if frames:
+        frames[-1].channels |= frame.channels
+        frames[-1].callbacks += frame.callbacks
         return
-    for callback in callbacks:
+    for callback in frame.callbacks:
         callback()
 
 
@@ -451,10 +463,6 @@ def sqlite_file() -> Path | None:
     return Path(database.obj.database) if is_sqlite() else None
 
 
-# The channels to notify when this thread's transaction commits.
-_to_notify = threading.local()
-
-
 def notify(channel: str) -> None:
     """Postgres ``NOTIFY``: delivered when the current transaction commits, dropped if it rolls
     back. A no-op on SQLite, whose readers poll.
@@ -464,16 +472,10 @@ def notify(channel: str) -> None:
     each (PostgreSQL folds a transaction's identical notifications into one anyway)."""
     if is_sqlite():
         return
-    if database.in_transaction():
-        pending: set[str] = getattr(_to_notify, "channels", set())
-        _to_notify.channels = pending | {channel}
+    frames = _frames()
+    if frames:
+        frames[-1].channels.add(channel)
     else:
-        database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
-
-
-def _send_notifications() -> None:
-    """At the end of the outermost ``transaction()``, before it commits."""
-    for channel in getattr(_to_notify, "channels", ()):
         database.execute_sql("SELECT pg_notify(%s, '')", (channel,))
 
 
