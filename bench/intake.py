@@ -1,7 +1,10 @@
 """Intake over HTTP: ``POST /t2mobile/fulfilment`` and ``GET /t2mobile/orders/<id>`` against a
 real ``t2ctl serve --role api`` (sandbox, default settings but the partner's rate limit, its
 log in a file), beside a bare Flask "hello" on the same HTTP server and settings, each from
-``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients.
+``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients. At 16 clients, the
+hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT`` and ``COMMIT``
+on the same kind of database, and read back by its key, with none of t2ctl's work: how much of
+the hello's rate any durable write, or keyed read, keeps on this stack.
 
 Every answer's status is checked (202, 200): a run with any other, or with a socket error, is
 reported as failed, not as throughput. After the runs, every orderId answered 202 must be an
@@ -30,10 +33,11 @@ def measure(url: str, *, quick: bool) -> list[Row]:
         at.add_product()
         with (
             harness.daemon(at, "api", "api") as (api, base),
-            harness.helper("hello", at, "hello", str(at.config)) as hello,
+            harness.helper("hello", at, "hello", str(at.config), floor_url(at)) as hello,
         ):
             assert base is not None
             ids, accepted = at.root / "ids.txt", at.root / "accepted"
+            floor_ids, written = at.root / "floor-ids.txt", at.root / "written"
             kinds: dict[str, Callable[[int, int, str], wrk.Run]] = {
                 "hello": lambda c, s, tag: wrk.run(hello, c, s, "hello", 200),
                 "POST": lambda c, s, tag: wrk.run(
@@ -43,22 +47,55 @@ def measure(url: str, *, quick: bool) -> list[Row]:
                     base, c, s, "get", 200, key, str(shuffled(order_ids(url), ids))
                 ),
             }
+            floors: dict[str, Callable[[int, int, str], wrk.Run]] = {
+                "floor write": lambda c, s, tag: wrk.run(
+                    hello,
+                    c,
+                    s,
+                    "write",
+                    202,
+                    key,
+                    harness.order_body(f"F{tag}-"),
+                    f"{written}-{tag}",
+                ),
+                "floor read": lambda c, s, tag: wrk.run(
+                    hello,
+                    c,
+                    s,
+                    "read",
+                    200,
+                    key,
+                    str(shuffled(answered(at.root, "written"), floor_ids)),
+                ),
+            }
             warmups = {kind: go(COMPARED, WARMUP_SECONDS, "W") for kind, go in kinds.items()}
+            warmups |= {kind: go(COMPARED, WARMUP_SECONDS, "W") for kind, go in floors.items()}
             runs: dict[tuple[str, int], wrk.Run] = {}
-            for clients in CLIENTS:  # each concurrency's three runs together, in one moment
+            for clients in CLIENTS:  # each concurrency's runs together, in one moment
                 for kind, go in kinds.items():
                     runs[kind, clients] = go(clients, seconds, f"C{clients}")
+                if clients == COMPARED:
+                    for kind, go in floors.items():
+                        runs[kind, clients] = go(clients, seconds, f"C{clients}")
             posts = [warmups["POST"], *(runs["POST", clients] for clients in CLIENTS)]
             stored, accepted_ids = set(order_ids(url)), answered(at.root)
             errors = api.errors_logged()
     return [
         *(failed(f"intake: warm-up {k}", r.problem) for k, r in warmups.items() if r.problem),
         *(rate_row(kind, clients, runs[kind, clients]) for kind in kinds for clients in CLIENTS),
+        *(rate_row(kind, COMPARED, runs[kind, COMPARED]) for kind in floors),
         ratio_row("POST", runs, 0.40),
         ratio_row("GET", runs, 0.60),
+        ratio_row("floor write", runs),
+        ratio_row("floor read", runs),
         stored_row(posts, stored, accepted_ids),
         errors_row("intake: errors in the api log", errors),
     ]
+
+
+def floor_url(at: harness.Rig) -> str:
+    """The floor's database: PostgreSQL's own (a table of its own), or a SQLite file beside."""
+    return at.url if at.url.startswith("postgresql") else f"sqlite:///{at.root}/floor.db"
 
 
 def order_ids(url: str) -> list[str]:
@@ -73,9 +110,10 @@ def shuffled(ids: list[str], into: Path) -> Path:
     return into
 
 
-def answered(root: Path) -> list[str]:
-    """The orderIds answered 202, as load.lua wrote them down."""
-    return [line for path in sorted(root.glob("accepted-*")) for line in path.read_text().split()]
+def answered(root: Path, stem: str = "accepted") -> list[str]:
+    """The orderIds answered 202 (by the API, or the floor's ``written``), as load.lua wrote
+    them down."""
+    return [line for path in sorted(root.glob(f"{stem}-*")) for line in path.read_text().split()]
 
 
 def rate_row(kind: str, clients: int, run: wrk.Run) -> Row:
@@ -90,12 +128,17 @@ def rate_row(kind: str, clients: int, run: wrk.Run) -> Row:
     return Row(label, text, "", run.rate, None, numbers)
 
 
-def ratio_row(kind: str, runs: dict[tuple[str, int], wrk.Run], floor: float) -> Row:
+def ratio_row(kind: str, runs: dict[tuple[str, int], wrk.Run], floor: float | None = None) -> Row:
+    """``kind``'s rate over the hello's at COMPARED clients, held to ``floor`` if given."""
     label = f"intake: {kind} @{COMPARED} ÷ hello @{COMPARED}"
     measured, hello = runs[kind, COMPARED], runs["hello", COMPARED]
+    target = "" if floor is None else f"≥ {floor:.2f}"
     if measured.problem is not None or hello.problem is not None:
-        return failed(label, "a run failed", f"≥ {floor:.2f}")
-    return at_least(label, measured.rate / hello.rate, floor, digits=2)
+        return failed(label, "a run failed", target)
+    ratio = measured.rate / hello.rate
+    if floor is None:
+        return Row(label, f"{ratio:.2f}", "", ratio)
+    return at_least(label, ratio, floor, digits=2)
 
 
 def stored_row(posts: list[wrk.Run], stored: set[str], accepted: list[str]) -> Row:

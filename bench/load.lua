@@ -6,6 +6,8 @@
 --   wrk ... -s bench/load.lua URL -- get EXPECTED KEY IDS_FILE (ids, one a line, in turn)
 --   wrk ... -s bench/load.lua URL -- hello EXPECTED            (GET /hello)
 --   wrk ... -s bench/load.lua URL -- hook EXPECTED             (POST /hooks, a ping event)
+--   wrk ... -s bench/load.lua URL -- write EXPECTED KEY BODY ACCEPTED   (as post, to the hello's
+--       POST /floor/orders) and read EXPECTED KEY IDS_FILE (as get, GET /floor/orders/ID)
 --
 -- done() prints one line, "BENCH {json}": requests, duration, the answers with the EXPECTED
 -- status and those without (by status), wrk's socket errors, and p50/p99 latency in µs.
@@ -22,12 +24,12 @@ function init(args)
    matched, unmatched, others = 0, 0, ""
    local unexpected = {}
    sent = 0
-   if mode == "post" then
+   if mode == "post" or mode == "write" then
       local at = string.find(args[4], "ORDERID", 1, true)
       before, after = string.sub(args[4], 1, at - 1), string.sub(args[4], at + 7)
       headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
       accepted = io.open(args[5] .. "." .. number, "w")
-   elseif mode == "get" then
+   elseif mode == "get" or mode == "read" then
       ids = {}
       for line in io.lines(args[4]) do
          table.insert(ids, line)
@@ -49,12 +51,14 @@ end
 
 function request()
    sent = sent + 1
-   if mode == "post" then
+   if mode == "post" or mode == "write" then
       -- the thread's number keeps ids apart across threads; BODY's tag across runs
       local body = before .. number .. "-" .. sent .. after
-      return wrk.format("POST", "/t2mobile/fulfilment", headers, body)
-   elseif mode == "get" then
-      return wrk.format("GET", "/t2mobile/orders/" .. ids[(sent - 1) % #ids + 1], headers)
+      local path = mode == "post" and "/t2mobile/fulfilment" or "/floor/orders"
+      return wrk.format("POST", path, headers, body)
+   elseif mode == "get" or mode == "read" then
+      local path = mode == "get" and "/t2mobile/orders/" or "/floor/orders/"
+      return wrk.format("GET", path .. ids[(sent - 1) % #ids + 1], headers)
    elseif mode == "hook" then
       return wrk.format("POST", "/hooks", nil, '{"type": "ping", "data": {}}')
    end
