@@ -2,8 +2,10 @@
 the caller's transaction, exclusive claims, backoff, the dead state, leases, unique keys."""
 
 import threading
+import time
 from datetime import timedelta
 
+import peewee
 import psycopg
 import pytest
 
@@ -354,6 +356,35 @@ def test_a_pool_carries_on_after_the_server_drops_its_connections(migrated) -> N
         wait_until(lambda: done == [1, 2], timeout=30, what="a job after the outage")
     finally:
         pool.stop(grace=5)
+
+
+def _drop_session_of_this_thread() -> None:
+    """The server ends this thread's pooled session, as a restart would, once it is back in
+    the pool."""
+    (pid,) = db.database.execute_sql("SELECT pg_backend_pid()").fetchone()
+    db.database.close()  # back to the pool
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_pooled_connection_idle_past_the_window_is_checked_and_replaced_unseen(
+    migrated,
+) -> None:
+    _drop_session_of_this_thread()
+    time.sleep(db.CHECKED_AFTER)
+    assert Job.select().count() == 0  # the pool found it dead and opened another
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_pooled_connection_given_back_moments_ago_goes_out_unchecked(migrated) -> None:
+    """No round trip to check it: a session that died within the window fails the one query
+    (the API's 503), and the broken connection is dropped rather than pooled again."""
+    _drop_session_of_this_thread()
+    with pytest.raises(peewee.OperationalError):
+        Job.select().count()
+    db.database.close()  # the request's teardown
+    assert Job.select().count() == 0
 
 
 def test_a_grouped_write_that_fails_leaves_nothing_and_spares_the_writes_it_shared_with(

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,7 @@ def connect(
     else:
         params = db_url.parse(url, unquote_password=True, unquote_user=True)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)  # ?connect_timeout= in the URL wins
-        built = PooledPostgresqlDatabase(
+        built = _Pool(
             params.pop("database"),
             max_connections=max_connections,
             stale_timeout=300,
@@ -82,6 +83,41 @@ def connect(
         )
     database.initialize(built)
     return built
+
+
+# A pooled connection given back this recently goes out again unchecked (HikariCP's "alive
+# bypass window"): peewee's pool checks every connection it hands out by a round trip
+# (``SELECT 1``), a third of a GET's round trips, to learn what the request's first query
+# learns anyway. A connection idle longer is checked; one that died within the window fails
+# its request's first query (a 503), and is dropped when given back broken.
+CHECKED_AFTER = 1.0
+
+
+class _Pool(PooledPostgresqlDatabase):
+    """peewee's pool, checking on the way out only a connection idle for ``CHECKED_AFTER``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def _can_reuse(self, conn: Any) -> bool:
+        """On check-in: whether it goes back to the pool; when it went back."""
+        reusable = bool(super()._can_reuse(conn))
+        if reusable:
+            self._returned[conn] = time.monotonic()
+        return reusable
+
+    def _is_closed(self, conn: Any) -> bool:
+        """On check-out: whether to open a new connection in its place."""
+        returned = self._returned.pop(conn, None)
+        if (
+            returned is not None
+            and time.monotonic() - returned < CHECKED_AFTER
+            and not conn.closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
+            return False
+        return bool(super()._is_closed(conn))
 
 
 def is_sqlite() -> bool:
@@ -446,9 +482,14 @@ def serialize(key: int) -> None:
 
 def reset() -> None:
     """Drop this thread's connection after an error, so its next query opens a fresh one:
-    a long-lived thread would otherwise keep a connection the server has closed."""
+    a long-lived thread would otherwise keep a connection the server has closed. A pooled one
+    is closed, not given back: the pool would hand it out again unchecked within
+    ``CHECKED_AFTER``."""
     with contextlib.suppress(Exception):
-        database.close()
+        if isinstance(database.obj, _Pool):
+            database.obj.manual_close()
+        else:
+            database.close()
 
 
 def ping() -> None:
