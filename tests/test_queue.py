@@ -441,6 +441,27 @@ def test_a_grouped_write_inside_a_transaction_is_part_of_it(migrated) -> None:
     assert Job.select().count() == 0
 
 
+def _a_job() -> Job:
+    now = clock.now()
+    return Job(task="t", payload={}, run_at=now, max_attempts=1, created_at=now, updated_at=now)
+
+
+def test_a_single_statement_write_commits_by_itself_or_with_the_transaction_around_it(
+    migrated,
+) -> None:
+    """On PostgreSQL with no transaction of its own (no BEGIN and COMMIT round trips), on
+    SQLite in one (the write lock in turn): either way committed, seen by another session."""
+    with db.single():
+        assert db.database.in_transaction() is db.is_sqlite()
+        _a_job().save()
+    assert at_once(1, lambda: Job.select().count()) == [1]  # another thread's connection
+    with pytest.raises(RuntimeError), db.transaction():
+        with db.single():
+            _a_job().save()
+        raise RuntimeError("undo")
+    assert Job.select().count() == 1
+
+
 def test_a_job_a_handler_enqueues_due_now_is_taken_by_its_worker_at_once(migrated) -> None:
     """No claim, no wait for one: it is written running, held by the worker, and run next by
     the same thread. A later one, one in a rolled-back change and one of a task this worker

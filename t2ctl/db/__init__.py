@@ -4,9 +4,10 @@
 Behind PgBouncer in transaction pooling mode, ``connect`` takes ``prepared_statements=False``
 (a pooler hands each transaction any server session, where psycopg's named statements are
 missing or another client's) and ``listen_url``, a direct session for ``listen``.
-``transaction()`` is the only way to write: on SQLite it takes the write lock up front
+``transaction()`` is the way to write: on SQLite it takes the write lock up front
 (``BEGIN IMMEDIATE``) so concurrent writers queue on the busy timeout instead of failing
-half-way; on Postgres it is an ordinary transaction.
+half-way; on Postgres it is an ordinary transaction. ``single()`` is for a write of one
+statement, which on Postgres needs no transaction of its own.
 """
 
 import contextlib
@@ -199,6 +200,20 @@ def joined() -> Iterator[None]:
     """The caller's transaction if one is open, else a new one: for a write that must commit
     with whatever the caller writes, and needs no savepoint of its own (two statements)."""
     if database.in_transaction():
+        yield
+        return
+    with transaction():
+        yield
+
+
+@contextlib.contextmanager
+def single() -> Iterator[None]:
+    """For a write of one statement: the caller's transaction if one is open; else, on
+    PostgreSQL, none (the statement commits by itself: one round trip, where ``BEGIN`` and
+    ``COMMIT`` made three), and on SQLite a ``transaction()`` (its write lock taken in turn
+    with this process's other writers). Nothing hangs on its commit: no ``notify``, no
+    ``after_commit``."""
+    if database.in_transaction() or not is_sqlite():
         yield
         return
     with transaction():

@@ -103,7 +103,7 @@ def register(
 def _start(pk: int, *, now: datetime) -> tuple[Order, bool] | None:
     """Move the order to PROCESSING; return it and whether an earlier attempt had already
     done so, or None when there is nothing left to do."""
-    with db.transaction():
+    with db.single():
         moved = _START.changed(now, pk)
     order = records.find(pk)
     if order is None or order.status != "PROCESSING":

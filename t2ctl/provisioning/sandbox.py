@@ -52,7 +52,7 @@ class SandboxProvisioner:
             total_minor=total.minor,
             currency=total.currency,
         )
-        with db.transaction():
+        with db.single():
             _INSERT.add(row)
         time.sleep(self.delay.total_seconds())
         return _sales_order(row)
@@ -68,7 +68,7 @@ class SandboxProvisioner:
                 raise Rejected(
                     "SALES_ORDER_MISSING", f"no sandbox sales order {made.sales_order_id}"
                 )
-        with db.transaction():
+        with db.single():
             SandboxSalesOrder.update(voided_at=clock.now()).where(
                 mine & SandboxSalesOrder.voided_at.is_null()
             ).execute()
