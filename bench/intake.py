@@ -2,9 +2,9 @@
 real ``t2ctl serve --role api`` (sandbox, default settings but the partner's rate limit, its
 log in a file), beside a bare Flask "hello" on the same HTTP server and settings, each from
 ``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients. At 16 clients, the
-hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT`` and ``COMMIT``
-on the same kind of database, and read back by its key, with none of t2ctl's work: how much of
-the hello's rate any durable write, or keyed read, keeps on this stack.
+hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT``, its own
+transaction, on the same kind of database, and read back by its key, with none of t2ctl's
+work: how much of the hello's rate any durable write, or keyed read, keeps on this stack.
 
 Every answer's status is checked (202, 200): a run with any other, or with a socket error, is
 reported as failed, not as throughput. After the runs, every orderId answered 202 must be an
