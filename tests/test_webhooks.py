@@ -399,6 +399,37 @@ def test_a_partners_secret_is_decrypted_once_for_all_its_tries(
     assert all(verified(new.webhook_secret, got) for got in hook.received)
 
 
+def test_a_try_whose_delivery_changed_meanwhile_is_recorded_and_changes_nothing(
+    server: LiveServer, hook: Hook
+) -> None:
+    """The try is stored with its outcome; the state another hand gave the delivery while the
+    try was in flight stands (on PostgreSQL one statement does both, on SQLite a
+    transaction)."""
+    new = partner_to(server, hook.url)
+    with db.transaction():
+        event = outbox.record(new.partner.id, "order.fulfilled", {"n": 1}, occurred_at=clock.now())
+
+    class Overtaken(Sender):
+        """Sends for real; meanwhile the delivery is given up on, as an operator might."""
+
+        def send(self, url: str, headers: dict[str, str], body: str) -> Result:
+            result = super().send(url, headers, body)
+            with db.transaction():
+                WebhookDelivery.update(status="dead").where(
+                    WebhookDelivery.id == event.id
+                ).execute()
+            return result
+
+    box = SecretBox(server.settings.security.master_keys)
+    deliverer = Deliverer(Overtaken(timeout=10, guard=None), box=box, schedule=[timedelta(1)])
+    deliverer(tasks.Context(1, outbox.TASK, {"delivery": event.id}, 1, 1, clock.now(), clock.now()))
+    stored = WebhookDelivery.get_by_id(event.id)
+    assert (stored.status, stored.attempts, stored.last_status) == ("dead", 0, None)
+    tries = WebhookAttempt.select().where(WebhookAttempt.delivery == event.id)
+    assert [(t.outcome, t.status_code) for t in tries] == [("delivered", 204)]
+    assert len(hook.received) == 1
+
+
 def test_prune_removes_attempts_past_retention_and_keeps_deliveries(
     server: LiveServer, catalogue, hook: Hook, cli: Cli
 ) -> None:

@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import certifi
+import peewee
 import urllib3
 from urllib3.exceptions import NewConnectionError
 
@@ -218,43 +220,49 @@ def _record(
         status = "pending" if wait is not None else "dead"
     error = redaction.redact(result.error) if result.error else None
     excerpt = redaction.redact(result.excerpt) if result.excerpt else None
-    with db.transaction():
-        _ATTEMPT.first(
-            delivery.id,
-            now,
-            trigger,
-            urls.scrubbed(url),
-            result.status_code,
-            result.latency_ms,
-            result.outcome,
-            error,
-            excerpt,
-        )
-        changed = _OUTCOME[status == "delivered"].changed(
-            status,
-            now + wait if wait is not None and status == "pending" else None,
-            result.status_code,
-            error,
-            now,
-            None if status == "pending" else now,
-            delivery.id,
-        )
+    attempt = (
+        delivery.id,
+        now,
+        trigger,
+        urls.scrubbed(url),
+        result.status_code,
+        result.latency_ms,
+        result.outcome,
+        error,
+        excerpt,
+    )
+    outcome = (
+        status,
+        now + wait if wait is not None and status == "pending" else None,
+        result.status_code,
+        error,
+        now,
+        None if status == "pending" else now,
+        delivery.id,
+    )
+    delivered = status == "delivered"
+    if db.is_sqlite():  # no data-modifying CTE there: a transaction of the two
+        with db.transaction():
+            _ATTEMPT.first(*attempt)
+            changed = _OUTCOME[delivered].changed(*outcome)
+    else:
+        with db.single():
+            (changed,) = _RECORDED[delivered].first(*outcome, *attempt)
     return status if changed else None
 
 
-_ATTEMPT = db.prepared_insert(
-    (
-        WebhookAttempt.delivery,
-        WebhookAttempt.attempted_at,
-        WebhookAttempt.trigger,
-        WebhookAttempt.url,
-        WebhookAttempt.status_code,
-        WebhookAttempt.latency_ms,
-        WebhookAttempt.outcome,
-        WebhookAttempt.error,
-        WebhookAttempt.excerpt,
-    )
+_ATTEMPTED = (
+    WebhookAttempt.delivery,
+    WebhookAttempt.attempted_at,
+    WebhookAttempt.trigger,
+    WebhookAttempt.url,
+    WebhookAttempt.status_code,
+    WebhookAttempt.latency_ms,
+    WebhookAttempt.outcome,
+    WebhookAttempt.error,
+    WebhookAttempt.excerpt,
 )
+_ATTEMPT = db.prepared_insert(_ATTEMPTED)
 _SET = (
     WebhookDelivery.status,
     WebhookDelivery.next_attempt_at,
@@ -263,22 +271,49 @@ _SET = (
     WebhookDelivery.updated_at,
     WebhookDelivery.finished_at,
 )
+_SET_CONVERTERS = [*(f.db_value for f in _SET), None]  # then the delivery's id
 
 
-# The delivery's state after a try, if still pending: a delivery resets its failures.
-_OUTCOME = {
-    delivered: db.prepared_update(
-        _SET,
-        lambda delivery_id: (
-            (WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending")
-        ),
-        fixed={
+def _outcome(delivered: bool, *values: Any) -> peewee.ModelUpdate:
+    """The delivery's state after a try (``_SET``'s values, then its id), if still pending:
+    a delivery resets its failures."""
+    *changes, delivery_id = values
+    failures = 0 if delivered else WebhookDelivery.failures + 1
+    return WebhookDelivery.update(
+        {
+            **dict(zip(_SET, changes, strict=True)),
             WebhookDelivery.attempts: WebhookDelivery.attempts + 1,
-            WebhookDelivery.failures: 0 if delivered else WebhookDelivery.failures + 1,
-        },
+            WebhookDelivery.failures: failures,
+        }
+    ).where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending"))
+
+
+def _recorded(delivered: bool) -> db.Prepared:
+    """On PostgreSQL the try and the delivery's new state in one statement, one round trip
+    (a transaction of the two took four): the update a data-modifying CTE of the attempt's
+    insert, which returns how many deliveries the update changed."""
+
+    def build(*values: Any) -> peewee.BaseQuery:
+        state, tried = values[: len(_SET_CONVERTERS)], values[len(_SET_CONVERTERS) :]
+        changed = _outcome(delivered, *state).returning(WebhookDelivery.id).cte("changed")
+        return (
+            WebhookAttempt.insert(dict(zip(_ATTEMPTED, tried, strict=True)))
+            .with_cte(changed)
+            .returning(peewee.SQL('(SELECT count(*) FROM "changed")'))
+            .tuples()
+        )
+
+    converters = [*_SET_CONVERTERS, *(f.db_value for f in _ATTEMPTED)]
+    return db.Prepared(build, len(converters), converters=converters)
+
+
+_OUTCOME = {
+    delivered: db.Prepared(
+        functools.partial(_outcome, delivered), len(_SET_CONVERTERS), _SET_CONVERTERS
     )
     for delivered in (True, False)
 }
+_RECORDED = {delivered: _recorded(delivered) for delivered in (True, False)}
 
 
 def _log(
