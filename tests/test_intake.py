@@ -122,11 +122,11 @@ def test_twenty_concurrent_different_bodies_get_one_202_and_409s(
 
 
 @THROUGH_PGBOUNCER
-def test_concurrent_orders_sharing_commits_are_each_stored_once_with_their_job(
+def test_concurrent_orders_and_their_duplicates_are_each_stored_once_with_their_job(
     server: LiveServer, catalogue
 ) -> None:
-    """Concurrent intakes share commits (db.grouped): a duplicate in a shared commit is undone
-    alone, and every 202's order, and only those, is stored with its job."""
+    """Each orderId sent twice at once, among many: the duplicate is a replay, and every
+    202's order, and only those, is stored with its job."""
     key = server.add_partner().key.api_key
 
     def post(n: int) -> requests.Response:

@@ -387,60 +387,6 @@ def test_a_pooled_connection_given_back_moments_ago_goes_out_unchecked(migrated)
     assert Job.select().count() == 0
 
 
-def test_a_grouped_write_that_fails_leaves_nothing_and_spares_the_writes_it_shared_with(
-    migrated,
-) -> None:
-    """db.grouped: a caller's failure undoes its own writes only, alone or in a shared commit."""
-
-    def fails() -> None:
-        queue.enqueue("t", {"n": 1})
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        db.grouped(fails)
-    assert Job.select().count() == 0
-
-    release = threading.Event()
-
-    def first() -> None:
-        release.wait(10)  # holds this commit open while the next two callers queue
-        queue.enqueue("t", {"n": 2})
-
-    outcomes: dict[str, object] = {}
-
-    def call(name: str, work) -> None:
-        try:
-            outcomes[name] = db.grouped(work)
-        except RuntimeError as exc:
-            outcomes[name] = exc
-
-    callers = [threading.Thread(target=call, args=("first", first))]
-    callers[0].start()
-    wait_until(lambda: db._committer.locked(), timeout=10)
-    callers += [
-        threading.Thread(target=call, args=("kept", lambda: queue.enqueue("t", {"n": 3}))),
-        threading.Thread(target=call, args=("failed", fails)),
-    ]
-    for caller in callers[1:]:
-        caller.start()
-    wait_until(lambda: len(db._waiting) == 2, timeout=10)
-    release.set()
-    for caller in callers:
-        caller.join(10)
-    assert isinstance(outcomes["kept"], int) and isinstance(outcomes["failed"], RuntimeError)
-    assert sorted(job.payload["n"] for job in Job.select()) == [2, 3]
-
-
-def test_a_grouped_write_inside_a_transaction_is_part_of_it(migrated) -> None:
-    """No wait for another thread's commit while holding the lock it needs: the caller's
-    transaction takes the write, and its rollback undoes it."""
-    with pytest.raises(RuntimeError), db.transaction():
-        db.grouped(lambda: queue.enqueue("t", {"n": 1}))
-        assert Job.select().count() == 1
-        raise RuntimeError("undo")
-    assert Job.select().count() == 0
-
-
 def _a_job() -> Job:
     now = clock.now()
     return Job(task="t", payload={}, run_at=now, max_attempts=1, created_at=now, updated_at=now)

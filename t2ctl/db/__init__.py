@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import peewee
 import psycopg
@@ -29,7 +29,6 @@ from t2ctl import urls
 from t2ctl.errors import Unavailable
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 database = peewee.DatabaseProxy()
 # Where ``listen`` opens its own session; None: on the pooled handle's (see ``connect``).
@@ -44,8 +43,8 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": int(BUSY_TIMEOUT * 1000),
-    # A savepoint's statement journal (every share of a group commit has one) in memory, not
-    # a temporary file created and deleted each time.
+    # A savepoint's statement journal (a nested transaction's) in memory, not a temporary
+    # file created and deleted each time.
     "temp_store": "memory",
 }
 # A PostgreSQL that accepts connections and never answers (a frozen server, a half-open link)
@@ -395,90 +394,6 @@ def prepared_update(
         )
 
     return Prepared(build, len(fields) + 1, converters=[*(f.db_value for f in fields), None])
-
-
-class _Share:
-    """One caller's part of a group commit: its work, and what came of it."""
-
-    def __init__(self, work: Callable[[], Any]):
-        self.work = work
-        self.since = time.monotonic()
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-_waiting: list[_Share] = []
-_waiting_lock = threading.Lock()
-_committer = threading.Lock()
-
-
-def grouped(work: Callable[[], T]) -> T:
-    """Run ``work`` in a write transaction shared with other threads' concurrent calls, each
-    in a savepoint of its own, and return what it returned once that transaction committed
-    (or raise what it raised, its writes rolled back, the others' kept).
-
-    A commit costs more than the few inserts of an order: concurrent requests that each
-    committed alone queued for it. Here whichever caller finds no commit under way runs
-    every call waiting by then, and commits once for all of them; the rest wait for that.
-    ``work`` runs on that caller's thread and connection, so it must not rely on its own
-    thread's state (a log line's request id, say): log after ``grouped`` returns.
-
-    On SQLite the wait for the lock is bounded as ``transaction``'s is, once for all: a call
-    whose turn has not come within ``BUSY_TIMEOUT`` is withdrawn, unwritten, and raises.
-    Called inside a transaction, it is a savepoint of that one: the caller's commit is the one
-    that counts, and waiting for another thread's would wait on the lock this one holds."""
-    if database.in_transaction():
-        with transaction():
-            return work()
-    share = _Share(work)
-    with _waiting_lock:
-        _waiting.append(share)
-    if _committer.acquire(timeout=max(0.0, share.since + BUSY_TIMEOUT - time.monotonic())):
-        try:
-            if not share.done:
-                with contextlib.suppress(Exception):  # each share has its own error to raise
-                    _commit_waiting()
-        finally:
-            _committer.release()
-    else:
-        with _waiting_lock:
-            withdrawn = share in _waiting
-            if withdrawn:
-                _waiting.remove(share)
-        if withdrawn:
-            raise _locked_out()
-        with _committer:  # a commit under way holds it: its outcome is this share's
-            pass
-    if share.error is not None:
-        raise share.error
-    return share.result
-
-
-def _commit_waiting() -> None:
-    with _waiting_lock:
-        batch = _waiting[:]
-        del _waiting[:]
-    try:
-        with transaction(since=min(share.since for share in batch)):
-            if len(batch) == 1:  # its failure undoes the whole transaction: no savepoint
-                batch[0].result = batch[0].work()
-            else:
-                for share in batch:
-                    try:
-                        with transaction():  # a savepoint: a failure undoes this share alone
-                            share.result = share.work()
-                    except Exception as exc:
-                        share.error = exc
-    except BaseException as exc:  # nothing was committed: no share may report success
-        for share in batch:
-            share.error = share.error or (
-                exc if isinstance(exc, Exception) else Unavailable("The write was interrupted.")
-            )
-        raise
-    finally:
-        for share in batch:
-            share.done = True
 
 
 def locked(query: peewee.Select) -> peewee.Select:

@@ -53,8 +53,7 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
 
     Raises Conflict if that orderId was used with a different body, and ValidationFailed if the
     order breaks a catalogue rule. A new order is committed together with the job that will
-    process it, in a transaction it may share with other requests' orders (``db.grouped``),
-    before this returns.
+    process it, in one transaction, before this returns.
     """
     try:
         product = _validate(partner, request)
@@ -82,14 +81,12 @@ def submit(partner: Partner, request: FulfilmentRequest, *, box: SecretBox) -> S
         updated_at=now,
     )
 
-    def store() -> None:
-        if request.renewal_of is not None:
-            _hold_renewed(partner, request.renewal_of, product)
-        _INSERT.add(order)
-        pipeline.schedule(order)
-
     try:
-        db.grouped(store)
+        with db.transaction():
+            if request.renewal_of is not None:
+                _hold_renewed(partner, request.renewal_of, product)
+            _INSERT.add(order)
+            pipeline.schedule(order)
     except peewee.IntegrityError:
         # Submitted before, or concurrently by a request that committed first: a replay.
         existing = records.lookup(partner, request.order_id)
