@@ -83,6 +83,45 @@ _QUEUED: dict[peewee.Field, Any] = {Job.state: "queued", Job.attempts: 0}
 _INSERT = db.prepared_insert(_ENQUEUED, fixed=_QUEUED, ignore_conflicts=True)
 
 
+def enqueued_after(
+    row: peewee.CTE,
+    task: str,
+    payload: peewee.Node,
+    *,
+    unique_key: peewee.Node | None,
+    max_attempts: int,
+    now: Any,
+) -> peewee.Insert:
+    """PostgreSQL: a job due now for the row that ``row`` (a data-modifying CTE returning its
+    ``id``) inserts, as one statement that returns ``(job id, row id)``: the row and its job
+    commit together, by themselves, in one round trip where a transaction of the two took
+    four. ``payload`` and ``unique_key`` are SQL over ``row.c.id``; no conflict is ignored,
+    as the row is new. Once it has run, ``db.notify(CHANNEL)`` and ``wake_local()``."""
+    selected = peewee.Select(
+        [row],
+        [
+            peewee.Value(task),
+            payload,
+            peewee.Value(0),  # priority
+            now,
+            peewee.Value(max_attempts),
+            unique_key,
+            now,
+            now,
+            *map(peewee.Value, _QUEUED.values()),
+        ],
+    )
+    return (
+        Job.insert_from(selected, [*_ENQUEUED, *_QUEUED])
+        .with_cte(row)
+        .returning(
+            Job.id,
+            peewee.Select([row], [row.c.id]),
+        )
+        .tuples()
+    )
+
+
 @dataclass
 class _Holder:
     worker: str

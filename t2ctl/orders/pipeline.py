@@ -6,6 +6,9 @@ nothing to move it on.
 
 import logging
 from datetime import timedelta
+from typing import Any
+
+import peewee
 
 from t2ctl import clock, db
 from t2ctl.db.models import Order
@@ -27,6 +30,26 @@ def schedule(order: Order) -> int | None:
     None means a job for this order is still queued or running."""
     return queue.enqueue(
         TASK, {"order": order.id}, max_attempts=MAX_ATTEMPTS, unique_key=f"order:{order.id}"
+    )
+
+
+def scheduled_after(placed: peewee.CTE, now: Any) -> peewee.Insert:
+    """PostgreSQL: the job ``schedule`` adds, for the order ``placed`` inserts, as one statement
+    with it (``queue.enqueued_after``), whose rows are ``(job id, order id)``."""
+    return queue.enqueued_after(
+        placed,
+        TASK,
+        _text('{"order": ', placed.c.id, "}"),  # schedule's payload, as JSON text
+        unique_key=_text("order:", placed.c.id),
+        max_attempts=MAX_ATTEMPTS,
+        now=now,
+    )
+
+
+def _text(*parts: str | peewee.Node) -> peewee.Node:
+    """Text and ids as one text, in SQL (a parameter's type is given: CONCAT takes any)."""
+    return peewee.fn.CONCAT(
+        *(peewee.Value(part).cast("text") if isinstance(part, str) else part for part in parts)
     )
 
 
