@@ -5,6 +5,8 @@ log in a file), beside a bare Flask "hello" on the same HTTP server and settings
 hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT``, its own
 transaction, on the same kind of database, and read back by its key, with none of t2ctl's
 work: how much of the hello's rate any durable write, or keyed read, keeps on this stack.
+The 16 clients' runs go in ``ROUNDS`` rounds, every kind in turn: a rate shown is its median
+round's, and a ratio the median of the ratios within each round.
 
 Every answer's status is checked (202, 200): a run with any other, or with a socket error, is
 reported as failed, not as throughput. After the runs, every orderId answered 202 must be an
@@ -13,6 +15,7 @@ stopped (wrk leaves their answers unread).
 """
 
 import random
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from t2ctl.db.models import Order
 
 CLIENTS = (1, 16, 64)
 COMPARED = 16  # the concurrency the ratios are taken at
+# Runs at COMPARED clients, every kind in turn each round: this machine's pace moves by a
+# factor of two from one run to the next, and a ratio is taken within a round.
+ROUNDS = 3
 WARMUP_SECONDS = 1
 NOWHERE = "http://127.0.0.1:9/hooks"  # an api-only daemon delivers no webhook
 
@@ -71,26 +77,43 @@ def measure(url: str, *, quick: bool) -> list[Row]:
             warmups = {kind: go(COMPARED, WARMUP_SECONDS, "W") for kind, go in kinds.items()}
             warmups |= {kind: go(COMPARED, WARMUP_SECONDS, "W") for kind, go in floors.items()}
             runs: dict[tuple[str, int], wrk.Run] = {}
+            rounds: list[dict[str, wrk.Run]] = []
             for clients in CLIENTS:  # each concurrency's runs together, in one moment
+                if clients == COMPARED:
+                    every = kinds | floors
+                    rounds = [
+                        {
+                            kind: go(clients, seconds, f"C{clients}R{n}")
+                            for kind, go in every.items()
+                        }
+                        for n in range(ROUNDS)
+                    ]
+                    runs |= {(kind, clients): median_run(rounds, kind) for kind in every}
+                    continue
                 for kind, go in kinds.items():
                     runs[kind, clients] = go(clients, seconds, f"C{clients}")
-                if clients == COMPARED:
-                    for kind, go in floors.items():
-                        runs[kind, clients] = go(clients, seconds, f"C{clients}")
-            posts = [warmups["POST"], *(runs["POST", clients] for clients in CLIENTS)]
+            posts = [warmups["POST"], *(runs["POST", c] for c in CLIENTS if c != COMPARED)]
+            posts += [taken["POST"] for taken in rounds]
             stored, accepted_ids = set(order_ids(url)), answered(at.root)
             errors = api.errors_logged()
     return [
         *(failed(f"intake: warm-up {k}", r.problem) for k, r in warmups.items() if r.problem),
         *(rate_row(kind, clients, runs[kind, clients]) for kind in kinds for clients in CLIENTS),
         *(rate_row(kind, COMPARED, runs[kind, COMPARED]) for kind in floors),
-        ratio_row("POST", runs, 0.40),
-        ratio_row("GET", runs, 0.60),
-        ratio_row("floor write", runs),
-        ratio_row("floor read", runs),
+        ratio_row("POST", rounds, 0.40),
+        ratio_row("GET", rounds, 0.60),
+        ratio_row("floor write", rounds),
+        ratio_row("floor read", rounds),
         stored_row(posts, stored, accepted_ids),
         errors_row("intake: errors in the api log", errors),
     ]
+
+
+def median_run(rounds: list[dict[str, wrk.Run]], kind: str) -> wrk.Run:
+    """``kind``'s run of median rate over the rounds (the first with a problem, if any)."""
+    taken = [each[kind] for each in rounds]
+    broken = [run for run in taken if run.problem is not None]
+    return broken[0] if broken else sorted(taken, key=lambda run: run.rate)[len(taken) // 2]
 
 
 def floor_url(at: harness.Rig) -> str:
@@ -128,14 +151,14 @@ def rate_row(kind: str, clients: int, run: wrk.Run) -> Row:
     return Row(label, text, "", run.rate, None, numbers)
 
 
-def ratio_row(kind: str, runs: dict[tuple[str, int], wrk.Run], floor: float | None = None) -> Row:
-    """``kind``'s rate over the hello's at COMPARED clients, held to ``floor`` if given."""
+def ratio_row(kind: str, rounds: list[dict[str, wrk.Run]], floor: float | None = None) -> Row:
+    """``kind``'s rate over the hello's at COMPARED clients, held to ``floor`` if given: the
+    median over the rounds of the ratio within each (the machine's pace moves between them)."""
     label = f"intake: {kind} @{COMPARED} ÷ hello @{COMPARED}"
-    measured, hello = runs[kind, COMPARED], runs["hello", COMPARED]
     target = "" if floor is None else f"≥ {floor:.2f}"
-    if measured.problem is not None or hello.problem is not None:
+    if any(each[k].problem is not None for each in rounds for k in (kind, "hello")):
         return failed(label, "a run failed", target)
-    ratio = measured.rate / hello.rate
+    ratio = statistics.median(each[kind].rate / each["hello"].rate for each in rounds)
     if floor is None:
         return Row(label, f"{ratio:.2f}", "", ratio)
     return at_least(label, ratio, floor, digits=2)
