@@ -4,7 +4,8 @@ log in a file), beside a bare Flask "hello" on the same HTTP server and settings
 ``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients. At 16 clients, the
 hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT``, its own
 transaction, on the same kind of database, and read back by its key, with none of t2ctl's
-work: how much of the hello's rate any durable write, or keyed read, keeps on this stack.
+work: how much of the hello's rate any durable write, or keyed read, keeps on this stack; and
+the floor of an intake, what it must do at least, written by hand (``Intake``).
 The 16 clients' runs go in ``ROUNDS`` rounds, every kind in turn: a rate shown is its median
 round's, and a ratio the median of the ratios within each round.
 
@@ -14,6 +15,7 @@ order in the database, and the only other orders those whose POSTs were in fligh
 stopped (wrk leaves their answers unread).
 """
 
+import dataclasses
 import random
 import statistics
 from collections.abc import Callable
@@ -39,7 +41,7 @@ def measure(url: str, *, quick: bool) -> list[Row]:
         at.add_product()
         with (
             harness.daemon(at, "api", "api") as (api, base),
-            harness.helper("hello", at, "hello", str(at.config), floor_url(at)) as hello,
+            harness.helper("hello", at, "hello", str(at.config), floor_url(at), key) as hello,
         ):
             assert base is not None
             ids, accepted = at.root / "ids.txt", at.root / "accepted"
@@ -63,6 +65,16 @@ def measure(url: str, *, quick: bool) -> list[Row]:
                     key,
                     harness.order_body(f"F{tag}-"),
                     f"{written}-{tag}",
+                ),
+                "floor intake": lambda c, s, tag: wrk.run(
+                    hello,
+                    c,
+                    s,
+                    "intake",
+                    202,
+                    key,
+                    harness.order_body(f"I{tag}-"),
+                    f"{at.root / 'taken'}-{tag}",
                 ),
                 "floor read": lambda c, s, tag: wrk.run(
                     hello,
@@ -104,6 +116,7 @@ def measure(url: str, *, quick: bool) -> list[Row]:
         ratio_row("GET", rounds, 0.60),
         ratio_row("floor write", rounds),
         ratio_row("floor read", rounds),
+        ratio_row("floor intake", rounds),
         stored_row(posts, stored, accepted_ids),
         errors_row("intake: errors in the api log", errors),
     ]
@@ -158,10 +171,12 @@ def ratio_row(kind: str, rounds: list[dict[str, wrk.Run]], floor: float | None =
     target = "" if floor is None else f"≥ {floor:.2f}"
     if any(each[k].problem is not None for each in rounds for k in (kind, "hello")):
         return failed(label, "a run failed", target)
-    ratio = statistics.median(each[kind].rate / each["hello"].rate for each in rounds)
+    ratios = [each[kind].rate / each["hello"].rate for each in rounds]
+    ratio = statistics.median(ratios)
+    taken = {f"round {n}": value for n, value in enumerate(ratios, 1)}  # for --json
     if floor is None:
-        return Row(label, f"{ratio:.2f}", "", ratio)
-    return at_least(label, ratio, floor, digits=2)
+        return Row(label, f"{ratio:.2f}", "", ratio, numbers=taken)
+    return dataclasses.replace(at_least(label, ratio, floor, digits=2), numbers=taken)
 
 
 def stored_row(posts: list[wrk.Run], stored: set[str], accepted: list[str]) -> Row:

@@ -7,12 +7,14 @@
 --   wrk ... -s bench/load.lua URL -- hello EXPECTED            (GET /hello)
 --   wrk ... -s bench/load.lua URL -- hook EXPECTED             (POST /hooks, a ping event)
 --   wrk ... -s bench/load.lua URL -- write EXPECTED KEY BODY ACCEPTED   (as post, to the hello's
---       POST /floor/orders) and read EXPECTED KEY IDS_FILE (as get, GET /floor/orders/ID)
+--       POST /floor/orders) and read EXPECTED KEY IDS_FILE (as get, GET /floor/orders/ID);
+--       intake EXPECTED KEY BODY ACCEPTED (as post, to the hello's POST /floor/intake)
 --
 -- done() prints one line, "BENCH {json}": requests, duration, the answers with the EXPECTED
 -- status and those without (by status), wrk's socket errors, and p50/p99 latency in µs.
 
 local threads = {}
+local paths = {post = "/t2mobile/fulfilment", write = "/floor/orders", intake = "/floor/intake"}
 
 function setup(thread)
    thread:set("number", #threads + 1)
@@ -24,7 +26,7 @@ function init(args)
    matched, unmatched, others = 0, 0, ""
    local unexpected = {}
    sent = 0
-   if mode == "post" or mode == "write" then
+   if mode == "post" or mode == "write" or mode == "intake" then
       local at = string.find(args[4], "ORDERID", 1, true)
       before, after = string.sub(args[4], 1, at - 1), string.sub(args[4], at + 7)
       headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
@@ -51,10 +53,10 @@ end
 
 function request()
    sent = sent + 1
-   if mode == "post" or mode == "write" then
+   if mode == "post" or mode == "write" or mode == "intake" then
       -- the thread's number keeps ids apart across threads; BODY's tag across runs
       local body = before .. number .. "-" .. sent .. after
-      local path = mode == "post" and "/t2mobile/fulfilment" or "/floor/orders"
+      local path = paths[mode]
       return wrk.format("POST", path, headers, body)
    elseif mode == "get" or mode == "read" then
       local path = mode == "get" and "/t2mobile/orders/" or "/floor/orders/"
