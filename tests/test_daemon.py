@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -30,6 +31,27 @@ def test_zero_config_serve_answers_health_in_sandbox_and_stops_on_sigterm(tmp_pa
         assert daemon.stop(timeout=15) == 0
     assert WORKER_STARTED.search(daemon.log), "role all runs the workers too"
     assert daemon.records[-1]["message"] == "stopped"
+
+
+def test_a_busy_daemon_logs_every_request_once_on_a_whole_line_to_its_stop(
+    tmp_path: Path,
+) -> None:
+    """Request threads format their lines apart and write them in turn: under many requests
+    at once none is lost, repeated or cut into another, and the last before exit are there."""
+    with serve(tmp_path, None, "--port", "0") as daemon:
+        url = daemon.wait_for(LISTENING).group(1)
+
+        def ask(n: int) -> int:  # no API key: a 401, which has an access line
+            headers = {"X-Request-ID": f"busy-{n}"}
+            return requests.get(f"{url}/t2mobile/orders/X", headers=headers, timeout=30).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            assert set(pool.map(ask, range(400))) == {401}
+        assert daemon.stop(timeout=15) == 0
+    records = daemon.records  # every line parses as JSON, or this fails
+    asked = [r["request_id"] for r in records if r.get("action") == "http_request"]
+    assert sorted(asked) == sorted(f"busy-{n}" for n in range(400))
+    assert records[-1]["message"] == "stopped"
 
 
 def test_serve_refuses_an_invalid_config_with_the_key_named(tmp_path: Path) -> None:
