@@ -2,12 +2,17 @@
 also through PgBouncer)."""
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import requests
 
+from t2ctl import db
+from t2ctl.api import schemas
 from t2ctl.db.models import ApiKey, Order, Product
 from t2ctl.jobs.models import Job
+from t2ctl.orders import intake, pipeline
 from tests.conftest import NORTON, THROUGH_PGBOUNCER, LiveServer, order_body
+from tests.plans import statements
 
 
 @THROUGH_PGBOUNCER
@@ -146,6 +151,38 @@ def test_concurrent_orders_and_their_duplicates_are_each_stored_once_with_their_
     assert sorted(stored) == created
     payloads = sorted(job.payload["order"] for job in Job.select())
     assert payloads == sorted(stored.values()), "one process_order job for each order"
+
+
+def test_an_order_over_the_api_and_one_in_a_callers_transaction_get_the_same_job(
+    server: LiveServer, catalogue
+) -> None:
+    """On PostgreSQL intake writes a new order and its job in one statement, and notifies
+    after it; inside a caller's transaction (and on SQLite) it writes them in that
+    transaction. Either way the job is the one ``pipeline.schedule`` would add."""
+    new = server.add_partner()
+    with statements() as ran:
+        posted = server.session(new.key.api_key).post(
+            server.endpoint("/fulfilment"), json=order_body("T2-ONE-STATEMENT")
+        )
+    assert posted.status_code == 202
+    body = schemas.FulfilmentRequest.model_validate(order_body("T2-IN-A-TRANSACTION"))
+    with db.transaction():
+        intake.submit(new.partner, body.to_request(), box=server.box)
+    writes = [sql.split()[0] for sql, _ in ran if sql.split()[0] in ("WITH", "INSERT")]
+    notified = [sql for sql, _ in ran if "pg_notify" in sql]
+    if db.is_sqlite():
+        assert writes == ["INSERT", "INSERT"] and not notified
+    else:
+        assert writes == ["WITH"] and len(notified) == 1, ran
+    jobs = []
+    for order_id in ("T2-ONE-STATEMENT", "T2-IN-A-TRANSACTION"):
+        order = Order.get(Order.order_id == order_id)
+        job = Job.get(Job.unique_key == f"order:{order.id}")
+        assert job.payload == {"order": order.id}
+        assert job.run_at == job.created_at == job.updated_at
+        assert timedelta(0) <= job.run_at - order.created_at < timedelta(seconds=5)
+        jobs.append((job.task, job.state, job.priority, job.attempts, job.max_attempts))
+    assert jobs[0] == jobs[1] == ("process_order", "queued", 0, 0, pipeline.MAX_ATTEMPTS)
 
 
 def test_a_partner_sees_only_its_own_orders(server: LiveServer, catalogue) -> None:
