@@ -32,6 +32,7 @@ COMPARED = 16  # the concurrency the ratios are taken at
 ROUNDS = 3
 WARMUP_SECONDS = 1
 NOWHERE = "http://127.0.0.1:9/hooks"  # an api-only daemon delivers no webhook
+Kind = Callable[[int, int, str], wrk.Run]  # clients, seconds, a tag: one run
 
 
 def measure(url: str, *, quick: bool) -> list[Row]:
@@ -46,36 +47,16 @@ def measure(url: str, *, quick: bool) -> list[Row]:
             assert base is not None
             ids, accepted = at.root / "ids.txt", at.root / "accepted"
             floor_ids, written = at.root / "floor-ids.txt", at.root / "written"
-            kinds: dict[str, Callable[[int, int, str], wrk.Run]] = {
+            kinds: dict[str, Kind] = {
                 "hello": lambda c, s, tag: wrk.run(hello, c, s, "hello", 200),
-                "POST": lambda c, s, tag: wrk.run(
-                    base, c, s, "post", 202, key, harness.order_body(f"{tag}-"), f"{accepted}-{tag}"
-                ),
+                "POST": posted(base, "post", key, "", accepted),
                 "GET": lambda c, s, tag: wrk.run(
                     base, c, s, "get", 200, key, str(shuffled(order_ids(url), ids))
                 ),
             }
-            floors: dict[str, Callable[[int, int, str], wrk.Run]] = {
-                "floor write": lambda c, s, tag: wrk.run(
-                    hello,
-                    c,
-                    s,
-                    "write",
-                    202,
-                    key,
-                    harness.order_body(f"F{tag}-"),
-                    f"{written}-{tag}",
-                ),
-                "floor intake": lambda c, s, tag: wrk.run(
-                    hello,
-                    c,
-                    s,
-                    "intake",
-                    202,
-                    key,
-                    harness.order_body(f"I{tag}-"),
-                    f"{at.root / 'taken'}-{tag}",
-                ),
+            floors: dict[str, Kind] = {
+                "floor write": posted(hello, "write", key, "F", written),
+                "floor intake": posted(hello, "intake", key, "I", at.root / "taken"),
                 "floor read": lambda c, s, tag: wrk.run(
                     hello,
                     c,
@@ -127,6 +108,17 @@ def median_run(rounds: list[dict[str, wrk.Run]], kind: str) -> wrk.Run:
     taken = [each[kind] for each in rounds]
     broken = [run for run in taken if run.problem is not None]
     return broken[0] if broken else sorted(taken, key=lambda run: run.rate)[len(taken) // 2]
+
+
+def posted(url: str, mode: str, key: str, prefix: str, into: Path) -> Kind:
+    """Runs that POST new orders (``load.lua``'s ``mode``), their orderIds ``prefix``, the run's
+    tag and a number; each 202's orderId written down in ``into``-TAG.N."""
+
+    def go(clients: int, seconds: int, tag: str) -> wrk.Run:
+        body = harness.order_body(f"{prefix}{tag}-")
+        return wrk.run(url, clients, seconds, mode, 202, key, body, f"{into}-{tag}")
+
+    return go
 
 
 def floor_url(at: harness.Rig) -> str:
