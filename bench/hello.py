@@ -125,12 +125,14 @@ class Intake:
             return _answer(401, {"error": "unauthorized"})
         body = json.loads(raw)
         problem = _checked(body)
+        if problem:
+            return _answer(422, {"error": problem})
         price = connection.execute(
-            f"SELECT price FROM bench_product WHERE product_id = {mark}", (body.get("productId"),)
+            f"SELECT price FROM bench_product WHERE product_id = {mark}", (body["productId"],)
         ).fetchone()
-        amount = int(Decimal(body["amount"]["value"]) * 100) if not problem else 0
-        if problem or price is None or amount != price[0] * body["quantity"]:
-            return _answer(422, {"error": problem or "amount"})
+        amount = int(Decimal(body["amount"]["value"]) * 100)
+        if price is None or amount != price[0] * body["quantity"]:
+            return _answer(422, {"error": "amount"})
         customer, now = body["customer"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         order = (
             found[0],
