@@ -20,7 +20,6 @@ pydantic, an ORM, a rate limit or metrics.
 Logs ``listening on http://HOST:PORT`` on stderr once it accepts; SIGTERM ends it.
 """
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -38,6 +37,7 @@ from flask import Flask, Response, abort, request
 
 from bench.harness import PRICE_MINOR, PRODUCT
 from t2ctl import config, db, httpserver
+from t2ctl.security import apikeys
 
 TABLE = "bench_floor"
 
@@ -108,7 +108,7 @@ class Intake:
         for statement in INTAKE_TABLES:
             connection.execute(statement.format(key=key))
         for table, row in (
-            ("bench_key", (digest(api_key), 1)),
+            ("bench_key", (apikeys.digest(api_key), 1)),
             ("bench_product", (PRODUCT, PRICE_MINOR)),
         ):
             connection.execute(
@@ -119,7 +119,7 @@ class Intake:
         started, mark = time.monotonic(), self.floor.mark
         connection = self.floor.connection()
         found = connection.execute(
-            f"SELECT partner FROM bench_key WHERE key_hash = {mark}", (digest(token),)
+            f"SELECT partner FROM bench_key WHERE key_hash = {mark}", (apikeys.digest(token),)
         ).fetchone()
         if found is None:
             return _answer(401, {"error": "unauthorized"})
@@ -193,10 +193,6 @@ class Intake:
             connection.execute("COMMIT")
 
 
-def digest(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
 def _checked(body: Any) -> str | None:
     """What is wrong with a fulfilment body, by hand: the fields an intake must check."""
     if not isinstance(body, dict):
@@ -237,7 +233,7 @@ def app(database: str | None = None, api_key: str | None = None) -> Flask:
             body = request.get_data()
             order_id = str(json.loads(body)["orderId"])
             floor.write(order_id, body.decode())
-            return Response(json.dumps({"orderId": order_id}), 202, mimetype="application/json")
+            return _answer(202, {"orderId": order_id})
 
         @hello.get("/floor/orders/<order_id>")
         def read(order_id: str) -> Response:

@@ -96,10 +96,8 @@ def bring_forward(unique_key: str, payload: dict[str, Any], *, now: datetime) ->
             .where((Job.unique_key == unique_key) & (Job.state == "queued"))
             .execute()
         )
-        if changed:
-            db.notify(queue.CHANNEL)
     if changed:
-        queue.wake_local()
+        queue.announce()
     return bool(changed)
 
 

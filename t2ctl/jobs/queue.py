@@ -60,12 +60,10 @@ def enqueue(
         return _hold(holder, task, payload, priority, max_attempts, unique_key, now)
     with db.joined():
         added = _INSERT.first(task, payload, priority, run_at, max_attempts, unique_key, now, now)
-        if added and run_at <= now:
-            db.notify(CHANNEL)
     if added is None:
         return None
     if run_at <= now:
-        wake_local()
+        announce()
     return added[0]
 
 
@@ -96,7 +94,7 @@ def enqueued_after(
     ``id``) inserts, as one statement that returns ``(job id, row id)``: the row and its job
     commit together, by themselves, in one round trip where a transaction of the two took
     four. ``payload`` and ``unique_key`` are SQL over ``row.c.id``; no conflict is ignored,
-    as the row is new. Once it has run, ``db.notify(CHANNEL)`` and ``wake_local()``."""
+    as the row is new. Once it has run, ``announce()``."""
     selected = peewee.Select(
         [row],
         [
@@ -209,11 +207,16 @@ def enqueue_many(
     with db.joined():
         query = Job.insert_many(rows).on_conflict_ignore().returning(Job.id).tuples()
         added = [row[0] for row in query.execute()]
-        if added:
-            db.notify(CHANNEL)
     if added:
-        wake_local()
+        announce()
     return added
+
+
+def announce() -> None:
+    """Tell the workers a job due now is written: ``NOTIFY`` for other processes' (sent once
+    the transaction the caller is in commits, if any) and ``wake_local`` for this one's."""
+    db.notify(CHANNEL)
+    wake_local()
 
 
 def wake_local() -> None:

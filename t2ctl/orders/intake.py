@@ -138,8 +138,7 @@ def _store(order: Order, partner: Partner, request: FulfilmentRequest, product: 
     if request.renewal_of is None and not db.is_sqlite() and not db.database.in_transaction():
         data = order.__data__
         (_job, order.id) = _PLACED.first(*(data.get(f.name) for f in _STORED))
-        db.notify(queue.CHANNEL)
-        queue.wake_local()
+        queue.announce()
         return
     with db.transaction():
         if request.renewal_of is not None:
