@@ -19,14 +19,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench import commands, e2e, harness, intake, wrk
+from bench import commands, e2e, harness, intake, pace, wrk
 from bench.common import postgres_database
 from bench.report import Row, failed
 
@@ -63,16 +63,17 @@ def measure(args: argparse.Namespace) -> None:
     harness.stop_on_sigterm()
     if set(args.only) & set(NEEDS_WRK) and not wrk.available():
         sys.exit("bench: wrk is not installed (sudo apt-get install -y wrk)")
-    began = load()
+    before = Moment(load(), pace.measure())
     results = {database: run(database, args) for database in args.on}
+    after = Moment(load(), pace.measure())
     console = Console(width=140)
-    console.print(table(results, args, began))
+    console.print(table(results, args, before, after))
     for database, rows in results.items():
         for row in rows:
             if row.note:
                 console.print(f"{database}: {row.note}", highlight=False)
     if args.json is not None:
-        write_json(args.json, results, args)
+        write_json(args.json, results, args, before, after)
     if any(row.error for rows in results.values() for row in rows):
         sys.exit(1)
 
@@ -140,14 +141,25 @@ def fresh(database: str, name: str) -> Iterator[str]:
         yield f"sqlite:///{tmp}/{name}.db"
 
 
-def table(results: dict[str, list[Row]], args: argparse.Namespace, began: str) -> Table:
+@dataclass(frozen=True)
+class Moment:
+    """The machine before or after the runs: its load averages and its pace."""
+
+    load: str
+    pace: dict[str, float]
+
+
+def table(
+    results: dict[str, list[Row]], args: argparse.Namespace, before: Moment, after: Moment
+) -> Table:
     labels = list(dict.fromkeys(row.label for rows in results.values() for row in rows))
     found = {database: {row.label: row for row in rows} for database, rows in results.items()}
     kind = "quick runs (--quick): a smoke check, not a measurement" if args.quick else "full runs"
     built = Table(
         title=f"t2ctl performance, {kind}, {os.cpu_count()} cores",
         caption=f"green: meets its target; red: misses it, or the run failed. "
-        f"Load average before: {began}; after: {load()}",
+        f"Load average before: {before.load}; after: {after.load}. Pace (bench/pace.py) "
+        f"before: {pace.shown(before.pace)}; after: {pace.shown(after.pace)}",
     )
     built.add_column("measurement")
     for database in results:
@@ -172,10 +184,18 @@ def load() -> str:
     return " ".join(f"{average:.1f}" for average in os.getloadavg())
 
 
-def write_json(path: Path, results: dict[str, list[Row]], args: argparse.Namespace) -> None:
+def write_json(
+    path: Path,
+    results: dict[str, list[Row]],
+    args: argparse.Namespace,
+    before: Moment,
+    after: Moment,
+) -> None:
     document = {
         "quick": args.quick,
         "cores": os.cpu_count(),
+        "before": asdict(before),
+        "after": asdict(after),
         "databases": {
             database: [asdict(row) for row in rows] for database, rows in results.items()
         },
