@@ -15,7 +15,9 @@ the key found by its SHA-256, the body's fields checked and its amount against t
 price (read), the customer's name and email encrypted (Fernet), the order and its job inserted
 in one transaction (on SQLite this process's writers take turns on a lock, as t2ctl's do),
 one JSON log line on stderr, a JSON answer with its ``Location``: none of Flask's hooks,
-pydantic, an ORM, a rate limit or metrics.
+pydantic, an ORM, a rate limit or metrics. ``POST /floor/contracted`` adds to it, still by
+hand, what the contract asks beyond that (``Contracted``): a request id, a rate limit, the
+API's pydantic model, a metric, t2ctl's access line and the Order's whole shape.
 
 Logs ``listening on http://HOST:PORT`` on stderr once it accepts; SIGTERM ends it.
 """
@@ -34,10 +36,21 @@ from typing import Any
 import psycopg
 from cryptography.fernet import Fernet
 from flask import Flask, Response, abort, request
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import Histogram
 
-from bench.harness import PRICE_MINOR, PRODUCT
+from bench.harness import PRICE_MINOR, PRODUCT, UNLIMITED
 from t2ctl import config, db, httpserver
+from t2ctl.api import schemas
+from t2ctl.api.observe import access
+from t2ctl.api.orders import parse_body
+from t2ctl.errors import ValidationFailed
+from t2ctl.monitoring import logs
+from t2ctl.orders.intake import FulfilmentRequest
 from t2ctl.security import apikeys
+from t2ctl.values import Money
 
 TABLE = "bench_floor"
 
@@ -123,26 +136,24 @@ class Intake:
         ).fetchone()
         if found is None:
             return _answer(401, {"error": "unauthorized"})
-        body = json.loads(raw)
-        problem = _checked(body)
-        if problem:
-            return _answer(422, {"error": problem})
+        wanted = self.wanted(raw)
+        if isinstance(wanted, str):
+            return _answer(422, {"error": wanted})
         price = connection.execute(
-            f"SELECT price FROM bench_product WHERE product_id = {mark}", (body["productId"],)
+            f"SELECT price FROM bench_product WHERE product_id = {mark}", (wanted.product_id,)
         ).fetchone()
-        amount = int(Decimal(body["amount"]["value"]) * 100)
-        if price is None or amount != price[0] * body["quantity"]:
+        if price is None or wanted.amount.minor != price[0] * wanted.quantity:
             return _answer(422, {"error": "amount"})
-        customer, now = body["customer"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         order = (
             found[0],
-            body["orderId"],
-            body["productId"],
-            body["quantity"],
-            amount,
-            self.fernet.encrypt(customer["name"].encode()).decode(),
-            self.fernet.encrypt(customer["email"].encode()).decode(),
-            json.dumps(body.get("metadata")),
+            wanted.order_id,
+            wanted.product_id,
+            wanted.quantity,
+            wanted.amount.minor,
+            self.fernet.encrypt(wanted.customer_name.encode()).decode(),
+            self.fernet.encrypt(wanted.customer_email.encode()).decode(),
+            json.dumps(wanted.metadata),
             "PENDING",
             now,
         )
@@ -150,6 +161,30 @@ class Intake:
             self._store(connection, order, now)
         except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation):
             return _answer(409, {"error": "conflict"})
+        self.logged(started, now, wanted.order_id)
+        return self.accepted(wanted, now)
+
+    def wanted(self, raw: bytes) -> FulfilmentRequest | str:
+        """The body's order, or the first field found wrong: checked by hand."""
+        body = json.loads(raw)
+        problem = _checked(body)
+        if problem:
+            return problem
+        customer = body["customer"]
+        return FulfilmentRequest(
+            order_id=body["orderId"],
+            product_id=body["productId"],
+            quantity=body["quantity"],
+            customer_id=customer.get("id", ""),
+            customer_name=customer["name"],
+            customer_email=customer["email"],
+            customer_phone=None,
+            amount=Money(int(Decimal(body["amount"]["value"]) * 100), "NGN"),
+            metadata=body.get("metadata"),
+        )
+
+    def logged(self, started: float, now: str, order_id: str) -> None:
+        """One JSON line on stderr, by hand."""
         line = {
             "time": now,
             "level": "info",
@@ -158,13 +193,15 @@ class Intake:
             "path": request.path,
             "status": 202,
             "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            "order_id": body["orderId"],
+            "order_id": order_id,
         }
         with self.log:
             sys.stderr.write(json.dumps(line) + "\n")
             sys.stderr.flush()
-        answer = _answer(202, {"orderId": body["orderId"], "status": "PENDING", "createdAt": now})
-        answer.headers["Location"] = f"/floor/orders/{body['orderId']}"
+
+    def accepted(self, wanted: FulfilmentRequest, now: str) -> Response:
+        answer = _answer(202, {"orderId": wanted.order_id, "status": "PENDING", "createdAt": now})
+        answer.headers["Location"] = f"/floor/orders/{wanted.order_id}"
         return answer
 
     def _store(self, connection: Any, order: tuple[Any, ...], now: str) -> None:
@@ -193,6 +230,88 @@ class Intake:
             connection.execute("COMMIT")
 
 
+class Contracted(Intake):
+    """The intake floor with what the contract adds to it, still by hand: a request id, the
+    rate limit (the ``limits`` library's moving window, as the API counts; here per key
+    before the key is looked up), the API's own pydantic model checking the body (its 422
+    names every field), a duration metric, the access line through t2ctl's logging (JSON,
+    redacted) and the Order's whole shape in the answer: what an intake written by hand
+    beside the API's models would keep of the hello."""
+
+    def __init__(self, floor: Floor, api_key: str):
+        super().__init__(floor, api_key)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limit = RateLimitItemPerMinute(UNLIMITED)
+        self.durations = Histogram(
+            "bench_floor_request_seconds", "", ["route", "method", "status"], registry=None
+        )
+        logs.install()
+        logs.configure("json", "INFO")
+
+    def take(self, token: str, raw: bytes) -> Response:
+        started, request_id = time.monotonic(), uuid.uuid4().hex
+        bound = logs.push(request_id=request_id)
+        try:
+            allowed = self.limiter.hit(self.limit, apikeys.digest(token))
+            self.limiter.get_window_stats(self.limit, apikeys.digest(token))
+            answer = super().take(token, raw) if allowed else _answer(429, {"error": "limit"})
+        finally:
+            logs.pop(bound)
+        answer.headers["X-Request-ID"] = request_id
+        self.durations.labels(request.path, request.method, str(answer.status_code)).observe(
+            time.monotonic() - started
+        )
+        return answer
+
+    def wanted(self, raw: bytes) -> FulfilmentRequest | str:
+        try:
+            return parse_body(raw, schemas.FulfilmentRequest).to_request()
+        except ValidationFailed as exc:
+            return str(exc)
+
+    def logged(self, started: float, now: str, order_id: str) -> None:
+        seconds = time.monotonic() - started
+        access.info(
+            '%s "%s %s" %s %.1fms',
+            request.remote_addr,
+            request.method,
+            request.path,
+            202,
+            seconds * 1000,
+            extra={
+                "action": "http_request",
+                "client": request.remote_addr,
+                "method": request.method,
+                "path": request.path,
+                "route": request.path,
+                "status": 202,
+                "duration_ms": round(seconds * 1000, 1),
+                "partner": "bench",
+                "user_agent": request.user_agent.string or None,
+                "order_id": order_id,
+            },
+        )
+
+    def accepted(self, wanted: FulfilmentRequest, now: str) -> Response:
+        order = {
+            "orderId": wanted.order_id,
+            "status": "PENDING",
+            "productId": wanted.product_id,
+            "quantity": wanted.quantity,
+            "customer": {"id": wanted.customer_id},
+            "amount": wanted.amount.public(),
+            "renewalOf": wanted.renewal_of,
+            "createdAt": now,
+            "updatedAt": now,
+            "fulfilment": None,
+            "error": None,
+            "cancellation": None,
+        }
+        answer = _answer(202, order)
+        answer.headers["Location"] = f"/floor/orders/{wanted.order_id}"
+        return answer
+
+
 def _checked(body: Any) -> str | None:
     """What is wrong with a fulfilment body, by hand: the fields an intake must check."""
     if not isinstance(body, dict):
@@ -212,6 +331,11 @@ def _checked(body: Any) -> str | None:
         and amount.get("currency") == "NGN",
     }
     return next((field for field, ok in checks.items() if not ok), None)
+
+
+def _token() -> str:
+    _scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip()
 
 
 def _answer(status: int, data: dict[str, Any]) -> Response:
@@ -245,10 +369,15 @@ def app(database: str | None = None, api_key: str | None = None) -> Flask:
         if api_key is not None:
             intake = Intake(floor, api_key)
 
+            contracted = Contracted(floor, api_key)
+
             @hello.post("/floor/intake")
             def take() -> Response:
-                _scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-                return intake.take(token.strip(), request.get_data())
+                return intake.take(_token(), request.get_data())
+
+            @hello.post("/floor/contracted")
+            def take_contracted() -> Response:
+                return contracted.take(_token(), request.get_data())
 
     return hello
 

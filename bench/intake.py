@@ -4,8 +4,9 @@ log in a file), beside a bare Flask "hello" on the same HTTP server and settings
 ``wrk`` in a process of its own, at 1, 16 and 64 keep-alive clients. At 16 clients, the
 hello's floor too (``bench/hello.py``): the same body stored by one ``INSERT``, its own
 transaction, on the same kind of database, and read back by its key, with none of t2ctl's
-work: how much of the hello's rate any durable write, or keyed read, keeps on this stack; and
-the floor of an intake, what it must do at least, written by hand (``Intake``).
+work: how much of the hello's rate any durable write, or keyed read, keeps on this stack; the
+floor of an intake, what it must do at least, written by hand (``Intake``); and that floor
+with what the contract adds to it, still by hand (``Contracted``).
 The 16 clients' runs go in ``ROUNDS`` rounds, every kind in turn: a rate shown is its median
 round's, and a ratio the median of the ratios within each round.
 
@@ -57,6 +58,9 @@ def measure(url: str, *, quick: bool) -> list[Row]:
             floors: dict[str, Kind] = {
                 "floor write": posted(hello, "write", key, "F", written),
                 "floor intake": posted(hello, "intake", key, "I", at.root / "taken"),
+                "floor intake, contracted": posted(
+                    hello, "contracted", key, "K", at.root / "contracted"
+                ),
                 "floor read": lambda c, s, tag: wrk.run(
                     hello,
                     c,
@@ -98,6 +102,7 @@ def measure(url: str, *, quick: bool) -> list[Row]:
         ratio_row("floor write", rounds),
         ratio_row("floor read", rounds),
         ratio_row("floor intake", rounds),
+        ratio_row("floor intake, contracted", rounds),
         stored_row(posts, stored, accepted_ids),
         errors_row("intake: errors in the api log", errors),
     ]

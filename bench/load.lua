@@ -8,13 +8,16 @@
 --   wrk ... -s bench/load.lua URL -- hook EXPECTED             (POST /hooks, a ping event)
 --   wrk ... -s bench/load.lua URL -- write EXPECTED KEY BODY ACCEPTED   (as post, to the hello's
 --       POST /floor/orders) and read EXPECTED KEY IDS_FILE (as get, GET /floor/orders/ID);
---       intake EXPECTED KEY BODY ACCEPTED (as post, to the hello's POST /floor/intake)
+--       intake EXPECTED KEY BODY ACCEPTED (as post, to the hello's POST /floor/intake), and
+--       contracted (the same, to POST /floor/contracted)
 --
 -- done() prints one line, "BENCH {json}": requests, duration, the answers with the EXPECTED
 -- status and those without (by status), wrk's socket errors, and p50/p99 latency in µs.
 
 local threads = {}
-local paths = {post = "/t2mobile/fulfilment", write = "/floor/orders", intake = "/floor/intake"}
+local posting = {post = true, write = true, intake = true, contracted = true}
+local paths = {post = "/t2mobile/fulfilment", write = "/floor/orders", intake = "/floor/intake",
+               contracted = "/floor/contracted"}
 
 function setup(thread)
    thread:set("number", #threads + 1)
@@ -26,7 +29,7 @@ function init(args)
    matched, unmatched, others = 0, 0, ""
    local unexpected = {}
    sent = 0
-   if mode == "post" or mode == "write" or mode == "intake" then
+   if posting[mode] then
       local at = string.find(args[4], "ORDERID", 1, true)
       before, after = string.sub(args[4], 1, at - 1), string.sub(args[4], at + 7)
       headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
@@ -53,7 +56,7 @@ end
 
 function request()
    sent = sent + 1
-   if mode == "post" or mode == "write" or mode == "intake" then
+   if posting[mode] then
       -- the thread's number keeps ids apart across threads; BODY's tag across runs
       local body = before .. number .. "-" .. sent .. after
       local path = paths[mode]
