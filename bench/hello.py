@@ -43,8 +43,7 @@ from prometheus_client import Histogram
 
 from bench.harness import PRICE_MINOR, PRODUCT, UNLIMITED
 from t2ctl import config, db, httpserver
-from t2ctl.api import schemas
-from t2ctl.api.observe import access
+from t2ctl.api import observe, schemas
 from t2ctl.api.orders import parse_body
 from t2ctl.errors import ValidationFailed
 from t2ctl.monitoring import logs
@@ -271,27 +270,8 @@ class Contracted(Intake):
             return str(exc)
 
     def logged(self, started: float, now: str, order_id: str) -> None:
-        seconds = time.monotonic() - started
-        access.info(
-            '%s "%s %s" %s %.1fms',
-            request.remote_addr,
-            request.method,
-            request.path,
-            202,
-            seconds * 1000,
-            extra={
-                "action": "http_request",
-                "client": request.remote_addr,
-                "method": request.method,
-                "path": request.path,
-                "route": request.path,
-                "status": 202,
-                "duration_ms": round(seconds * 1000, 1),
-                "partner": "bench",
-                "user_agent": request.user_agent.string or None,
-                "order_id": order_id,
-            },
-        )
+        logs.push(order_id=order_id)  # as the API's view binds it; undone with the request's
+        observe.log_access(request.path, 202, time.monotonic() - started, "bench")
 
     def accepted(self, wanted: FulfilmentRequest, now: str) -> Response:
         order = {

@@ -45,6 +45,15 @@ def _end(response: Response) -> Response:
     metrics.HTTP_REQUESTS.labels(route, method, str(status)).observe(seconds)
     # A balancer polls health every few seconds: its successes would drown the rest.
     level = logging.DEBUG if route.startswith("/t2mobile/health") and status < 400 else logging.INFO
+    partner = g.partner.name if "partner" in g else None
+    log_access(route, status, seconds, partner, level)
+    return response
+
+
+def log_access(
+    route: str, status: int, seconds: float, partner: str | None, level: int = logging.INFO
+) -> None:
+    """The access line of the request being answered: one a request, with the ids bound."""
     access.log(
         level,
         '%s "%s %s" %s %.1fms',
@@ -61,11 +70,10 @@ def _end(response: Response) -> Response:
             "route": route,
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
-            "partner": g.partner.name if "partner" in g else None,
+            "partner": partner,
             "user_agent": request.user_agent.string or None,
         },
     )
-    return response
 
 
 def _unbind(_exc: BaseException | None) -> None:
