@@ -251,9 +251,8 @@ class Contracted(Intake):
         started, request_id = time.monotonic(), uuid.uuid4().hex
         bound = logs.push(request_id=request_id)
         try:
-            counted = apikeys.digest(token)
-            allowed = self.limiter.hit(self.limit, counted)
-            self.limiter.get_window_stats(self.limit, counted)  # for the headers, as the API
+            allowed = self.limiter.hit(self.limit, token)  # in memory: the key as given
+            self.limiter.get_window_stats(self.limit, token)  # for the headers, as the API
             answer = super().take(token, raw) if allowed else _answer(429, {"error": "limit"})
         finally:
             logs.pop(bound)

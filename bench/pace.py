@@ -2,8 +2,9 @@
 the table from one hour to the next, and two tables compare only beside it.
 
 - hand-over: two threads of one process taking turns through two locks, µs a round trip
-  (two hand-overs). Each SQLite statement, PostgreSQL round trip and socket write of a request
-  hands the GIL to another thread, so this is what moves the daemon's rates most.
+  (two hand-overs): a request crosses threads several times (waitress's loop to a request
+  thread and back), and this price is what changed most between this machine's fast and
+  slow hours (the hello at one client 8,000 requests a second, then 2,000).
 - start: ``python -c pass`` as a whole process, ms (the least of a few runs): what every
   command pays before its first import, this install's ``site`` (its .pth files) included.
 - loop: a pure Python loop of ten million steps, s: the interpreter's own speed.
